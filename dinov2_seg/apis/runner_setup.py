@@ -1,0 +1,80 @@
+"""Config handling shared by tools/train.py and tools/test.py."""
+import logging
+import os
+import os.path as osp
+from typing import Any, Optional
+
+import torch
+import torch.distributed as dist
+from mmengine.config import Config
+from mmengine.logging import print_log
+
+
+def load_config(path: str,
+                cfg_options: Optional[dict] = None,
+                work_dir: Optional[str] = None,
+                launcher: str = 'none') -> Config:
+    """Read a config, apply ``--cfg-options`` and choose the work dir as
+    mmseg's tools do (CLI, then the config's ``work_dir``, then
+    ``work_dirs/<config name>``)."""
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'Config file {path} does not exist')
+    cfg = Config.fromfile(path)
+    cfg.launcher = launcher
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    if work_dir is not None:
+        cfg.work_dir = work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = osp.join('./work_dirs',
+                                osp.splitext(osp.basename(path))[0])
+    return cfg
+
+
+def _replace_sync_bn(node: Any) -> int:
+    """Turn every ``SyncBN`` norm config into ``BN``; return how many."""
+    count = 0
+    if isinstance(node, dict):
+        if node.get('type') == 'SyncBN':
+            node['type'] = 'BN'
+            count += 1
+        for value in node.values():
+            count += _replace_sync_bn(value)
+    elif isinstance(node, (list, tuple)):
+        for value in node:
+            count += _replace_sync_bn(value)
+    return count
+
+
+def prepare_cpu_distributed(cfg: Config) -> None:
+    """Make ``--launcher pytorch`` work on machines without CUDA.
+
+    mmengine assumes GPUs for data parallelism: its init_dist calls
+    ``torch.cuda.set_device`` and its DDP wrapper passes ``device_ids``, and
+    torch's SyncBatchNorm has no CPU kernel. On CPU we therefore start the
+    gloo process group ourselves (mmengine then skips its own), build DDP
+    without device ids, and use plain BN in the heads.
+    """
+    if cfg.launcher != 'pytorch' or torch.cuda.is_available():
+        return
+    if not dist.is_initialized():
+        dist.init_process_group(backend='gloo')
+    cfg.env_cfg.setdefault('dist_cfg', {})['backend'] = 'gloo'
+    wrapper = cfg.get('model_wrapper_cfg') or dict(
+        type='MMDistributedDataParallel',
+        broadcast_buffers=False,
+        find_unused_parameters=cfg.get('find_unused_parameters', False))
+    wrapper['device_ids'] = None
+    cfg.model_wrapper_cfg = wrapper
+    if _replace_sync_bn(cfg.model):
+        print_log(
+            'No CUDA: SyncBN layers are built as BN for this CPU run (torch '
+            'has no CPU SyncBatchNorm); statistics are per process.',
+            logger='current',
+            level=logging.WARNING)
+
+
+def set_local_rank(local_rank: int) -> None:
+    """``torch.distributed.launch`` passes --local-rank instead of setting
+    LOCAL_RANK; mmengine reads the environment."""
+    os.environ.setdefault('LOCAL_RANK', str(local_rank))

@@ -1,0 +1,94 @@
+"""``tools/test.py``: evaluate a checkpoint (per-class IoU/Acc, aAcc, mIoU,
+mAcc), as mmseg 1.x does."""
+import argparse
+import os.path as osp
+from typing import List, Optional
+
+from mmengine.config import DictAction
+from mmengine.runner import Runner
+
+from dinov2_seg.datasets.layout import check_dataset_paths
+from .runner_setup import load_config, prepare_cpu_distributed, set_local_rank
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description='Test a DINOv2 segmentor')
+    parser.add_argument('config', help='config file path')
+    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('--work-dir', help='where metrics and logs go')
+    parser.add_argument(
+        '--out', help='directory to save the predicted label maps (PNG)')
+    parser.add_argument(
+        '--show', action='store_true', help='show predictions in a window')
+    parser.add_argument(
+        '--show-dir',
+        help='save every image with its coloured prediction to '
+        'SHOW_DIR/vis_data/vis_image (a relative SHOW_DIR is taken inside '
+        'the work dir)')
+    parser.add_argument(
+        '--wait-time', type=float, default=2, help='--show interval (s)')
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        help='override config entries, e.g. test_dataloader.batch_size=1')
+    parser.add_argument(
+        '--launcher',
+        choices=['none', 'pytorch', 'slurm', 'mpi'],
+        default='none',
+        help='job launcher')
+    parser.add_argument(
+        '--tta',
+        action='store_true',
+        help='test-time augmentation (the ms recipes: multi-scale + flip)')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    return parser.parse_args(argv)
+
+
+def enable_visualization(cfg, show: bool, show_dir: Optional[str],
+                         wait_time: float) -> None:
+    """Switch on mmseg's SegVisualizationHook for every test image."""
+    hook = cfg.default_hooks.get('visualization')
+    if hook is None:
+        raise KeyError("--show/--show-dir need default_hooks.visualization="
+                       "dict(type='SegVisualizationHook') in the config")
+    hook['draw'] = True
+    # mmseg's hook paints every 50th image; asked for explicitly, paint all.
+    hook['interval'] = 1
+    if show:
+        hook['show'] = True
+        hook['wait_time'] = wait_time
+    if show_dir:
+        cfg.visualizer['save_dir'] = osp.join(cfg.work_dir, show_dir)
+
+
+def enable_tta(cfg, config_path: str) -> None:
+    if 'tta_pipeline' not in cfg or 'tta_model' not in cfg:
+        raise KeyError(
+            f'--tta: {config_path} defines no tta_pipeline/tta_model; the '
+            'official linear recipe has no test-time augmentation, the ms '
+            'configs (e.g. configs/ade20k_vits14_ms.py) have it')
+    cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
+    cfg.tta_model.module = cfg.model
+    cfg.model = cfg.tta_model
+
+
+def main(argv: Optional[List[str]] = None) -> dict:
+    args = parse_args(argv)
+    set_local_rank(args.local_rank)
+    if not osp.isfile(args.checkpoint) and '://' not in args.checkpoint:
+        raise FileNotFoundError(f'Checkpoint {args.checkpoint} does not exist')
+    cfg = load_config(args.config, args.cfg_options, args.work_dir,
+                      args.launcher)
+    cfg.load_from = args.checkpoint
+    if args.show or args.show_dir:
+        enable_visualization(cfg, args.show, args.show_dir, args.wait_time)
+    if args.tta:
+        enable_tta(cfg, args.config)
+    if args.out is not None:
+        cfg.test_evaluator['output_dir'] = args.out
+        cfg.test_evaluator['keep_results'] = True
+    check_dataset_paths(cfg, ['test_dataloader'])
+    prepare_cpu_distributed(cfg)
+    runner = Runner.from_cfg(cfg)
+    return runner.test()

@@ -1,0 +1,68 @@
+"""``tools/train.py``: train a segmentor from a config, as mmseg 1.x does."""
+import argparse
+import logging
+from typing import List, Optional
+
+from mmengine.config import DictAction
+from mmengine.logging import print_log
+from mmengine.runner import Runner
+
+from dinov2_seg.datasets.layout import check_dataset_paths
+from .runner_setup import load_config, prepare_cpu_distributed, set_local_rank
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description='Train a DINOv2 segmentor')
+    parser.add_argument('config', help='config file path')
+    parser.add_argument('--work-dir', help='where logs and checkpoints go')
+    parser.add_argument(
+        '--resume',
+        action='store_true',
+        help='resume from the latest checkpoint in the work dir')
+    parser.add_argument(
+        '--amp',
+        action='store_true',
+        help='automatic mixed precision (needs a GPU)')
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        help='override config entries, e.g. '
+        'train_dataloader.batch_size=4 "model.backbone.arch=vitb14"')
+    parser.add_argument(
+        '--launcher',
+        choices=['none', 'pytorch', 'slurm', 'mpi'],
+        default='none',
+        help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    return parser.parse_args(argv)
+
+
+def enable_amp(cfg) -> None:
+    wrapper = cfg.optim_wrapper
+    if wrapper.type == 'AmpOptimWrapper':
+        print_log('AMP is already enabled in the config.', logger='current',
+                  level=logging.WARNING)
+        return
+    if wrapper.type != 'OptimWrapper':
+        raise ValueError('--amp needs optim_wrapper.type="OptimWrapper", got '
+                         f'{wrapper.type!r}')
+    wrapper.type = 'AmpOptimWrapper'
+    wrapper.loss_scale = 'dynamic'
+
+
+def main(argv: Optional[List[str]] = None) -> Runner:
+    args = parse_args(argv)
+    set_local_rank(args.local_rank)
+    cfg = load_config(args.config, args.cfg_options, args.work_dir,
+                      args.launcher)
+    if args.amp:
+        enable_amp(cfg)
+    cfg.resume = args.resume
+    check_dataset_paths(
+        cfg, ['train_dataloader'] +
+        (['val_dataloader'] if cfg.get('val_cfg') else []))
+    prepare_cpu_distributed(cfg)
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    return runner

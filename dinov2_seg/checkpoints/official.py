@@ -1,0 +1,101 @@
+"""Strict loading of DINOv2 backbone files in Meta's released layout.
+
+The released ``dinov2_<arch>_pretrain.pth`` files are plain state_dicts whose
+keys are exactly the backbone's parameter names, so no renaming is needed;
+what this module adds is checking: every tensor must be used, none missing,
+and a file of another size is an error naming both shapes.
+"""
+import re
+from typing import Dict, Mapping, Optional
+
+import torch
+from mmengine.runner.checkpoint import CheckpointLoader
+from torch import Tensor, nn
+
+_BLOCK_KEY = re.compile(r'^blocks\.(\d+)\.')
+
+
+def extract_state_dict(checkpoint: Mapping, source: str) -> Dict[str, Tensor]:
+    """Return the backbone tensors of a loaded checkpoint.
+
+    Accepts a plain state_dict (Meta's backbone files), a dict wrapping one
+    under ``state_dict`` or ``model``, and a whole segmentor checkpoint, whose
+    ``backbone.`` entries are taken.
+    """
+    for wrapper in ('state_dict', 'model'):
+        if isinstance(checkpoint.get(wrapper), Mapping):
+            checkpoint = checkpoint[wrapper]
+            break
+    state_dict = {k: v for k, v in checkpoint.items() if isinstance(v, Tensor)}
+    if not state_dict:
+        raise ValueError(f'{source} holds no tensors; expected a DINOv2 '
+                         'backbone state_dict such as dinov2_vits14_pretrain.pth')
+    if any(k.startswith('backbone.') for k in state_dict):
+        state_dict = {
+            k[len('backbone.'):]: v
+            for k, v in state_dict.items() if k.startswith('backbone.')
+        }
+    return state_dict
+
+
+def describe_arch(state_dict: Mapping[str, Tensor]) -> Optional[str]:
+    """Name the preset a state_dict looks like (e.g. ``vitb14_reg4``)."""
+    from dinov2_seg.models.backbones.dinov2 import ARCH_SETTINGS
+    if 'cls_token' not in state_dict:
+        return None
+    blocks = {int(m.group(1)) for m in map(_BLOCK_KEY.match, state_dict) if m}
+    registers = state_dict.get('register_tokens')
+    found = dict(
+        embed_dim=state_dict['cls_token'].shape[-1],
+        depth=max(blocks) + 1 if blocks else 0,
+        num_register_tokens=0 if registers is None else registers.shape[1])
+    for name, settings in ARCH_SETTINGS.items():
+        if all(settings[k] == v for k, v in found.items()):
+            return name
+    return ', '.join(f'{k}={v}' for k, v in found.items())
+
+
+def check_state_dict(model: nn.Module, state_dict: Mapping[str, Tensor],
+                     source: str, target: str) -> None:
+    """Raise a ValueError listing every missing, unexpected or mis-shaped key
+    between ``state_dict`` (read from ``source``) and ``model``."""
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(expected))
+    mismatched = [
+        f'  {k}: file has {tuple(state_dict[k].shape)}, '
+        f'{target} expects {tuple(v.shape)}' for k, v in expected.items()
+        if k in state_dict and state_dict[k].shape != v.shape
+    ]
+    if not (missing or unexpected or mismatched):
+        return
+    lines = [f'Checkpoint {source} does not fit {target}.']
+    looks_like = describe_arch(state_dict)
+    if looks_like:
+        lines.append(f'The file looks like arch {looks_like!r}.')
+    if mismatched:
+        lines += ['Shape mismatches:'] + mismatched[:10]
+        if len(mismatched) > 10:
+            lines.append(f'  ... and {len(mismatched) - 10} more')
+    for title, keys in (('Missing keys', missing), ('Unexpected keys',
+                                                      unexpected)):
+        if keys:
+            shown = ', '.join(keys[:10])
+            more = f' ... and {len(keys) - 10} more' if len(keys) > 10 else ''
+            lines.append(f'{title} ({len(keys)}): {shown}{more}')
+    raise ValueError('\n'.join(lines))
+
+
+def load_backbone_checkpoint(backbone: nn.Module, filename: str) -> None:
+    """Load a DINOv2 backbone file (path or URL) into ``backbone`` strictly.
+
+    Raises:
+        ValueError: if any key is missing, unexpected or of another shape; the
+            message names the file, the configured arch and both shapes.
+    """
+    checkpoint = CheckpointLoader.load_checkpoint(filename, map_location='cpu')
+    state_dict = extract_state_dict(checkpoint, filename)
+    target = f'DinoVisionTransformer(arch={getattr(backbone, "arch", "?")!r})'
+    check_state_dict(backbone, state_dict, filename, target)
+    with torch.no_grad():
+        backbone.load_state_dict(state_dict, strict=True)

@@ -1,0 +1,28 @@
+from setuptools import find_packages, setup
+
+setup(
+    name='dinov2_seg',
+    version='0.1.0',
+    description='DINOv2 semantic segmentation on mmsegmentation 1.x',
+    long_description=open('README.md', encoding='utf-8').read(),
+    long_description_content_type='text/markdown',
+    python_requires='>=3.9',
+    packages=find_packages(include=['dinov2_seg', 'dinov2_seg.*']),
+    install_requires=[
+        # A range the user's torch (CPU or CUDA) already satisfies, so pip
+        # never replaces it.
+        'torch>=2.1',
+        'mmengine>=0.10.0,<0.11',
+        # mmseg 1.2.x and mmdet 3.3.x accept only mmcv<2.2; it must be built
+        # with its ops (see tools/setup_env.sh).
+        'mmcv>=2.1.0,<2.2.0',
+        'mmsegmentation>=1.2.2,<1.3',
+        'mmdet>=3.3.0,<3.4',
+        'numpy',
+        'opencv-python',
+        # Imported by mmseg at import time but not declared by its wheel.
+        'ftfy',
+        'regex',
+    ],
+    extras_require={'test': ['pytest', 'pytest-timeout']},
+)
