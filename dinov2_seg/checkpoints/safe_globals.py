@@ -7,6 +7,7 @@ that means ``weights_only=True``, which rejects the numpy arrays and the
 Instead of turning ``weights_only`` off (which would let any pickle run
 code), this allowlists exactly the globals mmengine writes.
 """
+import pickle
 from typing import Any
 
 import numpy as np
@@ -24,7 +25,7 @@ def _history_buffer_getattr(owner: Any, name: str) -> Any:
         HistoryBuffer._statistics_methods)
     if owner is HistoryBuffer and name in allowed:
         return getattr(owner, name)
-    raise ValueError(
+    raise pickle.UnpicklingError(
         f'weights_only load: refusing getattr({owner!r}, {name!r}); only '
         f'HistoryBuffer statistics {sorted(allowed)} may be looked up')
 

@@ -104,7 +104,7 @@ class DinoVisionTransformer(BaseModule):
         self.interpolate_offset = settings['interpolate_offset']
         self.interpolate_antialias = settings['interpolate_antialias']
         if out_indices is None:
-            out_indices = range(depth - 4, depth)
+            out_indices = range(max(depth - 4, 0), depth)
         if any(not -depth <= i < depth for i in out_indices):
             raise ValueError(f'out_indices {tuple(out_indices)} out of range '
                              f'for a {depth}-block backbone')
@@ -124,7 +124,9 @@ class DinoVisionTransformer(BaseModule):
         # Unused for segmentation; kept so that the released files load with
         # every key accounted for.
         self.mask_token = nn.Parameter(torch.zeros(1, dim), requires_grad=False)
-        drop_rates = torch.linspace(0, drop_path_rate, depth).tolist()
+        drop_rates = [
+            drop_path_rate * i / max(depth - 1, 1) for i in range(depth)
+        ]
         self.blocks = nn.ModuleList(
             Block(dim, settings['num_heads'], settings['ffn'],
                   layer_scale_init=layer_scale_init, drop_path=rate)

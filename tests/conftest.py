@@ -1,0 +1,41 @@
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import dinov2_seg  # noqa: F401  (registers modules, safe globals)
+from mmseg.utils import register_all_modules
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_VOC = REPO.parent / 'shared' / 'data' / 'voc2012_mini'
+
+# A small custom architecture for tests that only need *a* DINOv2: the same
+# code paths as the presets at a fraction of the cost.
+TINY_ARCH = dict(
+    embed_dim=48,
+    depth=3,
+    num_heads=3,
+    ffn='mlp',
+    num_register_tokens=0,
+    interpolate_offset=0.1,
+    interpolate_antialias=False)
+
+register_all_modules(init_default_scope=True)
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+@pytest.fixture(scope='session')
+def shapes_root(tmp_path_factory) -> Path:
+    """A small procedural dataset in the ADE20K layout."""
+    from dinov2_seg.datasets import generate_shapes_dataset
+    root = tmp_path_factory.mktemp('shapes')
+    generate_shapes_dataset(
+        str(root), num_train=8, num_val=4, size=(90, 125), seed=1)
+    return root
+
+
+@pytest.fixture
+def python() -> str:
+    return sys.executable

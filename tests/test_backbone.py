@@ -1,0 +1,279 @@
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from dinov2_seg.models.backbones import ARCH_SETTINGS, DinoVisionTransformer
+from dinov2_seg.models.backbones.dinov2 import center_pad
+
+# --------------------------------------------------------------------------
+# The official layout, written out from the published architecture (FACTS):
+# names and shapes of every tensor in dinov2_<arch>_pretrain.pth.
+# --------------------------------------------------------------------------
+OFFICIAL = {
+    'vits14': (384, 12, 6, 'mlp'),
+    'vitb14': (768, 12, 12, 'mlp'),
+    'vitl14': (1024, 24, 16, 'mlp'),
+    'vitg14': (1536, 40, 24, 'swiglu'),
+}
+
+
+def official_manifest(arch: str) -> dict:
+    base, _, reg = arch.partition('_')
+    dim, depth, _, ffn = OFFICIAL[base]
+    shapes = {
+        'cls_token': (1, 1, dim),
+        'pos_embed': (1, 1 + 37 * 37, dim),
+        'mask_token': (1, dim),
+        'patch_embed.proj.weight': (dim, 3, 14, 14),
+        'patch_embed.proj.bias': (dim, ),
+        'norm.weight': (dim, ),
+        'norm.bias': (dim, ),
+    }
+    if reg:
+        shapes['register_tokens'] = (1, 4, dim)
+    for i in range(depth):
+        b = f'blocks.{i}.'
+        shapes.update({
+            b + 'norm1.weight': (dim, ),
+            b + 'norm1.bias': (dim, ),
+            b + 'attn.qkv.weight': (3 * dim, dim),
+            b + 'attn.qkv.bias': (3 * dim, ),
+            b + 'attn.proj.weight': (dim, dim),
+            b + 'attn.proj.bias': (dim, ),
+            b + 'ls1.gamma': (dim, ),
+            b + 'norm2.weight': (dim, ),
+            b + 'norm2.bias': (dim, ),
+            b + 'ls2.gamma': (dim, ),
+        })
+        if ffn == 'mlp':
+            shapes.update({
+                b + 'mlp.fc1.weight': (4 * dim, dim),
+                b + 'mlp.fc1.bias': (4 * dim, ),
+                b + 'mlp.fc2.weight': (dim, 4 * dim),
+                b + 'mlp.fc2.bias': (dim, ),
+            })
+        else:  # ViT-g: SwiGLU, hidden 2/3 * 4 * dim rounded up to 8 -> 4096
+            hidden = 4096
+            shapes.update({
+                b + 'mlp.w12.weight': (2 * hidden, dim),
+                b + 'mlp.w12.bias': (2 * hidden, ),
+                b + 'mlp.w3.weight': (dim, hidden),
+                b + 'mlp.w3.bias': (dim, ),
+            })
+    return shapes
+
+
+@pytest.mark.parametrize('arch', sorted(ARCH_SETTINGS))
+def test_preset_matches_official_layout(arch):
+    with torch.device('meta'):
+        model = DinoVisionTransformer(arch=arch)
+    got = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    assert got == official_manifest(arch)
+
+
+@pytest.mark.parametrize('arch,millions', [('vits14', 22.06),
+                                           ('vitb14', 86.58),
+                                           ('vitl14', 304.37),
+                                           ('vitg14', 1136.48)])
+def test_parameter_counts(arch, millions):
+    with torch.device('meta'):
+        model = DinoVisionTransformer(arch=arch)
+    count = sum(p.numel() for p in model.parameters())
+    expected = sum(math.prod(s) for s in official_manifest(arch).values())
+    assert count == expected
+    assert count / 1e6 == pytest.approx(millions, abs=0.01)
+
+
+def test_register_variants_use_their_own_interpolation():
+    assert ARCH_SETTINGS['vitl14']['interpolate_offset'] == 0.1
+    assert not ARCH_SETTINGS['vitl14']['interpolate_antialias']
+    assert ARCH_SETTINGS['vitl14_reg4']['interpolate_offset'] == 0.0
+    assert ARCH_SETTINGS['vitl14_reg4']['interpolate_antialias']
+    assert ARCH_SETTINGS['vitl14_reg4']['num_register_tokens'] == 4
+
+
+def test_unknown_arch_is_a_clear_error():
+    with pytest.raises(KeyError, match="Unknown DINOv2 arch 'vitx14'"):
+        DinoVisionTransformer(arch='vitx14')
+
+
+# --------------------------------------------------------------------------
+# An independent reference of the official forward pass, written from the
+# published formulas with plain tensor ops.
+# --------------------------------------------------------------------------
+def reference_features(sd, x, num_heads, registers, offset, antialias,
+                       blocks_to_take):
+    patch = 14
+    height, width = x.shape[-2:]
+    new_h = math.ceil(height / patch) * patch
+    new_w = math.ceil(width / patch) * patch
+    top, left = (new_h - height) // 2, (new_w - width) // 2
+    padded = x.new_zeros(x.shape[0], 3, new_h, new_w)
+    padded[:, :, top:top + height, left:left + width] = x
+
+    tokens = F.conv2d(
+        padded, sd['patch_embed.proj.weight'], sd['patch_embed.proj.bias'],
+        stride=patch)
+    batch, dim, gh, gw = tokens.shape
+    tokens = tokens.flatten(2).transpose(1, 2)
+    pos = sd['pos_embed']
+    side = int(math.sqrt(pos.shape[1] - 1))
+    grid = pos[:, 1:].reshape(1, side, side, dim).permute(0, 3, 1, 2)
+    if gh == gw == side:
+        patch_pos = grid
+    elif offset:
+        patch_pos = F.interpolate(
+            grid, scale_factor=((gh + offset) / side, (gw + offset) / side),
+            mode='bicubic', antialias=antialias)
+    else:
+        patch_pos = F.interpolate(
+            grid, size=(gh, gw), mode='bicubic', antialias=antialias)
+    patch_pos = patch_pos.permute(0, 2, 3, 1).reshape(1, gh * gw, dim)
+    seq = torch.cat([sd['cls_token'].expand(batch, -1, -1), tokens], 1)
+    seq = seq + torch.cat([pos[:, :1], patch_pos], 1)
+    if registers:
+        seq = torch.cat([
+            seq[:, :1], sd['register_tokens'].expand(batch, -1, -1), seq[:, 1:]
+        ], 1)
+
+    def ln(t, name):
+        return F.layer_norm(t, (dim, ), sd[name + '.weight'],
+                            sd[name + '.bias'], 1e-6)
+
+    outputs = []
+    depth = 1 + max(int(k.split('.')[1]) for k in sd if k.startswith('blocks'))
+    head_dim = dim // num_heads
+    for i in range(depth):
+        b = f'blocks.{i}.'
+        h = ln(seq, b + 'norm1')
+        qkv = h @ sd[b + 'attn.qkv.weight'].T + sd[b + 'attn.qkv.bias']
+        q, k, v = qkv.reshape(batch, -1, 3, num_heads,
+                              head_dim).permute(2, 0, 3, 1, 4)
+        attn = (q @ k.transpose(-1, -2) / math.sqrt(head_dim)).softmax(-1)
+        h = (attn @ v).transpose(1, 2).reshape(batch, -1, dim)
+        h = h @ sd[b + 'attn.proj.weight'].T + sd[b + 'attn.proj.bias']
+        seq = seq + sd[b + 'ls1.gamma'] * h
+        h = ln(seq, b + 'norm2')
+        h = F.gelu(h @ sd[b + 'mlp.fc1.weight'].T + sd[b + 'mlp.fc1.bias'])
+        h = h @ sd[b + 'mlp.fc2.weight'].T + sd[b + 'mlp.fc2.bias']
+        seq = seq + sd[b + 'ls2.gamma'] * h
+        if i in blocks_to_take:
+            out = ln(seq, 'norm')[:, 1 + registers:]
+            outputs.append(out.reshape(batch, gh, gw, dim).permute(0, 3, 1, 2))
+    return outputs
+
+
+def fabricate_official_file(arch, path, depth=None, seed=0):
+    """Random tensors with the official names and shapes (non-trivial
+    LayerScale and norms so that every parameter matters)."""
+    generator = torch.Generator().manual_seed(seed)
+    manifest = official_manifest(arch)
+    state = {}
+    for name, shape in manifest.items():
+        if depth is not None and name.startswith('blocks.') and int(
+                name.split('.')[1]) >= depth:
+            continue
+        scale = 0.02 if name.endswith('weight') and len(shape) > 1 else 0.1
+        value = torch.randn(shape, generator=generator) * scale
+        if name.endswith(('norm1.weight', 'norm2.weight', 'norm.weight')):
+            value += 1
+        state[name] = value
+    torch.save(state, path)
+    return state
+
+
+@pytest.mark.parametrize('arch', ['vits14', 'vits14_reg4'])
+@pytest.mark.parametrize('size', [(31, 45), (14 * 37, 14 * 37), (40, 40)])
+def test_loaded_file_reproduces_reference_features(tmp_path, arch, size):
+    path = tmp_path / f'dinov2_{arch}_pretrain.pth'
+    state = fabricate_official_file(arch, path)
+    model = DinoVisionTransformer(
+        arch=arch, init_cfg=dict(type='Pretrained', checkpoint=str(path)))
+    model.init_weights()
+    x = torch.randn(2, 3, *size, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        feats = model(x)
+    settings = ARCH_SETTINGS[arch]
+    ref = reference_features(state, x, 6, settings['num_register_tokens'],
+                             settings['interpolate_offset'],
+                             settings['interpolate_antialias'],
+                             blocks_to_take=[8, 9, 10, 11])
+    grid = (math.ceil(size[0] / 14), math.ceil(size[1] / 14))
+    assert len(feats) == 4
+    for got, want in zip(feats, ref):
+        assert got.shape == (2, 384, *grid)
+        torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+
+
+def test_interpolation_offset_changes_features(tmp_path):
+    """The 0.1 offset of the original models is not a no-op: with the
+    register models' plain resize the features differ."""
+    path = tmp_path / 'f.pth'
+    state = fabricate_official_file('vits14', path, depth=1)
+    arch = dict(ARCH_SETTINGS['vits14'], depth=1)
+    x = torch.randn(1, 3, 70, 98)
+    feats = {}
+    for offset in (0.1, 0.0):
+        model = DinoVisionTransformer(
+            arch=dict(arch, interpolate_offset=offset), out_indices=[0])
+        model.load_state_dict(state)
+        feats[offset] = model(x)[0]
+    assert (feats[0.1] - feats[0.0]).abs().max() > 1e-3
+
+
+def test_center_padding_is_centred():
+    x = torch.ones(1, 1, 31, 45)
+    padded = center_pad(x, 14)
+    assert padded.shape[-2:] == (42, 56)
+    rows = padded[0, 0].sum(1).nonzero().flatten()
+    cols = padded[0, 0].sum(0).nonzero().flatten()
+    # 11 rows of padding: 5 on top, 6 below; 11 columns: 5 left, 6 right.
+    assert (rows.min().item(), rows.max().item()) == (5, 35)
+    assert (cols.min().item(), cols.max().item()) == (5, 49)
+    assert center_pad(torch.ones(1, 1, 28, 14), 14).shape[-2:] == (28, 14)
+
+
+def test_image_smaller_than_a_patch():
+    model = DinoVisionTransformer(arch=dict(ARCH_SETTINGS['vits14'], depth=2))
+    feats = model(torch.randn(1, 3, 5, 9))
+    assert [f.shape for f in feats] == [(1, 384, 1, 1)] * 2
+
+
+def test_out_indices_and_negative_indices():
+    arch = dict(ARCH_SETTINGS['vits14'], depth=6)
+    model = DinoVisionTransformer(arch=arch, out_indices=[1, -1])
+    assert model.out_indices == (1, 5)
+    assert len(model(torch.randn(1, 3, 28, 28))) == 2
+    with pytest.raises(ValueError, match='out of range for a 6-block'):
+        DinoVisionTransformer(arch=arch, out_indices=[6])
+
+
+def test_frozen_by_default():
+    model = DinoVisionTransformer(arch=dict(ARCH_SETTINGS['vits14'], depth=2))
+    assert not any(p.requires_grad for p in model.parameters())
+    model.train()
+    assert not model.training and not model.blocks[0].training
+    feats = model(torch.randn(1, 3, 28, 28))
+    assert feats[0].grad_fn is None
+
+
+def test_fine_tune_option():
+    model = DinoVisionTransformer(
+        arch=dict(ARCH_SETTINGS['vits14'], depth=2), frozen=False,
+        drop_path_rate=0.1)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert 'blocks.1.attn.qkv.weight' in trainable
+    assert 'mask_token' not in trainable  # unused for segmentation
+    model.train()
+    assert model.training
+    feats = model(torch.randn(1, 3, 28, 28))
+    feats[-1].sum().backward()
+    assert model.blocks[0].attn.qkv.weight.grad is not None
+
+
+def test_random_init_warns():
+    model = DinoVisionTransformer(arch=dict(ARCH_SETTINGS['vits14'], depth=1))
+    with pytest.warns(UserWarning, match='randomly initialised'):
+        model.init_weights()
