@@ -15,7 +15,7 @@ SHARED_VOC = REPO.parent / 'shared' / 'data' / 'voc2012_mini'
 # code paths as the presets at a fraction of the cost.
 TINY_ARCH = dict(
     embed_dim=48,
-    depth=3,
+    depth=4,
     num_heads=3,
     ffn='mlp',
     num_register_tokens=0,

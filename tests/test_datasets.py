@@ -1,0 +1,183 @@
+import filecmp
+import shutil
+
+import cv2
+import numpy as np
+import pytest
+from mmcv.transforms import Compose
+from mmengine.config import Config
+from mmseg.registry import DATASETS
+
+from conftest import REPO, SHARED_VOC
+from dinov2_seg.datasets import (SHAPES_CLASSES, SHAPES_PALETTE,
+                                 check_dataset_paths, generate_shapes_dataset)
+
+DEMO = REPO / 'configs' / 'demo_shapes_vits14_linear.py'
+
+
+def test_shapes_dataset_layout_and_determinism(tmp_path):
+    counts = generate_shapes_dataset(
+        str(tmp_path / 'a'), num_train=3, num_val=2, size=(60, 80), seed=5)
+    generate_shapes_dataset(
+        str(tmp_path / 'b'), num_train=3, num_val=2, size=(60, 80), seed=5)
+    assert counts == {'training': 3, 'validation': 2}
+    labels = sorted((tmp_path / 'a' / 'annotations' / 'training').glob('*'))
+    images = sorted((tmp_path / 'a' / 'images' / 'training').glob('*'))
+    assert [p.stem for p in labels] == [p.stem for p in images] == [
+        't0000', 't0001', 't0002'
+    ]
+    for label in labels:
+        assert filecmp.cmp(label, tmp_path / 'b' / label.relative_to(
+            tmp_path / 'a'), shallow=False)
+        values = np.unique(cv2.imread(str(label), cv2.IMREAD_UNCHANGED))
+        assert set(values) <= set(range(len(SHAPES_CLASSES) + 1))
+        assert {0, 1, 2} <= set(values)  # outline, sky, ground
+    image = cv2.imread(str(images[0]))
+    assert image.shape == (60, 80, 3)
+
+
+def test_shape_classes_have_their_colours(tmp_path):
+    """Each class's pixels are near its palette colour (what makes the demo
+    learnable)."""
+    generate_shapes_dataset(
+        str(tmp_path), num_train=4, num_val=0, size=(90, 120), seed=2)
+    for label_path in (tmp_path / 'annotations' / 'training').glob('*.png'):
+        label = cv2.imread(str(label_path), cv2.IMREAD_UNCHANGED)
+        image = cv2.imread(
+            str(tmp_path / 'images' / 'training' /
+                f'{label_path.stem}.jpg'))[..., ::-1].astype(float)
+        for cls in (3, 4, 5):  # disc, box, triangle
+            mask = cv2.erode((label == cls).astype(np.uint8),
+                             np.ones((5, 5))).astype(bool)
+            if mask.sum() < 20:
+                continue
+            mean = image[mask].mean(0)
+            distances = [np.abs(mean - c).sum() for c in SHAPES_PALETTE]
+            assert int(np.argmin(distances)) == cls - 1
+
+
+def test_demo_config_declares_the_shapes_classes():
+    cfg = Config.fromfile(str(DEMO))
+    assert cfg.metainfo.classes == SHAPES_CLASSES
+    assert cfg.metainfo.palette == SHAPES_PALETTE
+    assert cfg.model.decode_head.num_classes == len(SHAPES_CLASSES)
+
+
+def test_custom_dataset_through_the_demo_config(shapes_root):
+    cfg = Config.fromfile(str(DEMO))
+    cfg.val_dataloader.dataset.data_root = str(shapes_root)
+    dataset = DATASETS.build(cfg.val_dataloader.dataset)
+    assert len(dataset) == 4
+    assert dataset.metainfo['classes'] == SHAPES_CLASSES
+    sample = dataset[0]
+    assert sample['inputs'].shape[0] == 3
+    labels = set(sample['data_samples'].gt_sem_seg.data.unique().tolist())
+    # reduce_zero_label: outlines (0) are ignored, class i is stored as i+1
+    assert 255 in labels and labels <= {0, 1, 2, 3, 4, 255}
+
+
+def ade_config():
+    return Config.fromfile(str(REPO / 'configs' / 'ade20k_vits14_linear.py'))
+
+
+def test_missing_dataset_names_layout_and_key(tmp_path):
+    cfg = ade_config()
+    cfg.train_dataloader.dataset.data_root = str(tmp_path / 'nowhere')
+    with pytest.raises(FileNotFoundError) as err:
+        check_dataset_paths(cfg, ['train_dataloader'])
+    message = str(err.value)
+    assert f'{tmp_path}/nowhere/images/training' in message
+    assert 'images/{training,validation}/*.jpg' in message
+    assert 'train_dataloader.dataset.data_root' in message
+    assert 'ADE20KDataset' in message
+
+
+def test_empty_image_folder_is_reported(tmp_path):
+    for split in ('training', 'validation'):
+        (tmp_path / 'images' / split).mkdir(parents=True)
+        (tmp_path / 'annotations' / split).mkdir(parents=True)
+    cfg = ade_config()
+    cfg.val_dataloader.dataset.data_root = str(tmp_path)
+    with pytest.raises(FileNotFoundError, match=r'holds no \*\.jpg images'):
+        check_dataset_paths(cfg, ['val_dataloader'])
+
+
+def test_present_dataset_passes(shapes_root):
+    cfg = ade_config()
+    for key in ('train_dataloader', 'val_dataloader'):
+        cfg[key].dataset.data_root = str(shapes_root)
+    check_dataset_paths(cfg, ['train_dataloader', 'val_dataloader'])
+
+
+@pytest.mark.skipif(not SHARED_VOC.is_dir(), reason='../shared is absent')
+def test_voc_sbd_split_missing_names_the_wrapped_dataset(tmp_path):
+    root = tmp_path / 'VOC2012'
+    shutil.copytree(SHARED_VOC, root)
+    split = root / 'ImageSets' / 'Segmentation'
+    shutil.copy(split / 'val.txt', split / 'train.txt')
+    cfg = Config.fromfile(str(REPO / 'configs' / 'voc2012_vits14_ms.py'))
+    for dataset in cfg.train_dataloader.dataset.datasets:
+        dataset.data_root = str(root)
+    with pytest.raises(FileNotFoundError) as err:
+        check_dataset_paths(cfg, ['train_dataloader'])
+    message = str(err.value)
+    assert 'train_dataloader.dataset.datasets.1' in message
+    assert 'SegmentationClassAug' in message
+
+
+@pytest.mark.skipif(not SHARED_VOC.is_dir(), reason='../shared is absent')
+def test_real_voc_files_through_the_official_pipeline():
+    cfg = Config.fromfile(str(REPO / 'configs' / 'voc2012_vits14_linear.py'))
+    cfg.val_dataloader.dataset.data_root = str(SHARED_VOC)
+    check_dataset_paths(cfg, ['val_dataloader'])
+    dataset = DATASETS.build(cfg.val_dataloader.dataset)
+    assert len(dataset) == 14
+    for index in range(len(dataset)):
+        sample = dataset[index]
+        meta = sample['data_samples'].metainfo
+        gt = sample['data_samples'].gt_sem_seg.data
+        assert gt.shape[1:] == meta['ori_shape']
+        # Resize (2048, 512) with keep_ratio: the short side becomes 512.
+        assert min(sample['inputs'].shape[1:]) == 512
+        values = set(gt.unique().tolist())
+        assert values <= set(range(21)) | {255}
+        assert values - {0, 255}, 'palette PNG read as colours, not indices'
+
+
+def load_pipeline():
+    cfg = ade_config()
+    return Compose(cfg.test_pipeline)
+
+
+def run_pipeline(image_path, label_path):
+    return load_pipeline()(
+        dict(img_path=str(image_path), seg_map_path=str(label_path),
+             reduce_zero_label=True, seg_fields=[]))
+
+
+@pytest.fixture
+def label_file(tmp_path):
+    path = tmp_path / 'label.png'
+    cv2.imwrite(str(path), np.full((30, 40), 3, np.uint8))
+    return path
+
+
+def test_grayscale_and_rgba_images_become_three_channel(tmp_path, label_file):
+    grey = tmp_path / 'grey.jpg'
+    cv2.imwrite(str(grey), np.full((30, 40), 128, np.uint8))
+    rgba = tmp_path / 'rgba.png'
+    cv2.imwrite(str(rgba), np.full((30, 40, 4), 200, np.uint8))
+    for path in (grey, rgba):
+        packed = run_pipeline(path, label_file)
+        assert packed['inputs'].shape[0] == 3
+        assert packed['data_samples'].ori_shape == (30, 40)
+
+
+def test_corrupt_and_missing_images_name_the_file(tmp_path, label_file):
+    corrupt = tmp_path / 'corrupt.jpg'
+    corrupt.write_bytes(b'\xff\xd8 definitely not a jpeg')
+    with pytest.raises(AssertionError, match=str(corrupt)):
+        run_pipeline(corrupt, label_file)
+    missing = tmp_path / 'missing.jpg'
+    with pytest.raises(FileNotFoundError, match=str(missing)):
+        run_pipeline(missing, label_file)
