@@ -74,6 +74,15 @@ def prepare_cpu_distributed(cfg: Config) -> None:
             level=logging.WARNING)
 
 
+def shutdown_distributed() -> None:
+    """Tear the process group down before interpreter exit; otherwise gloo's
+    threads can abort a rank that finished first (SIGABRT, 'terminate called
+    without an active exception') and fail a run whose work is done."""
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def set_local_rank(local_rank: int) -> None:
     """``torch.distributed.launch`` passes --local-rank instead of setting
     LOCAL_RANK; mmengine reads the environment."""

@@ -8,7 +8,8 @@ from mmengine.config import DictAction
 from mmengine.runner import Runner
 
 from dinov2_seg.datasets.layout import check_dataset_paths
-from .runner_setup import load_config, prepare_cpu_distributed, set_local_rank
+from .runner_setup import (load_config, prepare_cpu_distributed,
+                           set_local_rank, shutdown_distributed)
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -91,4 +92,6 @@ def main(argv: Optional[List[str]] = None) -> dict:
     check_dataset_paths(cfg, ['test_dataloader'])
     prepare_cpu_distributed(cfg)
     runner = Runner.from_cfg(cfg)
-    return runner.test()
+    metrics = runner.test()
+    shutdown_distributed()
+    return metrics

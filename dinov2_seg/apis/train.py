@@ -8,7 +8,8 @@ from mmengine.logging import print_log
 from mmengine.runner import Runner
 
 from dinov2_seg.datasets.layout import check_dataset_paths
-from .runner_setup import load_config, prepare_cpu_distributed, set_local_rank
+from .runner_setup import (load_config, prepare_cpu_distributed,
+                           set_local_rank, shutdown_distributed)
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -65,4 +66,5 @@ def main(argv: Optional[List[str]] = None) -> Runner:
     prepare_cpu_distributed(cfg)
     runner = Runner.from_cfg(cfg)
     runner.train()
+    shutdown_distributed()
     return runner
