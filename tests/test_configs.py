@@ -136,3 +136,23 @@ def test_forward_and_training_step(arch, recipe):
     results = model.val_step(tiny_batch(150))
     assert results[0].pred_sem_seg.data.shape == (1, 56, 70)
     assert results[0].seg_logits.data.shape == (150, 56, 70)
+
+
+def test_image_smaller_than_a_patch_through_slide_inference():
+    """A 9x11 image (smaller than the 512 window and than one 14-pixel
+    patch) is center-padded inside the backbone and predicted at full
+    resolution."""
+    cfg = load('ade20k_vits14_linear')
+    cfg.model.backbone.init_cfg = None
+    model = MODELS.build(cfg.model).eval()
+    batch = tiny_batch(150, size=(9, 11))
+    results = model.val_step(batch)
+    assert results[0].pred_sem_seg.data.shape == (1, 9, 11)
+
+
+def test_amp_flag_switches_the_optim_wrapper():
+    from dinov2_seg.apis.train import enable_amp
+    cfg = load('ade20k_vits14_linear')
+    enable_amp(cfg)
+    assert cfg.optim_wrapper.type == 'AmpOptimWrapper'
+    assert cfg.optim_wrapper.loss_scale == 'dynamic'

@@ -5,7 +5,7 @@ custom_imports = dict(imports=['dinov2_seg'], allow_failed_imports=False)
 env_cfg = dict(
     cudnn_benchmark=True,
     mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0),
-    # tools/train.py and tools/test.py switch to gloo when CUDA is absent.
+    # Without CUDA, tools/train.py and tools/test.py start gloo instead.
     dist_cfg=dict(backend='nccl'),
 )
 vis_backends = [dict(type='LocalVisBackend')]

@@ -40,6 +40,7 @@ def extract_state_dict(checkpoint: Mapping, source: str) -> Dict[str, Tensor]:
 
 def describe_arch(state_dict: Mapping[str, Tensor]) -> Optional[str]:
     """Name the preset a state_dict looks like (e.g. ``vitb14_reg4``)."""
+    # Imported here: the backbone module imports this one to load weights.
     from dinov2_seg.models.backbones.dinov2 import ARCH_SETTINGS
     if 'cls_token' not in state_dict:
         return None

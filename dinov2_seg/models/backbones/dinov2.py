@@ -9,6 +9,7 @@ from mmengine.model import BaseModule
 from mmseg.registry import MODELS
 from torch import Tensor, nn
 
+from dinov2_seg.checkpoints import load_backbone_checkpoint
 from .dinov2_layers import Block, PatchEmbed
 
 _SIZES = {
@@ -158,7 +159,6 @@ class DinoVisionTransformer(BaseModule):
         backbone partly random; here a mismatch is an error.
         """
         if self.init_cfg and self.init_cfg.get('type') == 'Pretrained':
-            from dinov2_seg.checkpoints import load_backbone_checkpoint
             load_backbone_checkpoint(self, self.init_cfg['checkpoint'])
         elif self.init_cfg:
             super().init_weights()
