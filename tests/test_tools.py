@@ -1,5 +1,6 @@
 """tools/train.py and tools/test.py run as a user runs them, in subprocesses."""
 import json
+import os
 import re
 import socket
 import subprocess
@@ -145,10 +146,11 @@ def free_port() -> int:
 
 def test_distributed_two_processes(tmp_path, config):
     work = tmp_path / 'work'
-    log = check(
-        run('-m', 'torch.distributed.run', '--nproc_per_node', '2',
-            '--master_port', free_port(), 'tools/train.py', config,
-            '--launcher', 'pytorch', '--work-dir', work))
+    env = dict(os.environ, PYTHON=sys.executable, PORT=str(free_port()))
+    train = subprocess.run(
+        ['bash', 'tools/dist_train.sh', config, '2', '--work-dir', work],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    log = check(train)
     assert 'Distributed training: True' in log
     assert 'GPU number: 2' in log  # mmengine's wording for world size
     assert 'Iter(train) [6/6]' in log and 'mIoU' in log

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Usage: tools/dist_train.sh CONFIG NUM_GPUS [train.py options]
-# Multi-node: set NNODES, NODE_RANK, MASTER_ADDR and PORT.
+# Multi-node: set NNODES, NODE_RANK, MASTER_ADDR and PORT; PYTHON picks the
+# interpreter (default: python on PATH).
 CONFIG=$1
 GPUS=$2
 NNODES=${NNODES:-1}
 NODE_RANK=${NODE_RANK:-0}
 PORT=${PORT:-29500}
 MASTER_ADDR=${MASTER_ADDR:-"127.0.0.1"}
-exec python -m torch.distributed.run \
+exec "${PYTHON:-python}" -m torch.distributed.run \
     --nnodes="$NNODES" --node_rank="$NODE_RANK" --master_addr="$MASTER_ADDR" \
     --nproc_per_node="$GPUS" --master_port="$PORT" \
     "$(dirname "$0")/train.py" "$CONFIG" --launcher pytorch "${@:3}"
