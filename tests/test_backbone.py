@@ -6,64 +6,7 @@ import torch.nn.functional as F
 
 from dinov2_seg.models.backbones import ARCH_SETTINGS, DinoVisionTransformer
 from dinov2_seg.models.backbones.dinov2 import center_pad
-
-# --------------------------------------------------------------------------
-# The official layout, written out from the published architecture (FACTS):
-# names and shapes of every tensor in dinov2_<arch>_pretrain.pth.
-# --------------------------------------------------------------------------
-OFFICIAL = {
-    'vits14': (384, 12, 6, 'mlp'),
-    'vitb14': (768, 12, 12, 'mlp'),
-    'vitl14': (1024, 24, 16, 'mlp'),
-    'vitg14': (1536, 40, 24, 'swiglu'),
-}
-
-
-def official_manifest(arch: str) -> dict:
-    base, _, reg = arch.partition('_')
-    dim, depth, _, ffn = OFFICIAL[base]
-    shapes = {
-        'cls_token': (1, 1, dim),
-        'pos_embed': (1, 1 + 37 * 37, dim),
-        'mask_token': (1, dim),
-        'patch_embed.proj.weight': (dim, 3, 14, 14),
-        'patch_embed.proj.bias': (dim, ),
-        'norm.weight': (dim, ),
-        'norm.bias': (dim, ),
-    }
-    if reg:
-        shapes['register_tokens'] = (1, 4, dim)
-    for i in range(depth):
-        b = f'blocks.{i}.'
-        shapes.update({
-            b + 'norm1.weight': (dim, ),
-            b + 'norm1.bias': (dim, ),
-            b + 'attn.qkv.weight': (3 * dim, dim),
-            b + 'attn.qkv.bias': (3 * dim, ),
-            b + 'attn.proj.weight': (dim, dim),
-            b + 'attn.proj.bias': (dim, ),
-            b + 'ls1.gamma': (dim, ),
-            b + 'norm2.weight': (dim, ),
-            b + 'norm2.bias': (dim, ),
-            b + 'ls2.gamma': (dim, ),
-        })
-        if ffn == 'mlp':
-            shapes.update({
-                b + 'mlp.fc1.weight': (4 * dim, dim),
-                b + 'mlp.fc1.bias': (4 * dim, ),
-                b + 'mlp.fc2.weight': (dim, 4 * dim),
-                b + 'mlp.fc2.bias': (dim, ),
-            })
-        else:  # ViT-g: SwiGLU, hidden 2/3 * 4 * dim rounded up to 8 -> 4096
-            hidden = 4096
-            shapes.update({
-                b + 'mlp.w12.weight': (2 * hidden, dim),
-                b + 'mlp.w12.bias': (2 * hidden, ),
-                b + 'mlp.w3.weight': (dim, hidden),
-                b + 'mlp.w3.bias': (dim, ),
-            })
-    return shapes
-
+from fabricate import fabricate_official_file, official_manifest
 
 @pytest.mark.parametrize('arch', sorted(ARCH_SETTINGS))
 def test_preset_matches_official_layout(arch):
@@ -163,25 +106,6 @@ def reference_features(sd, x, num_heads, registers, offset, antialias,
             out = ln(seq, 'norm')[:, 1 + registers:]
             outputs.append(out.reshape(batch, gh, gw, dim).permute(0, 3, 1, 2))
     return outputs
-
-
-def fabricate_official_file(arch, path, depth=None, seed=0):
-    """Random tensors with the official names and shapes (non-trivial
-    LayerScale and norms so that every parameter matters)."""
-    generator = torch.Generator().manual_seed(seed)
-    manifest = official_manifest(arch)
-    state = {}
-    for name, shape in manifest.items():
-        if depth is not None and name.startswith('blocks.') and int(
-                name.split('.')[1]) >= depth:
-            continue
-        scale = 0.02 if name.endswith('weight') and len(shape) > 1 else 0.1
-        value = torch.randn(shape, generator=generator) * scale
-        if name.endswith(('norm1.weight', 'norm2.weight', 'norm.weight')):
-            value += 1
-        state[name] = value
-    torch.save(state, path)
-    return state
 
 
 @pytest.mark.parametrize('arch', ['vits14', 'vits14_reg4'])

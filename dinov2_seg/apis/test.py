@@ -1,11 +1,15 @@
 """``tools/test.py``: evaluate a checkpoint (per-class IoU/Acc, aAcc, mIoU,
 mAcc), as mmseg 1.x does."""
 import argparse
+import copy
 import os.path as osp
 from typing import List, Optional
 
 from mmengine.config import DictAction
+from mmengine.model import is_model_wrapper
 from mmengine.runner import Runner
+
+from dinov2_seg.checkpoints import load_segmentor_checkpoint
 
 from dinov2_seg.datasets.layout import check_dataset_paths
 from .runner_setup import (load_config, prepare_cpu_distributed,
@@ -63,13 +67,27 @@ def enable_visualization(cfg, show: bool, show_dir: Optional[str],
         cfg.visualizer['save_dir'] = osp.join(cfg.work_dir, show_dir)
 
 
-def enable_tta(cfg, config_path: str) -> None:
+def select_tta_scales(cfg, config_path: str) -> list:
+    """The TTA pipeline with its first ``cfg.tta_scale_count`` scales (the
+    official notebook's HEAD_SCALE_COUNT; all when unset)."""
     if 'tta_pipeline' not in cfg or 'tta_model' not in cfg:
         raise KeyError(
             f'--tta: {config_path} defines no tta_pipeline/tta_model; the '
             'official linear recipe has no test-time augmentation, the ms '
             'configs (e.g. configs/ade20k_vits14_ms.py) have it')
-    cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
+    pipeline = copy.deepcopy(cfg.tta_pipeline)
+    resizes = pipeline[-1].transforms[0]
+    count = cfg.get('tta_scale_count') or len(resizes)
+    if not 1 <= count <= len(resizes):
+        raise ValueError(f'tta_scale_count={count}: {config_path} has '
+                         f'{len(resizes)} test scales, choose 1..'
+                         f'{len(resizes)}')
+    pipeline[-1].transforms[0] = resizes[:count]
+    return pipeline
+
+
+def enable_tta(cfg, config_path: str) -> None:
+    cfg.test_dataloader.dataset.pipeline = select_tta_scales(cfg, config_path)
     cfg.tta_model.module = cfg.model
     cfg.model = cfg.tta_model
 
@@ -81,7 +99,6 @@ def main(argv: Optional[List[str]] = None) -> dict:
         raise FileNotFoundError(f'Checkpoint {args.checkpoint} does not exist')
     cfg = load_config(args.config, args.cfg_options, args.work_dir,
                       args.launcher)
-    cfg.load_from = args.checkpoint
     if args.show or args.show_dir:
         enable_visualization(cfg, args.show, args.show_dir, args.wait_time)
     if args.tta:
@@ -92,6 +109,12 @@ def main(argv: Optional[List[str]] = None) -> dict:
     check_dataset_paths(cfg, ['test_dataloader'])
     prepare_cpu_distributed(cfg)
     runner = Runner.from_cfg(cfg)
+    # Loaded here rather than through cfg.load_from: mmengine would accept
+    # a head file non-strictly and leave the backbone random.
+    model = runner.model.module if is_model_wrapper(runner.model) else \
+        runner.model
+    segmentor = model.module if args.tta else model
+    load_segmentor_checkpoint(segmentor, args.checkpoint)
     metrics = runner.test()
     shutdown_distributed()
     return metrics

@@ -6,7 +6,7 @@ what this module adds is checking: every tensor must be used, none missing,
 and a file of another size is an error naming both shapes.
 """
 import re
-from typing import Dict, Mapping, Optional
+from typing import Dict, Mapping, Optional, Sequence
 
 import torch
 from mmengine.runner.checkpoint import CheckpointLoader
@@ -56,11 +56,14 @@ def describe_arch(state_dict: Mapping[str, Tensor]) -> Optional[str]:
     return ', '.join(f'{k}={v}' for k, v in found.items())
 
 
-def check_state_dict(model: nn.Module, state_dict: Mapping[str, Tensor],
-                     source: str, target: str) -> None:
+def check_state_dict(expected: Mapping[str, Tensor],
+                     state_dict: Mapping[str, Tensor],
+                     source: str,
+                     target: str,
+                     hints: Sequence[str] = ()) -> None:
     """Raise a ValueError listing every missing, unexpected or mis-shaped key
-    between ``state_dict`` (read from ``source``) and ``model``."""
-    expected = model.state_dict()
+    between ``state_dict`` (read from ``source``) and the ``expected``
+    tensors of ``target``; ``hints`` are added to the message."""
     missing = sorted(set(expected) - set(state_dict))
     unexpected = sorted(set(state_dict) - set(expected))
     mismatched = [
@@ -70,10 +73,7 @@ def check_state_dict(model: nn.Module, state_dict: Mapping[str, Tensor],
     ]
     if not (missing or unexpected or mismatched):
         return
-    lines = [f'Checkpoint {source} does not fit {target}.']
-    looks_like = describe_arch(state_dict)
-    if looks_like:
-        lines.append(f'The file looks like arch {looks_like!r}.')
+    lines = [f'Checkpoint {source} does not fit {target}.', *hints]
     if mismatched:
         lines += ['Shape mismatches:'] + mismatched[:10]
         if len(mismatched) > 10:
@@ -97,6 +97,9 @@ def load_backbone_checkpoint(backbone: nn.Module, filename: str) -> None:
     checkpoint = CheckpointLoader.load_checkpoint(filename, map_location='cpu')
     state_dict = extract_state_dict(checkpoint, filename)
     target = f'DinoVisionTransformer(arch={getattr(backbone, "arch", "?")!r})'
-    check_state_dict(backbone, state_dict, filename, target)
+    looks_like = describe_arch(state_dict)
+    hints = [f'The file looks like arch {looks_like!r}.'] if looks_like else []
+    check_state_dict(backbone.state_dict(), state_dict, filename, target,
+                     hints)
     with torch.no_grad():
         backbone.load_state_dict(state_dict, strict=True)

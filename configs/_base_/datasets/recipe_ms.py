@@ -27,6 +27,10 @@ test_pipeline = [
 # mmseg 0.x MultiScaleFlipAug multiplied the base scale by each ratio (mmseg
 # 1.x's scale_factor would multiply the original image size instead).
 img_ratios = [1.0, 1.32, 1.73, 2.28, 3.0]
+# How many of those scales `--tta` uses, from the first: the official
+# notebook's HEAD_SCALE_COUNT (1..5; fewer is faster, 5 is the published
+# setting). E.g. `tools/test.py ... --tta --cfg-options tta_scale_count=3`.
+tta_scale_count = 5
 tta_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(

@@ -1,0 +1,76 @@
+"""Strict loading of segmentor checkpoints: our training checkpoints and
+Meta's released head files.
+
+Meta's ``dinov2_<arch>_<dataset>_<linear|ms>_head.pth`` files are mmcv 1.x
+checkpoints whose ``state_dict`` holds only ``decode_head.bn.*`` and
+``decode_head.conv_seg.*`` under the same names as our BNHead; the backbone
+comes from its own file. mmengine would load them non-strictly, silently
+leaving a 150-class head random under a 21-class config, so the check here
+is strict and explains the usual mix-ups.
+"""
+from typing import Mapping
+
+from mmengine.runner.checkpoint import CheckpointLoader
+from torch import Tensor, nn
+
+from .official import check_state_dict
+
+
+def _hints(expected: Mapping[str, Tensor],
+           found: Mapping[str, Tensor]) -> list:
+    hints = []
+    key = 'decode_head.conv_seg.weight'
+    if key in expected and key in found:
+        want, got = expected[key].shape, found[key].shape
+        if want[0] != got[0]:
+            hints.append(f'The checkpoint predicts {got[0]} classes, the '
+                         f'config {want[0]} (model.decode_head.num_classes).')
+        if want[1] != got[1]:
+            hints.append(
+                f'The checkpoint head reads {got[1]} channels, the config '
+                f'{want[1]}: a head for another backbone size or recipe '
+                '(linear reads the embedding width, ms four times it).')
+    return hints
+
+
+def load_segmentor_checkpoint(model: nn.Module, filename: str) -> dict:
+    """Load ``filename`` into an EncoderDecoder, every tensor checked.
+
+    A checkpoint without backbone weights (a released head file) takes the
+    backbone from ``model.backbone.init_cfg``, loaded strictly as well.
+
+    Returns:
+        dict: the checkpoint's ``meta`` (empty if it has none).
+
+    Raises:
+        ValueError: on missing, unexpected or mis-shaped tensors, naming the
+            file, the keys, both shapes and, for heads, the class count or
+            channel width that differs.
+    """
+    checkpoint = CheckpointLoader.load_checkpoint(filename, map_location='cpu')
+    state_dict = checkpoint.get('state_dict', checkpoint)
+    state_dict = {
+        k[len('module.'):] if k.startswith('module.') else k: v
+        for k, v in state_dict.items() if isinstance(v, Tensor)
+    }
+    expected = model.state_dict()
+    head_only = not any(k.startswith('backbone.') for k in state_dict)
+    if head_only:
+        init_cfg = getattr(model.backbone, 'init_cfg', None)
+        if not init_cfg or init_cfg.get('type') != 'Pretrained':
+            raise ValueError(
+                f'{filename} holds no backbone weights (a head-only file '
+                'such as Meta\'s *_head.pth) and model.backbone.init_cfg '
+                'names no backbone file; set it, e.g. --cfg-options '
+                'model.backbone.init_cfg.checkpoint='
+                'checkpoints/dinov2_vits14_pretrain.pth')
+        expected = {
+            k: v
+            for k, v in expected.items() if not k.startswith('backbone.')
+        }
+    check_state_dict(expected, state_dict, filename, 'the model of this config',
+                     _hints(expected, state_dict))
+    if head_only:
+        model.backbone.init_weights()
+    model.load_state_dict(state_dict, strict=False)
+    return checkpoint.get('meta', {})

@@ -1,0 +1,98 @@
+"""Meta's released head files (mmcv 1.x checkpoints) load as published."""
+import pytest
+import torch
+from mmengine.config import Config
+from mmseg.registry import MODELS
+
+from conftest import REPO
+from dinov2_seg.checkpoints import load_segmentor_checkpoint
+from fabricate import fabricate_head_file, fabricate_official_file
+
+
+@pytest.fixture(scope='module')
+def vits14_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp('ckpt') / 'dinov2_vits14_pretrain.pth'
+    state = fabricate_official_file('vits14', path)
+    return path, state
+
+
+def build(config, backbone_file=None):
+    cfg = Config.fromfile(str(REPO / 'configs' / f'{config}.py'))
+    if backbone_file is None:
+        cfg.model.backbone.init_cfg = None
+    else:
+        cfg.model.backbone.init_cfg.checkpoint = str(backbone_file)
+    return MODELS.build(cfg.model)
+
+
+@pytest.mark.parametrize('config,levels', [('ade20k_vits14_linear', 1),
+                                           ('ade20k_vits14_ms', 4)])
+def test_head_file_and_backbone_file_load_completely(tmp_path, vits14_file,
+                                                    config, levels):
+    backbone_path, backbone_state = vits14_file
+    head_path = tmp_path / 'dinov2_vits14_ade20k_head.pth'
+    head_state = fabricate_head_file(head_path, 384, levels, 150)
+    model = build(config, backbone_path)
+    meta = load_segmentor_checkpoint(model, str(head_path))
+    assert meta['mmcv_version'] == '1.5.0'
+    loaded = model.state_dict()
+    for name, value in head_state.items():
+        assert torch.equal(loaded[name], value), name
+    for name, value in backbone_state.items():
+        assert torch.equal(loaded[f'backbone.{name}'], value), name
+
+
+def test_class_count_mismatch_names_both_counts(tmp_path):
+    head = tmp_path / 'dinov2_vits14_voc2012_linear_head.pth'
+    fabricate_head_file(head, 384, 1, 21)
+    model = build('ade20k_vits14_linear', 'unused.pth')
+    with pytest.raises(ValueError) as err:
+        load_segmentor_checkpoint(model, str(head))
+    message = str(err.value)
+    assert str(head) in message
+    assert 'predicts 21 classes, the config 150' in message
+    assert 'file has (21, 384, 1, 1), the model of this config expects ' \
+        '(150, 384, 1, 1)' in message
+
+
+def test_head_of_another_backbone_size_is_named(tmp_path):
+    head = tmp_path / 'dinov2_vitb14_ade20k_linear_head.pth'
+    fabricate_head_file(head, 768, 1, 150)
+    model = build('ade20k_vits14_linear', 'unused.pth')
+    with pytest.raises(ValueError,
+                       match='head reads 768 channels, the config 384'):
+        load_segmentor_checkpoint(model, str(head))
+
+
+def test_ms_head_into_linear_config_is_named(tmp_path):
+    head = tmp_path / 'dinov2_vits14_ade20k_ms_head.pth'
+    fabricate_head_file(head, 384, 4, 150)
+    model = build('ade20k_vits14_linear', 'unused.pth')
+    with pytest.raises(ValueError,
+                       match='head reads 1536 channels, the config 384'):
+        load_segmentor_checkpoint(model, str(head))
+
+
+def test_head_file_without_backbone_file_is_explained(tmp_path):
+    head = tmp_path / 'head.pth'
+    fabricate_head_file(head, 384, 1, 150)
+    model = build('ade20k_vits14_linear', None)
+    with pytest.raises(ValueError,
+                       match='holds no backbone weights.*backbone.init_cfg'):
+        load_segmentor_checkpoint(model, str(head))
+
+
+def test_tools_test_accepts_meta_files(tmp_path, vits14_file, shapes_root):
+    """`tools/test.py CONFIG HEAD.pth` with the backbone file beside it, as a
+    user with Meta's downloads runs it."""
+    from test_tools import check, run
+    head = tmp_path / 'dinov2_vits14_ade20k_linear_head.pth'
+    fabricate_head_file(head, 384, 1, 150)
+    log = check(
+        run('tools/test.py', 'configs/ade20k_vits14_linear.py', head,
+            '--work-dir', tmp_path / 'work', '--cfg-options',
+            f'model.backbone.init_cfg.checkpoint={vits14_file[0]}',
+            f'test_dataloader.dataset.data_root={shapes_root}',
+            'test_dataloader.num_workers=0',
+            'test_dataloader.persistent_workers=False'))
+    assert 'Iter(test) [4/4]' in log and 'mIoU' in log
