@@ -1,4 +1,5 @@
 """Config handling shared by tools/train.py and tools/test.py."""
+import copy
 import logging
 import os
 import os.path as osp
@@ -86,3 +87,23 @@ def set_local_rank(local_rank: int) -> None:
     """``torch.distributed.launch`` passes --local-rank instead of setting
     LOCAL_RANK; mmengine reads the environment."""
     os.environ.setdefault('LOCAL_RANK', str(local_rank))
+
+
+def select_tta_scales(cfg: Config, config_path: str) -> list:
+    """The TTA pipeline with its first ``cfg.tta_scale_count`` scales (the
+    official notebook's HEAD_SCALE_COUNT; all when unset)."""
+    if 'tta_pipeline' not in cfg or 'tta_model' not in cfg:
+        raise KeyError(
+            f'{config_path} defines no tta_pipeline/tta_model, so it has no '
+            'multi-scale flip test (--tta, --scales); the official linear '
+            'recipe has none, the ms configs (e.g. '
+            'configs/ade20k_vits14_ms.py) have it')
+    pipeline = copy.deepcopy(cfg.tta_pipeline)
+    resizes = pipeline[-1].transforms[0]
+    count = cfg.get('tta_scale_count') or len(resizes)
+    if not 1 <= count <= len(resizes):
+        raise ValueError(f'tta_scale_count={count}: {config_path} has '
+                         f'{len(resizes)} test scales, choose 1..'
+                         f'{len(resizes)}')
+    pipeline[-1].transforms[0] = resizes[:count]
+    return pipeline

@@ -1,7 +1,6 @@
 """``tools/test.py``: evaluate a checkpoint (per-class IoU/Acc, aAcc, mIoU,
 mAcc), as mmseg 1.x does."""
 import argparse
-import copy
 import os.path as osp
 from typing import List, Optional
 
@@ -13,7 +12,8 @@ from dinov2_seg.checkpoints import load_segmentor_checkpoint
 
 from dinov2_seg.datasets.layout import check_dataset_paths
 from .runner_setup import (load_config, prepare_cpu_distributed,
-                           set_local_rank, shutdown_distributed)
+                           select_tta_scales, set_local_rank,
+                           shutdown_distributed)
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -65,25 +65,6 @@ def enable_visualization(cfg, show: bool, show_dir: Optional[str],
         hook['wait_time'] = wait_time
     if show_dir:
         cfg.visualizer['save_dir'] = osp.join(cfg.work_dir, show_dir)
-
-
-def select_tta_scales(cfg, config_path: str) -> list:
-    """The TTA pipeline with its first ``cfg.tta_scale_count`` scales (the
-    official notebook's HEAD_SCALE_COUNT; all when unset)."""
-    if 'tta_pipeline' not in cfg or 'tta_model' not in cfg:
-        raise KeyError(
-            f'--tta: {config_path} defines no tta_pipeline/tta_model; the '
-            'official linear recipe has no test-time augmentation, the ms '
-            'configs (e.g. configs/ade20k_vits14_ms.py) have it')
-    pipeline = copy.deepcopy(cfg.tta_pipeline)
-    resizes = pipeline[-1].transforms[0]
-    count = cfg.get('tta_scale_count') or len(resizes)
-    if not 1 <= count <= len(resizes):
-        raise ValueError(f'tta_scale_count={count}: {config_path} has '
-                         f'{len(resizes)} test scales, choose 1..'
-                         f'{len(resizes)}')
-    pipeline[-1].transforms[0] = resizes[:count]
-    return pipeline
 
 
 def enable_tta(cfg, config_path: str) -> None:

@@ -1,0 +1,166 @@
+"""Python API mirroring the official notebook: build the model from a config,
+load the backbone and head files, segment an image array, render it.
+
+    model = init_segmentor('configs/voc2012_vits14_ms.py',
+                           checkpoint='checkpoints/dinov2_vits14_voc2012_ms_head.pth',
+                           backbone='checkpoints/dinov2_vits14_pretrain.pth',
+                           scales=3)
+    labels = inference_segmentor(model, cv2.imread('image.jpg'))
+    colours = render_segmentation(labels, model.dataset_meta['palette'])
+"""
+import copy
+from typing import List, Optional, Sequence, Union
+
+import numpy as np
+import torch
+from mmcv.transforms import Compose
+from mmengine.config import Config
+from mmengine.dataset import pseudo_collate
+from mmengine.registry import init_default_scope
+from mmengine.structures import PixelData
+from mmseg.registry import DATASETS, MODELS
+from mmseg.structures import SegDataSample
+from mmseg.visualization import SegLocalVisualizer
+from torch import nn
+
+from dinov2_seg.checkpoints import load_segmentor_checkpoint
+from .runner_setup import select_tta_scales
+
+ImageType = Union[str, np.ndarray]
+
+
+def _dataset_meta(cfg: Config) -> dict:
+    dataset = cfg.test_dataloader.dataset
+    while 'datasets' in dataset or 'dataset' in dataset:
+        dataset = (dataset.get('datasets') or [dataset.get('dataset')])[0]
+    meta = dict(getattr(DATASETS.get(dataset.type), 'METAINFO', {}))
+    meta.update(dataset.get('metainfo') or {})
+    return meta
+
+
+def _without_annotations(pipeline: list) -> list:
+    """Drop LoadAnnotations (inference has no ground truth), also from
+    inside TestTimeAug's stages."""
+    kept = []
+    for step in pipeline:
+        if step['type'] == 'LoadAnnotations':
+            continue
+        if step['type'] == 'TestTimeAug':
+            step = dict(step, transforms=[
+                stage for stage in step['transforms']
+                if any(t['type'] != 'LoadAnnotations' for t in stage)
+            ])
+        kept.append(step)
+    return kept
+
+
+def init_segmentor(config: Union[str, Config],
+                   checkpoint: Optional[str] = None,
+                   backbone: Optional[str] = None,
+                   scales: Optional[int] = None,
+                   device: str = 'cpu',
+                   cfg_options: Optional[dict] = None) -> nn.Module:
+    """Build a segmentor ready for :func:`inference_segmentor`.
+
+    Args:
+        config: Config file or object (e.g. ``configs/ade20k_vitl14_ms.py``).
+        checkpoint: A training checkpoint, or one of Meta's ``*_head.pth``
+            files (then the backbone comes from ``backbone`` or from the
+            config's backbone ``init_cfg``).
+        backbone: A DINOv2 backbone file; overrides the config's.
+        scales: ``None`` for single-scale inference (the config's
+            test_pipeline); N in 1..5 for the multi-scale + flip test with
+            the first N scales of an ms config (HEAD_SCALE_COUNT).
+        device: ``cpu``, ``cuda`` or ``cuda:N``.
+        cfg_options: Config overrides, as ``--cfg-options``.
+
+    Returns:
+        nn.Module: the model in eval mode, with ``cfg``, ``dataset_meta``
+        (classes, palette) and ``pipeline`` attributes.
+    """
+    if isinstance(config, str):
+        cfg = Config.fromfile(config)
+    else:
+        cfg = copy.deepcopy(config)
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    init_default_scope(cfg.get('default_scope', 'mmseg'))
+    if backbone is not None:
+        cfg.model.backbone.init_cfg = dict(
+            type='Pretrained', checkpoint=backbone)
+    model = MODELS.build(cfg.model)
+    if checkpoint is not None:
+        load_segmentor_checkpoint(model, checkpoint)
+    else:
+        model.backbone.init_weights()
+    if scales is None:
+        pipeline = copy.deepcopy(cfg.test_pipeline)
+    else:
+        cfg.tta_scale_count = scales
+        pipeline = select_tta_scales(cfg, cfg.filename or 'the config')
+        model = MODELS.build(dict(cfg.tta_model, module=model))
+    model.cfg = cfg
+    model.dataset_meta = _dataset_meta(cfg)
+    model.pipeline = _without_annotations(pipeline)
+    return model.to(device).eval()
+
+
+def _pipeline_for(model: nn.Module, image: ImageType) -> Compose:
+    steps = copy.deepcopy(model.pipeline)
+    if not isinstance(image, str):
+        steps[0]['type'] = 'LoadImageFromNDArray'
+    return Compose(steps)
+
+
+@torch.no_grad()
+def inference_segmentor(model: nn.Module,
+                        image: ImageType) -> np.ndarray:
+    """Segment one image (a path, or an HxWx3 BGR array as cv2 reads it).
+
+    Returns:
+        np.ndarray: (H, W) int64 class indices at the image's resolution.
+    """
+    if isinstance(image, np.ndarray) and image.ndim == 2:
+        image = np.repeat(image[..., None], 3, axis=2)
+    inputs = dict(img_path=image) if isinstance(image, str) else dict(
+        img=image)
+    # As mmengine's test loop batches: with TestTimeAug this also groups
+    # the views by augmentation, as the TTA model expects.
+    data = pseudo_collate([_pipeline_for(model, image)(inputs)])
+    sample: SegDataSample = model.test_step(data)[0]
+    return sample.pred_sem_seg.data[0].cpu().numpy().astype(np.int64)
+
+
+def render_segmentation(labels: np.ndarray,
+                        palette: Sequence[Sequence[int]]) -> np.ndarray:
+    """Colour a label map with a dataset palette: (H, W, 3) RGB uint8."""
+    return np.asarray(palette, dtype=np.uint8)[labels]
+
+
+def overlay_segmentation(image: np.ndarray,
+                         labels: np.ndarray,
+                         dataset_meta: dict,
+                         opacity: float = 0.5) -> np.ndarray:
+    """Blend the coloured labels over a BGR image, with class names, using
+    mmseg's visualizer: (H, W, 3) RGB uint8."""
+    visualizer = SegLocalVisualizer.get_instance(
+        'dinov2_seg_inference', alpha=opacity)
+    visualizer.set_dataset_meta(dataset_meta['classes'],
+                                dataset_meta['palette'])
+    sample = SegDataSample(
+        pred_sem_seg=PixelData(data=torch.from_numpy(labels)[None]))
+    visualizer.alpha = opacity
+    visualizer.add_datasample(
+        'inference', image[..., ::-1].copy(), sample, draw_gt=False)
+    return visualizer.get_image()
+
+
+def summarize(labels: np.ndarray, classes: Sequence[str],
+              top: int = 5) -> List[str]:
+    """The largest classes of a label map as 'name share%' strings."""
+    counts = np.bincount(labels.ravel(), minlength=len(classes))
+    order = np.argsort(counts)[::-1]
+    return [
+        f'{classes[i]} {100 * counts[i] / labels.size:.1f}%'
+        for i in order[:top] if counts[i]
+    ]

@@ -1,0 +1,92 @@
+"""tools/inference.py and the Python API on Meta-layout files."""
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import REPO
+from fabricate import fabricate_head_file, fabricate_official_file
+from test_tools import check, run
+
+
+@pytest.fixture(scope='module')
+def meta_files(tmp_path_factory):
+    root = tmp_path_factory.mktemp('meta')
+    fabricate_official_file('vits14', root / 'dinov2_vits14_pretrain.pth')
+    fabricate_head_file(root / 'dinov2_vits14_voc2012_linear_head.pth', 384,
+                        1, 21)
+    return root
+
+
+@pytest.fixture
+def inputs(tmp_path):
+    folder = tmp_path / 'photos'
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    cv2.imwrite(str(folder / 'a.jpg'),
+                rng.integers(0, 255, (60, 85, 3), dtype=np.uint8))
+    cv2.imwrite(str(folder / 'b.png'),
+                rng.integers(0, 255, (50, 40), dtype=np.uint8))  # grey
+    (folder / 'notes.txt').write_text('not an image')
+    extra = tmp_path / 'extra'
+    extra.mkdir()
+    cv2.imwrite(str(extra / 'c.jpg'),
+                rng.integers(0, 255, (33, 47, 3), dtype=np.uint8))
+    (extra / 'broken.jpg').write_bytes(b'\xff\xd8 truncated')
+    return folder, extra
+
+
+def test_inference_tool_writes_labels_overlays_and_summaries(
+        tmp_path, meta_files, inputs):
+    folder, extra = inputs
+    out = tmp_path / 'out'
+    result = run('tools/inference.py', folder, f'{extra}/*.jpg',
+                 tmp_path / 'missing.jpg', '--config',
+                 'configs/voc2012_vits14_linear.py', '--checkpoint',
+                 meta_files / 'dinov2_vits14_voc2012_linear_head.pth',
+                 '--backbone', meta_files / 'dinov2_vits14_pretrain.pth',
+                 '--out-dir', out)
+    log = check(result)
+    for name, size in (('a', (60, 85)), ('b', (50, 40)), ('c', (33, 47))):
+        label = Image.open(out / f'{name}.png')
+        assert label.mode == 'P' and label.size == size[::-1]
+        assert np.asarray(label).max() < 21
+        # The palette is VOC's: class 1 (aeroplane) is (128, 0, 0).
+        assert label.getpalette()[3:6] == [128, 0, 0]
+        overlay = cv2.imread(str(out / f'{name}_overlay.jpg'))
+        assert overlay.shape == (*size, 3)
+    assert f'{folder}/a.jpg: ' in result.stdout
+    assert '%' in result.stdout.split(f'{folder}/a.jpg: ')[1].splitlines()[0]
+    assert f'skipped {extra}/broken.jpg: not a readable image' in log
+    assert f'skipped {tmp_path}/missing.jpg: no such file' in log
+    assert '3 segmented, 2 skipped' in log
+    assert not (out / 'notes.png').exists()
+
+
+def test_scales_need_an_ms_config(tmp_path, meta_files, inputs):
+    result = run('tools/inference.py', inputs[0], '--config',
+                 'configs/voc2012_vits14_linear.py', '--checkpoint',
+                 meta_files / 'dinov2_vits14_voc2012_linear_head.pth',
+                 '--backbone', meta_files / 'dinov2_vits14_pretrain.pth',
+                 '--scales', '3', '--out-dir', tmp_path / 'out')
+    assert result.returncode != 0
+    assert 'no multi-scale flip test' in result.stderr
+
+
+def test_python_api_matches_the_notebook_flow(meta_files):
+    from dinov2_seg.apis.inference import (inference_segmentor,
+                                           init_segmentor,
+                                           render_segmentation)
+    model = init_segmentor(
+        str(REPO / 'configs' / 'voc2012_vits14_linear.py'),
+        checkpoint=str(meta_files / 'dinov2_vits14_voc2012_linear_head.pth'),
+        backbone=str(meta_files / 'dinov2_vits14_pretrain.pth'))
+    image = np.random.default_rng(1).integers(0, 255, (40, 55, 3),
+                                              dtype=np.uint8)
+    labels = inference_segmentor(model, image)
+    assert labels.shape == (40, 55) and labels.dtype == np.int64
+    colours = render_segmentation(labels, model.dataset_meta['palette'])
+    assert colours.shape == (40, 55, 3)
+    palette = np.asarray(model.dataset_meta['palette'])
+    assert (colours == palette[labels]).all()
+    assert model.dataset_meta['classes'][15] == 'person'

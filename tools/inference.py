@@ -1,0 +1,9 @@
+"""Segment images: python tools/inference.py IMAGES... --config C
+--checkpoint HEAD [--backbone FILE] [--scales N] [--device cuda|cpu]
+--out-dir DIR"""
+import sys
+
+from dinov2_seg.apis import inference_cli
+
+if __name__ == '__main__':
+    sys.exit(inference_cli.main())
