@@ -90,3 +90,21 @@ def test_python_api_matches_the_notebook_flow(meta_files):
     palette = np.asarray(model.dataset_meta['palette'])
     assert (colours == palette[labels]).all()
     assert model.dataset_meta['classes'][15] == 'person'
+
+
+def test_readme_lists_every_official_file():
+    from dinov2_seg.checkpoints.catalog import OFFICIAL_FILES
+    readme = (REPO / 'README.md').read_text()
+    assert len(OFFICIAL_FILES) == 4 * (2 + 4) + 1
+    for name, entry in OFFICIAL_FILES.items():
+        assert f'[{name}]({entry.url})' in readme
+        if entry.config:
+            assert (REPO / entry.config).is_file(), entry.config
+
+
+def test_download_tool_lists_and_refuses_unknown_names():
+    listing = check(run('tools/download_checkpoints.py', '--list'))
+    assert 'dinov2_vitg14_ade20k_m2f.pth' in listing
+    result = run('tools/download_checkpoints.py', 'dinov2_vitx14*')
+    assert result.returncode == 2
+    assert "unknown file(s) ['dinov2_vitx14*']" in result.stderr
