@@ -24,5 +24,7 @@ setup(
         'ftfy',
         'regex',
     ],
-    extras_require={'test': ['pytest', 'pytest-timeout']},
+    # transformers: reference implementation and file layout for the tests
+    # of Hugging Face weights (it brings safetensors).
+    extras_require={'test': ['pytest', 'pytest-timeout', 'transformers']},
 )

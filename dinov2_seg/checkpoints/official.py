@@ -1,8 +1,9 @@
-"""Strict loading of DINOv2 backbone files in Meta's released layout.
+"""Strict loading of DINOv2 backbone files.
 
 The released ``dinov2_<arch>_pretrain.pth`` files are plain state_dicts whose
-keys are exactly the backbone's parameter names, so no renaming is needed;
-what this module adds is checking: every tensor must be used, none missing,
+keys are exactly the backbone's parameter names, so they need no renaming;
+timm and Hugging Face files are converted to that layout first (foreign.py).
+What this module adds is checking: every tensor must be used, none missing,
 and a file of another size is an error naming both shapes.
 """
 import re
@@ -12,6 +13,8 @@ import torch
 from mmengine.runner.checkpoint import CheckpointLoader
 from torch import Tensor, nn
 
+from .foreign import to_official_layout
+
 _BLOCK_KEY = re.compile(r'^blocks\.(\d+)\.')
 
 
@@ -20,7 +23,7 @@ def extract_state_dict(checkpoint: Mapping, source: str) -> Dict[str, Tensor]:
 
     Accepts a plain state_dict (Meta's backbone files), a dict wrapping one
     under ``state_dict`` or ``model``, and a whole segmentor checkpoint, whose
-    ``backbone.`` entries are taken.
+    ``backbone.`` entries are taken (likewise ``module.`` and ``dinov2.``).
     """
     for wrapper in ('state_dict', 'model'):
         if isinstance(checkpoint.get(wrapper), Mapping):
@@ -30,11 +33,14 @@ def extract_state_dict(checkpoint: Mapping, source: str) -> Dict[str, Tensor]:
     if not state_dict:
         raise ValueError(f'{source} holds no tensors; expected a DINOv2 '
                          'backbone state_dict such as dinov2_vits14_pretrain.pth')
-    if any(k.startswith('backbone.') for k in state_dict):
-        state_dict = {
-            k[len('backbone.'):]: v
-            for k, v in state_dict.items() if k.startswith('backbone.')
-        }
+    # A whole segmentor, a DDP-wrapped model or a transformers model with a
+    # task head: keep the backbone's part.
+    for prefix in ('module.', 'backbone.', 'dinov2.'):
+        if any(k.startswith(prefix) for k in state_dict):
+            state_dict = {
+                k[len(prefix):]: v
+                for k, v in state_dict.items() if k.startswith(prefix)
+            }
     return state_dict
 
 
@@ -87,15 +93,29 @@ def check_state_dict(expected: Mapping[str, Tensor],
     raise ValueError('\n'.join(lines))
 
 
+def read_checkpoint(filename: str) -> Mapping:
+    """Read a ``.safetensors`` file (as the Hugging Face Hub serves them) or
+    anything mmengine's CheckpointLoader reads (paths, URLs)."""
+    if filename.endswith('.safetensors'):
+        try:
+            from safetensors.torch import load_file
+        except ImportError as error:
+            raise ImportError(f'{filename}: reading .safetensors files needs '
+                              '`pip install safetensors`') from error
+        return load_file(filename)
+    return CheckpointLoader.load_checkpoint(filename, map_location='cpu')
+
+
 def load_backbone_checkpoint(backbone: nn.Module, filename: str) -> None:
-    """Load a DINOv2 backbone file (path or URL) into ``backbone`` strictly.
+    """Load a DINOv2 backbone file (path or URL; Meta's, timm's or Hugging
+    Face's layout) into ``backbone`` strictly.
 
     Raises:
         ValueError: if any key is missing, unexpected or of another shape; the
             message names the file, the configured arch and both shapes.
     """
-    checkpoint = CheckpointLoader.load_checkpoint(filename, map_location='cpu')
-    state_dict = extract_state_dict(checkpoint, filename)
+    state_dict = to_official_layout(
+        extract_state_dict(read_checkpoint(filename), filename))
     target = f'DinoVisionTransformer(arch={getattr(backbone, "arch", "?")!r})'
     looks_like = describe_arch(state_dict)
     hints = [f'The file looks like arch {looks_like!r}.'] if looks_like else []
