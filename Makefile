@@ -3,10 +3,14 @@ PY := .venv/bin/python
 DEMO_CFG := configs/demo_shapes_vits14_linear.py
 DEMO_DIR := work_dirs/demo
 
-.PHONY: env demo test
+.PHONY: env timm-env demo test
 
 env:
 	bash tools/setup_env.sh
+
+# timm (needs torchvision) as an independent reference for the tests.
+timm-env:
+	bash tools/setup_timm_env.sh
 
 # Main job on the built-in data: generate the shapes dataset, train a linear
 # head, evaluate it (mIoU table) and paint the predictions.
@@ -17,5 +21,5 @@ demo: env
 		--work-dir $(DEMO_DIR) --show-dir vis
 	@echo "Visualisations: $(DEMO_DIR)/vis/vis_data/vis_image/"
 
-test: env
+test: env timm-env
 	$(PY) -m pytest tests

@@ -156,3 +156,17 @@ def test_amp_flag_switches_the_optim_wrapper():
     enable_amp(cfg)
     assert cfg.optim_wrapper.type == 'AmpOptimWrapper'
     assert cfg.optim_wrapper.loss_scale == 'dynamic'
+
+
+@pytest.mark.parametrize('count,heights', [(None, [640, 844, 1107, 1459,
+                                                   1920]),
+                                           (3, [640, 844, 1107]),
+                                           (1, [640])])
+def test_tta_scale_count_selects_the_first_scales(count, heights):
+    from dinov2_seg.apis.runner_setup import select_tta_scales
+    cfg = load('ade20k_vits14_ms')
+    if count is not None:  # as --cfg-options tta_scale_count=N does
+        cfg.merge_from_dict({'tta_scale_count': count})
+    resizes = select_tta_scales(cfg, 'cfg')[1].transforms[0]
+    assert [t.scale[1] for t in resizes] == heights
+    assert len(cfg.tta_pipeline[1].transforms[0]) == 5  # config untouched
