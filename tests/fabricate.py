@@ -94,8 +94,8 @@ def fabricate_head_file(path, embed_dim, levels, num_classes, seed=0):
          torch.randn(num_classes, generator=generator) * 0.1),
         ('decode_head.bn.weight',
          1 + 0.1 * torch.randn(channels, generator=generator)),
-        ('decode_head.bn.bias', 0.1 * torch.randn(channels,
-                                                 generator=generator)),
+        ('decode_head.bn.bias',
+         0.1 * torch.randn(channels, generator=generator)),
         ('decode_head.bn.running_mean',
          0.1 * torch.randn(channels, generator=generator)),
         ('decode_head.bn.running_var',
@@ -114,16 +114,27 @@ def fabricate_head_file(path, embed_dim, levels, num_classes, seed=0):
         epoch=1,
         iter=40000,
         hook_msgs=dict(last_ckpt='work_dirs/iter_40000.pth'))
-    trainable = ['decode_head.conv_seg.weight', 'decode_head.conv_seg.bias',
-                 'decode_head.bn.weight', 'decode_head.bn.bias']
+    trainable = [
+        'decode_head.conv_seg.weight', 'decode_head.conv_seg.bias',
+        'decode_head.bn.weight', 'decode_head.bn.bias'
+    ]
     optimizer = dict(
         state={
-            i: dict(step=torch.tensor(40000.), exp_avg=torch.zeros_like(
-                state[k]), exp_avg_sq=torch.zeros_like(state[k]))
+            i:
+            dict(
+                step=torch.tensor(40000.),
+                exp_avg=torch.zeros_like(state[k]),
+                exp_avg_sq=torch.zeros_like(state[k]))
             for i, k in enumerate(trainable)
         },
-        param_groups=[dict(lr=0.0, betas=(0.9, 0.999), eps=1e-8,
-                           weight_decay=1e-4, amsgrad=False,
-                           params=list(range(len(trainable))))])
+        param_groups=[
+            dict(
+                lr=0.0,
+                betas=(0.9, 0.999),
+                eps=1e-8,
+                weight_decay=1e-4,
+                amsgrad=False,
+                params=list(range(len(trainable))))
+        ])
     torch.save(dict(meta=meta, state_dict=state, optimizer=optimizer), path)
     return state

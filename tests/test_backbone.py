@@ -8,6 +8,7 @@ from dinov2_seg.models.backbones import ARCH_SETTINGS, DinoVisionTransformer
 from dinov2_seg.models.backbones.dinov2 import center_pad
 from fabricate import fabricate_official_file, official_manifest
 
+
 @pytest.mark.parametrize('arch', sorted(ARCH_SETTINGS))
 def test_preset_matches_official_layout(arch):
     with torch.device('meta'):
@@ -16,10 +17,9 @@ def test_preset_matches_official_layout(arch):
     assert got == official_manifest(arch)
 
 
-@pytest.mark.parametrize('arch,millions', [('vits14', 22.06),
-                                           ('vitb14', 86.58),
-                                           ('vitl14', 304.37),
-                                           ('vitg14', 1136.48)])
+@pytest.mark.parametrize('arch,millions',
+                         [('vits14', 22.06), ('vitb14', 86.58),
+                          ('vitl14', 304.37), ('vitg14', 1136.48)])
 def test_parameter_counts(arch, millions):
     with torch.device('meta'):
         model = DinoVisionTransformer(arch=arch)
@@ -57,7 +57,9 @@ def reference_features(sd, x, num_heads, registers, offset, antialias,
     padded[:, :, top:top + height, left:left + width] = x
 
     tokens = F.conv2d(
-        padded, sd['patch_embed.proj.weight'], sd['patch_embed.proj.bias'],
+        padded,
+        sd['patch_embed.proj.weight'],
+        sd['patch_embed.proj.bias'],
         stride=patch)
     batch, dim, gh, gw = tokens.shape
     tokens = tokens.flatten(2).transpose(1, 2)
@@ -68,8 +70,10 @@ def reference_features(sd, x, num_heads, registers, offset, antialias,
         patch_pos = grid
     elif offset:
         patch_pos = F.interpolate(
-            grid, scale_factor=((gh + offset) / side, (gw + offset) / side),
-            mode='bicubic', antialias=antialias)
+            grid,
+            scale_factor=((gh + offset) / side, (gw + offset) / side),
+            mode='bicubic',
+            antialias=antialias)
     else:
         patch_pos = F.interpolate(
             grid, size=(gh, gw), mode='bicubic', antialias=antialias)
@@ -120,10 +124,14 @@ def test_loaded_file_reproduces_reference_features(tmp_path, arch, size):
     with torch.no_grad():
         feats = model(x)
     settings = ARCH_SETTINGS[arch]
-    ref = reference_features(state, x, 6, settings['num_register_tokens'],
-                             settings['interpolate_offset'],
-                             settings['interpolate_antialias'],
-                             blocks_to_take=[8, 9, 10, 11])
+    ref = reference_features(
+        state,
+        x,
+        6,
+        settings['num_register_tokens'],
+        settings['interpolate_offset'],
+        settings['interpolate_antialias'],
+        blocks_to_take=[8, 9, 10, 11])
     grid = (math.ceil(size[0] / 14), math.ceil(size[1] / 14))
     assert len(feats) == 4
     for got, want in zip(feats, ref):
@@ -185,7 +193,8 @@ def test_frozen_by_default():
 
 def test_fine_tune_option():
     model = DinoVisionTransformer(
-        arch=dict(ARCH_SETTINGS['vits14'], depth=2), frozen=False,
+        arch=dict(ARCH_SETTINGS['vits14'], depth=2),
+        frozen=False,
         drop_path_rate=0.1)
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert 'blocks.1.attn.qkv.weight' in trainable

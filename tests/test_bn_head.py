@@ -29,12 +29,12 @@ def reference(head, feats):
         for f in feats
     ], 1)
     bn = head.bn
-    x = (x - bn.running_mean[:, None, None]) / torch.sqrt(
-        bn.running_var[:, None, None] + bn.eps)
+    x = (x - bn.running_mean[:, None, None]
+         ) / torch.sqrt(bn.running_var[:, None, None] + bn.eps)
     x = x * bn.weight[:, None, None] + bn.bias[:, None, None]
     weight = head.conv_seg.weight[:, :, 0, 0]
-    return torch.einsum('kc,bchw->bkhw', weight, x) + head.conv_seg.bias[
-        None, :, None, None]
+    return torch.einsum('kc,bchw->bkhw', weight,
+                        x) + head.conv_seg.bias[None, :, None, None]
 
 
 def test_ms_head_matches_reference():
@@ -65,10 +65,15 @@ def test_meta_key_names():
 
 
 def test_channels_must_match_the_concatenation():
-    with pytest.raises(ValueError, match=r'channels=384 must equal '
-                       r'sum\(in_channels\)=1536'):
-        BNHead(in_channels=[384] * 4, in_index=[0, 1, 2, 3], channels=384,
-               num_classes=3)
+    with pytest.raises(
+            ValueError,
+            match=r'channels=384 must equal '
+            r'sum\(in_channels\)=1536'):
+        BNHead(
+            in_channels=[384] * 4,
+            in_index=[0, 1, 2, 3],
+            channels=384,
+            num_classes=3)
     with pytest.raises(ValueError, match="input_transform='resize_concat'"):
-        BNHead(in_channels=[8], in_index=[0], input_transform=None,
-               num_classes=3)
+        BNHead(
+            in_channels=[8], in_index=[0], input_transform=None, num_classes=3)

@@ -60,7 +60,9 @@ def test_loading_uses_every_tensor(tmp_path):
 
 def test_wrapped_and_segmentor_checkpoints_are_accepted():
     tensor = torch.zeros(1)
-    assert extract_state_dict({'state_dict': {'a': tensor}}, 'f') == {
+    assert extract_state_dict({'state_dict': {
+        'a': tensor
+    }}, 'f') == {
         'a': tensor
     }
     assert extract_state_dict({'model': {'a': tensor}}, 'f') == {'a': tensor}

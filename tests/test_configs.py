@@ -13,8 +13,8 @@ from conftest import REPO
 EMBED = {'vits14': 384, 'vitb14': 768, 'vitl14': 1024, 'vitg14': 1536}
 CLASSES = {'ade20k': 150, 'voc2012': 21}
 TOP_LEVEL = [
-    f'{ds}_{arch}_{recipe}' for ds, arch, recipe in itertools.product(
-        CLASSES, EMBED, ('linear', 'ms'))
+    f'{ds}_{arch}_{recipe}'
+    for ds, arch, recipe in itertools.product(CLASSES, EMBED, ('linear', 'ms'))
 ]
 
 
@@ -35,7 +35,8 @@ def test_config_follows_official_recipe(name):
     assert model.backbone.type == 'DinoVisionTransformer'
     assert model.backbone.arch == arch
     assert model.backbone.init_cfg == dict(
-        type='Pretrained', checkpoint=f'checkpoints/dinov2_{arch}_pretrain.pth')
+        type='Pretrained',
+        checkpoint=f'checkpoints/dinov2_{arch}_pretrain.pth')
     head = model.decode_head
     assert head.type == 'BNHead' and head.num_classes == CLASSES[ds]
     assert head.dropout_ratio == 0
@@ -67,9 +68,8 @@ def test_config_follows_official_recipe(name):
         assert crop_step[0].crop_size == (crop, crop)
     assert cfg.test_dataloader.dataset.type == datasets[0].type
     optimizer = cfg.optim_wrapper.optimizer
-    assert (optimizer.type, optimizer.lr, optimizer.weight_decay) == ('AdamW',
-                                                                     1e-3,
-                                                                     1e-4)
+    assert (optimizer.type, optimizer.lr,
+            optimizer.weight_decay) == ('AdamW', 1e-3, 1e-4)
     assert cfg.train_cfg.max_iters == 40000
     warmup, poly = cfg.param_scheduler
     assert (warmup.end, warmup.start_factor, poly.end,
@@ -90,8 +90,8 @@ def tiny_batch(num_classes, size=(56, 70)):
     inputs, samples = [], []
     for _ in range(2):
         inputs.append(
-            torch.randint(0, 256, (3, *size), generator=generator,
-                          dtype=torch.uint8))
+            torch.randint(
+                0, 256, (3, *size), generator=generator, dtype=torch.uint8))
         label = torch.randint(0, num_classes, (1, *size), generator=generator)
         sample = SegDataSample(gt_sem_seg=PixelData(data=label))
         sample.set_metainfo(
@@ -100,10 +100,9 @@ def tiny_batch(num_classes, size=(56, 70)):
     return dict(inputs=inputs, data_samples=samples)
 
 
-@pytest.mark.parametrize('arch,recipe', [('vits14', 'ms'),
-                                         ('vitb14', 'linear'),
-                                         ('vitl14', 'linear'),
-                                         ('vitg14', 'ms')])
+@pytest.mark.parametrize('arch,recipe',
+                         [('vits14', 'ms'), ('vitb14', 'linear'),
+                          ('vitl14', 'linear'), ('vitg14', 'ms')])
 def test_forward_and_training_step(arch, recipe):
     cfg = load(f'ade20k_{arch}_{recipe}')
     cfg.model.backbone.init_cfg = None
@@ -158,10 +157,9 @@ def test_amp_flag_switches_the_optim_wrapper():
     assert cfg.optim_wrapper.loss_scale == 'dynamic'
 
 
-@pytest.mark.parametrize('count,heights', [(None, [640, 844, 1107, 1459,
-                                                   1920]),
-                                           (3, [640, 844, 1107]),
-                                           (1, [640])])
+@pytest.mark.parametrize('count,heights',
+                         [(None, [640, 844, 1107, 1459, 1920]),
+                          (3, [640, 844, 1107]), (1, [640])])
 def test_tta_scale_count_selects_the_first_scales(count, heights):
     from dinov2_seg.apis.runner_setup import select_tta_scales
     cfg = load('ade20k_vits14_ms')

@@ -23,12 +23,13 @@ def test_shapes_dataset_layout_and_determinism(tmp_path):
     assert counts == {'training': 3, 'validation': 2}
     labels = sorted((tmp_path / 'a' / 'annotations' / 'training').glob('*'))
     images = sorted((tmp_path / 'a' / 'images' / 'training').glob('*'))
-    assert [p.stem for p in labels] == [p.stem for p in images] == [
-        't0000', 't0001', 't0002'
-    ]
+    assert [p.stem for p in labels] == [p.stem for p in images
+                                        ] == ['t0000', 't0001', 't0002']
     for label in labels:
-        assert filecmp.cmp(label, tmp_path / 'b' / label.relative_to(
-            tmp_path / 'a'), shallow=False)
+        assert filecmp.cmp(
+            label,
+            tmp_path / 'b' / label.relative_to(tmp_path / 'a'),
+            shallow=False)
         values = np.unique(cv2.imread(str(label), cv2.IMREAD_UNCHANGED))
         assert set(values) <= set(range(len(SHAPES_CLASSES) + 1))
         assert {0, 1, 2} <= set(values)  # outline, sky, ground
@@ -47,8 +48,8 @@ def test_shape_classes_have_their_colours(tmp_path):
             str(tmp_path / 'images' / 'training' /
                 f'{label_path.stem}.jpg'))[..., ::-1].astype(float)
         for cls in (3, 4, 5):  # disc, box, triangle
-            mask = cv2.erode((label == cls).astype(np.uint8),
-                             np.ones((5, 5))).astype(bool)
+            mask = cv2.erode((label == cls).astype(np.uint8), np.ones(
+                (5, 5))).astype(bool)
             if mask.sum() < 20:
                 continue
             mean = image[mask].mean(0)
@@ -151,8 +152,11 @@ def load_pipeline():
 
 def run_pipeline(image_path, label_path):
     return load_pipeline()(
-        dict(img_path=str(image_path), seg_map_path=str(label_path),
-             reduce_zero_label=True, seg_fields=[]))
+        dict(
+            img_path=str(image_path),
+            seg_map_path=str(label_path),
+            reduce_zero_label=True,
+            seg_fields=[]))
 
 
 @pytest.fixture

@@ -30,8 +30,9 @@ DEPTH = 4  # ViT-S width and heads; fewer blocks keep the 40-window ms test
 
 def rescale(image, scale):
     height, width = image.shape[:2]
-    factor = min(max(scale) / max(height, width), min(scale) / min(height,
-                                                                   width))
+    factor = min(
+        max(scale) / max(height, width),
+        min(scale) / min(height, width))
     size = (int(width * factor + 0.5), int(height * factor + 0.5))
     return cv2.resize(image, size, interpolation=cv2.INTER_LINEAR)
 
@@ -58,31 +59,32 @@ def slide(backbone, head, image, crop, stride, blocks, in_index, classes):
     count = torch.zeros(1, 1, height, width)
     for r in range(rows):
         for c in range(cols):
-            y2, x2 = min(r * stride + crop, height), min(c * stride + crop,
-                                                         width)
+            y2, x2 = min(r * stride + crop,
+                         height), min(c * stride + crop, width)
             y1, x1 = max(y2 - crop, 0), max(x2 - crop, 0)
             window = image[:, :, y1:y2, x1:x2]
             total[:, :, y1:y2, x1:x2] += head_logits(backbone, head, window,
-                                                      blocks, in_index)
+                                                     blocks, in_index)
             count[:, :, y1:y2, x1:x2] += 1
     return total / count
 
 
-def official_probabilities(image, backbone, head, scales, flips, crop,
-                           stride, blocks, in_index, classes):
+def official_probabilities(image, backbone, head, scales, flips, crop, stride,
+                           blocks, in_index, classes):
     height, width = image.shape[:2]
     probs = torch.zeros(1, classes, height, width)
     for scale in scales:
         resized = rescale(image, scale)[..., ::-1]  # BGR -> RGB
         tensor = torch.from_numpy(
-            ((resized - MEAN) / STD).astype(np.float32)).permute(2, 0,
-                                                                 1)[None]
+            ((resized - MEAN) / STD).astype(np.float32)).permute(2, 0, 1)[None]
         for flip in flips:
             x = tensor.flip(3) if flip else tensor
             logits = slide(backbone, head, x, crop, stride, blocks, in_index,
                            classes)
             logits = F.interpolate(
-                logits, size=(height, width), mode='bilinear',
+                logits,
+                size=(height, width),
+                mode='bilinear',
                 align_corners=False)
             p = logits.softmax(1)
             probs += p.flip(3) if flip else p
@@ -122,8 +124,15 @@ def test_linear_recipe_matches_official(tmp_path, image):
     labels = inference_segmentor(model, image)
     with torch.no_grad():
         probs = official_probabilities(
-            image, backbone, head, scales=[(2048, 512)], flips=[False],
-            crop=512, stride=341, blocks=[8, 9, 10, 11], in_index=[3],
+            image,
+            backbone,
+            head,
+            scales=[(2048, 512)],
+            flips=[False],
+            crop=512,
+            stride=341,
+            blocks=[8, 9, 10, 11],
+            in_index=[3],
             classes=150)
     compare(labels, probs)
 
@@ -143,10 +152,16 @@ def test_ms_recipe_three_scales_and_flip_match_official(tmp_path, image):
     ratios = [1.0, 1.32, 1.73]
     with torch.no_grad():
         probs = official_probabilities(
-            image, backbone, head,
+            image,
+            backbone,
+            head,
             scales=[(int(99999999 * r), int(640 * r)) for r in ratios],
-            flips=[False, True], crop=640, stride=320,
-            blocks=list(range(DEPTH)), in_index=[0, 1, 2, 3], classes=21)
+            flips=[False, True],
+            crop=640,
+            stride=320,
+            blocks=list(range(DEPTH)),
+            in_index=[0, 1, 2, 3],
+            classes=21)
     compare(labels, probs)
 
 

@@ -52,13 +52,13 @@ def hf_features(model, x, blocks):
 
 def ours(arch, checkpoint):
     model = DinoVisionTransformer(
-        arch=arch, init_cfg=dict(type='Pretrained', checkpoint=str(checkpoint)))
+        arch=arch,
+        init_cfg=dict(type='Pretrained', checkpoint=str(checkpoint)))
     model.init_weights()
     return model
 
 
-@pytest.mark.parametrize('arch,registers', [(SMALL, False),
-                                            (REGISTERS, True),
+@pytest.mark.parametrize('arch,registers', [(SMALL, False), (REGISTERS, True),
                                             (SWIGLU, False)])
 def test_transformers_files_give_transformers_features(tmp_path, arch,
                                                        registers):

@@ -13,8 +13,8 @@ from test_tools import check, run
 def meta_files(tmp_path_factory):
     root = tmp_path_factory.mktemp('meta')
     fabricate_official_file('vits14', root / 'dinov2_vits14_pretrain.pth')
-    fabricate_head_file(root / 'dinov2_vits14_voc2012_linear_head.pth', 384,
-                        1, 21)
+    fabricate_head_file(root / 'dinov2_vits14_voc2012_linear_head.pth', 384, 1,
+                        21)
     return root
 
 
@@ -23,15 +23,18 @@ def inputs(tmp_path):
     folder = tmp_path / 'photos'
     folder.mkdir()
     rng = np.random.default_rng(0)
-    cv2.imwrite(str(folder / 'a.jpg'),
-                rng.integers(0, 255, (60, 85, 3), dtype=np.uint8))
-    cv2.imwrite(str(folder / 'b.png'),
-                rng.integers(0, 255, (50, 40), dtype=np.uint8))  # grey
+    cv2.imwrite(
+        str(folder / 'a.jpg'),
+        rng.integers(0, 255, (60, 85, 3), dtype=np.uint8))
+    cv2.imwrite(
+        str(folder / 'b.png'), rng.integers(0, 255, (50, 40),
+                                            dtype=np.uint8))  # grey
     (folder / 'notes.txt').write_text('not an image')
     extra = tmp_path / 'extra'
     extra.mkdir()
-    cv2.imwrite(str(extra / 'c.jpg'),
-                rng.integers(0, 255, (33, 47, 3), dtype=np.uint8))
+    cv2.imwrite(
+        str(extra / 'c.jpg'),
+        rng.integers(0, 255, (33, 47, 3), dtype=np.uint8))
     (extra / 'broken.jpg').write_bytes(b'\xff\xd8 truncated')
     return folder, extra
 
@@ -74,15 +77,14 @@ def test_scales_need_an_ms_config(tmp_path, meta_files, inputs):
 
 
 def test_python_api_matches_the_notebook_flow(meta_files):
-    from dinov2_seg.apis.inference import (inference_segmentor,
-                                           init_segmentor,
+    from dinov2_seg.apis.inference import (inference_segmentor, init_segmentor,
                                            render_segmentation)
     model = init_segmentor(
         str(REPO / 'configs' / 'voc2012_vits14_linear.py'),
         checkpoint=str(meta_files / 'dinov2_vits14_voc2012_linear_head.pth'),
         backbone=str(meta_files / 'dinov2_vits14_pretrain.pth'))
-    image = np.random.default_rng(1).integers(0, 255, (40, 55, 3),
-                                              dtype=np.uint8)
+    image = np.random.default_rng(1).integers(
+        0, 255, (40, 55, 3), dtype=np.uint8)
     labels = inference_segmentor(model, image)
     assert labels.shape == (40, 55) and labels.dtype == np.int64
     colours = render_segmentation(labels, model.dataset_meta['palette'])

@@ -28,7 +28,7 @@ def build(config, backbone_file=None):
 @pytest.mark.parametrize('config,levels', [('ade20k_vits14_linear', 1),
                                            ('ade20k_vits14_ms', 4)])
 def test_head_file_and_backbone_file_load_completely(tmp_path, vits14_file,
-                                                    config, levels):
+                                                     config, levels):
     backbone_path, backbone_state = vits14_file
     head_path = tmp_path / 'dinov2_vits14_ade20k_head.pth'
     head_state = fabricate_head_file(head_path, 384, levels, 150)
@@ -59,8 +59,8 @@ def test_head_of_another_backbone_size_is_named(tmp_path):
     head = tmp_path / 'dinov2_vitb14_ade20k_linear_head.pth'
     fabricate_head_file(head, 768, 1, 150)
     model = build('ade20k_vits14_linear', 'unused.pth')
-    with pytest.raises(ValueError,
-                       match='head reads 768 channels, the config 384'):
+    with pytest.raises(
+            ValueError, match='head reads 768 channels, the config 384'):
         load_segmentor_checkpoint(model, str(head))
 
 
@@ -68,8 +68,8 @@ def test_ms_head_into_linear_config_is_named(tmp_path):
     head = tmp_path / 'dinov2_vits14_ade20k_ms_head.pth'
     fabricate_head_file(head, 384, 4, 150)
     model = build('ade20k_vits14_linear', 'unused.pth')
-    with pytest.raises(ValueError,
-                       match='head reads 1536 channels, the config 384'):
+    with pytest.raises(
+            ValueError, match='head reads 1536 channels, the config 384'):
         load_segmentor_checkpoint(model, str(head))
 
 
@@ -77,8 +77,8 @@ def test_head_file_without_backbone_file_is_explained(tmp_path):
     head = tmp_path / 'head.pth'
     fabricate_head_file(head, 384, 1, 150)
     model = build('ade20k_vits14_linear', None)
-    with pytest.raises(ValueError,
-                       match='holds no backbone weights.*backbone.init_cfg'):
+    with pytest.raises(
+            ValueError, match='holds no backbone weights.*backbone.init_cfg'):
         load_segmentor_checkpoint(model, str(head))
 
 

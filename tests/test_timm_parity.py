@@ -30,11 +30,14 @@ def test_features_equal_timm(tmp_path, arch, timm_name):
         str(checkpoint), timm_name,
         str(tmp_path / 'x.pt'),
         str(tmp_path / 'timm.pt'), '8,9,10,11'
-    ], check=True, timeout=300)
+    ],
+                   check=True,
+                   timeout=300)
     reference = torch.load(tmp_path / 'timm.pt')
 
     model = DinoVisionTransformer(
-        arch=arch, init_cfg=dict(type='Pretrained', checkpoint=str(checkpoint)))
+        arch=arch,
+        init_cfg=dict(type='Pretrained', checkpoint=str(checkpoint)))
     model.init_weights()
     with torch.no_grad():
         ours = model(x)

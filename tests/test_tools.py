@@ -1,4 +1,5 @@
-"""tools/train.py and tools/test.py run as a user runs them, in subprocesses."""
+"""tools/train.py and tools/test.py, run in subprocesses as a user runs
+them."""
 import json
 import os
 import re
@@ -50,9 +51,9 @@ def run(*args, timeout=600):
 
 
 def check(result):
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[
-        -3000:]
-    return result.stdout + result.stderr
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-6000:]
+    return output
 
 
 @pytest.fixture
@@ -66,8 +67,8 @@ def test_train_then_test(tmp_path, config, shapes_root):
     assert 'Iter(train) [6/6]' in log
     assert 'mIoU' in log
     assert (work / 'iter_6.pth').is_file()
-    assert (work / 'last_checkpoint').read_text().strip().endswith(
-        'iter_6.pth')
+    assert (work /
+            'last_checkpoint').read_text().strip().endswith('iter_6.pth')
 
     preds = tmp_path / 'preds'
     log = check(
@@ -109,11 +110,12 @@ tta_pipeline = [
 """
     config = write_config(tmp_path / 'tta.py', shapes_root, extra)
     work = tmp_path / 'work'
-    check(run('tools/train.py', config, '--work-dir', work,
-              '--cfg-options', 'train_cfg.max_iters=3',
-              'train_cfg.val_interval=100'))
-    log = check(run('tools/test.py', config, work / 'iter_3.pth',
-                    '--work-dir', work, '--tta'))
+    check(
+        run('tools/train.py', config, '--work-dir', work, '--cfg-options',
+            'train_cfg.max_iters=3', 'train_cfg.val_interval=100'))
+    log = check(
+        run('tools/test.py', config, work / 'iter_3.pth', '--work-dir', work,
+            '--tta'))
     assert 'mIoU' in log
 
 
@@ -125,8 +127,9 @@ def test_tta_on_a_linear_config_is_explained(tmp_path, config):
 
 def test_resume_continues_from_the_last_checkpoint(tmp_path, config):
     work = tmp_path / 'work'
-    check(run('tools/train.py', config, '--work-dir', work, '--cfg-options',
-              'train_cfg.max_iters=3', 'train_cfg.val_interval=100'))
+    check(
+        run('tools/train.py', config, '--work-dir', work, '--cfg-options',
+            'train_cfg.max_iters=3', 'train_cfg.val_interval=100'))
     assert (work / 'iter_3.pth').is_file()
     log = check(run('tools/train.py', config, '--work-dir', work, '--resume'))
     assert 'resumed epoch: 0, iter: 3' in log
@@ -149,17 +152,21 @@ def test_distributed_two_processes(tmp_path, config):
     env = dict(os.environ, PYTHON=sys.executable, PORT=str(free_port()))
     train = subprocess.run(
         ['bash', 'tools/dist_train.sh', config, '2', '--work-dir', work],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600)
     log = check(train)
     assert 'Distributed training: True' in log
     assert 'GPU number: 2' in log  # mmengine's wording for world size
     assert 'Iter(train) [6/6]' in log and 'mIoU' in log
     assert (work / 'iter_6.pth').is_file()
     log = check(
-        run('-m', 'torch.distributed.run', '--nproc_per_node', '2',
-            '--master_port', free_port(), 'tools/test.py', config,
-            work / 'iter_6.pth', '--launcher', 'pytorch', '--work-dir',
-            work))
+        run('-m',
+            'torch.distributed.run', '--nproc_per_node', '2', '--master_port',
+            free_port(), 'tools/test.py', config, work / 'iter_6.pth',
+            '--launcher', 'pytorch', '--work-dir', work))
     assert 'Iter(test) [2/2]' in log  # 4 images split over 2 processes
 
 

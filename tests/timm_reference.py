@@ -29,8 +29,9 @@ def main() -> None:
     height, width = x.shape[-2:]
     padded_h, padded_w = (math.ceil(s / 14) * 14 for s in (height, width))
     x = F.pad(x, ((padded_w - width) // 2, padded_w - width -
-                  (padded_w - width) // 2, (padded_h - height) // 2,
-                  padded_h - height - (padded_h - height) // 2))
+                  (padded_w - width) // 2,
+                  (padded_h - height) // 2, padded_h - height -
+                  (padded_h - height) // 2))
     model = timm.create_model(
         name, pretrained=False, num_classes=0,
         img_size=(padded_h, padded_w)).eval()
@@ -50,8 +51,11 @@ def main() -> None:
     model.load_state_dict(state, strict=True)
     with torch.no_grad():
         feats = model.forward_intermediates(
-            x, indices=[int(b) for b in blocks.split(',')], norm=True,
-            output_fmt='NCHW', intermediates_only=True)
+            x,
+            indices=[int(b) for b in blocks.split(',')],
+            norm=True,
+            output_fmt='NCHW',
+            intermediates_only=True)
     torch.save([f.contiguous() for f in feats], output_path)
 
 

@@ -26,8 +26,10 @@ def download(url: str, path: str) -> None:
             out.write(chunk)
             done += len(chunk)
             if total:
-                print(f'\r  {done / total:6.1%} of {total / 2**20:.0f} MiB',
-                      end='', flush=True)
+                print(
+                    f'\r  {done / total:6.1%} of {total / 2**20:.0f} MiB',
+                    end='',
+                    flush=True)
     print()
     os.replace(partial, path)
 
@@ -45,8 +47,8 @@ def main() -> int:
             print(f'{name:45s} {entry.config or "":35s} {entry.url}')
         return 0
     chosen = [
-        name for name in OFFICIAL_FILES
-        if any(fnmatch.fnmatch(name, p) for p in args.names)
+        name for name in OFFICIAL_FILES if any(
+            fnmatch.fnmatch(name, p) for p in args.names)
     ]
     unknown = [
         p for p in args.names

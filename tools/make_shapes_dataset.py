@@ -14,8 +14,8 @@ def main() -> None:
     parser.add_argument('--val', type=int, default=20)
     parser.add_argument('--seed', type=int, default=0)
     args = parser.parse_args()
-    counts = generate_shapes_dataset(args.root, args.train, args.val,
-                                     seed=args.seed)
+    counts = generate_shapes_dataset(
+        args.root, args.train, args.val, seed=args.seed)
     print(f'wrote {counts} samples to {args.root}')
 
 

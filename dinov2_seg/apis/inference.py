@@ -1,10 +1,11 @@
 """Python API mirroring the official notebook: build the model from a config,
 load the backbone and head files, segment an image array, render it.
 
-    model = init_segmentor('configs/voc2012_vits14_ms.py',
-                           checkpoint='checkpoints/dinov2_vits14_voc2012_ms_head.pth',
-                           backbone='checkpoints/dinov2_vits14_pretrain.pth',
-                           scales=3)
+    model = init_segmentor(
+        'configs/voc2012_vits14_ms.py',
+        checkpoint='checkpoints/dinov2_vits14_voc2012_ms_head.pth',
+        backbone='checkpoints/dinov2_vits14_pretrain.pth',
+        scales=3)
     labels = inference_segmentor(model, cv2.imread('image.jpg'))
     colours = render_segmentation(labels, model.dataset_meta['palette'])
 """
@@ -46,10 +47,12 @@ def _without_annotations(pipeline: list) -> list:
         if step['type'] == 'LoadAnnotations':
             continue
         if step['type'] == 'TestTimeAug':
-            step = dict(step, transforms=[
-                stage for stage in step['transforms']
-                if any(t['type'] != 'LoadAnnotations' for t in stage)
-            ])
+            step = dict(
+                step,
+                transforms=[
+                    stage for stage in step['transforms']
+                    if any(t['type'] != 'LoadAnnotations' for t in stage)
+                ])
         kept.append(step)
     return kept
 
@@ -113,8 +116,7 @@ def _pipeline_for(model: nn.Module, image: ImageType) -> Compose:
 
 
 @torch.no_grad()
-def inference_segmentor(model: nn.Module,
-                        image: ImageType) -> np.ndarray:
+def inference_segmentor(model: nn.Module, image: ImageType) -> np.ndarray:
     """Segment one image (a path, or an HxWx3 BGR array as cv2 reads it).
 
     Returns:
@@ -155,7 +157,8 @@ def overlay_segmentation(image: np.ndarray,
     return visualizer.get_image()
 
 
-def summarize(labels: np.ndarray, classes: Sequence[str],
+def summarize(labels: np.ndarray,
+              classes: Sequence[str],
               top: int = 5) -> List[str]:
     """The largest classes of a label map as 'name share%' strings."""
     counts = np.bincount(labels.ravel(), minlength=len(classes))

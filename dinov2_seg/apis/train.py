@@ -42,8 +42,10 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 def enable_amp(cfg) -> None:
     wrapper = cfg.optim_wrapper
     if wrapper.type == 'AmpOptimWrapper':
-        print_log('AMP is already enabled in the config.', logger='current',
-                  level=logging.WARNING)
+        print_log(
+            'AMP is already enabled in the config.',
+            logger='current',
+            level=logging.WARNING)
         return
     if wrapper.type != 'OptimWrapper':
         raise ValueError('--amp needs optim_wrapper.type="OptimWrapper", got '
@@ -60,9 +62,8 @@ def main(argv: Optional[List[str]] = None) -> Runner:
     if args.amp:
         enable_amp(cfg)
     cfg.resume = args.resume
-    check_dataset_paths(
-        cfg, ['train_dataloader'] +
-        (['val_dataloader'] if cfg.get('val_cfg') else []))
+    check_dataset_paths(cfg, ['train_dataloader'] +
+                        (['val_dataloader'] if cfg.get('val_cfg') else []))
     prepare_cpu_distributed(cfg)
     runner = Runner.from_cfg(cfg)
     runner.train()

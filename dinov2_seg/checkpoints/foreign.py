@@ -33,9 +33,8 @@ _HF_RENAMES = [
 # ... whose attention has separate q/k/v projections (named query/key/value
 # on disk, q_proj/k_proj/v_proj in transformers>=5 modules) and whose
 # SwiGLU may be split into gate/up projections.
-_HF_QKV = re.compile(
-    r'^encoder\.layer\.(\d+)\.attention\.(?:attention\.)?'
-    r'(query|key|value|q_proj|k_proj|v_proj)\.(weight|bias)$')
+_HF_QKV = re.compile(r'^encoder\.layer\.(\d+)\.attention\.(?:attention\.)?'
+                     r'(query|key|value|q_proj|k_proj|v_proj)\.(weight|bias)$')
 _HF_GATE_UP = re.compile(
     r'^encoder\.layer\.(\d+)\.mlp\.(gate_proj|up_proj)\.(weight|bias)$')
 
@@ -94,8 +93,8 @@ def convert_timm(state_dict: Mapping[str, Tensor]) -> StateDict:
         pos_embed = converted['pos_embed']
         converted['pos_embed'] = torch.cat(
             [pos_embed.new_zeros(1, 1, dim), pos_embed], 1)
-    converted.setdefault('mask_token', converted['cls_token'].new_zeros(
-        1, dim))
+    converted.setdefault('mask_token',
+                         converted['cls_token'].new_zeros(1, dim))
     for key in list(converted):
         match = re.match(r'^blocks\.(\d+)\.mlp\.fc1\.weight$', key)
         if not match:
@@ -104,10 +103,11 @@ def convert_timm(state_dict: Mapping[str, Tensor]) -> StateDict:
         if converted[key].shape[0] == 2 * fc2.shape[1]:  # packed SwiGLU
             for kind in ('weight', 'bias'):
                 prefix = f'blocks.{match.group(1)}.mlp.'
-                converted[prefix + f'w12.{kind}'] = converted.pop(
-                    prefix + f'fc1.{kind}')
-                converted[prefix + f'w3.{kind}'] = converted.pop(
-                    prefix + f'fc2.{kind}')
+                converted[prefix +
+                          f'w12.{kind}'] = converted.pop(prefix +
+                                                         f'fc1.{kind}')
+                converted[prefix + f'w3.{kind}'] = converted.pop(prefix +
+                                                                 f'fc2.{kind}')
     return converted
 
 

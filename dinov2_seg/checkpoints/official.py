@@ -31,8 +31,9 @@ def extract_state_dict(checkpoint: Mapping, source: str) -> Dict[str, Tensor]:
             break
     state_dict = {k: v for k, v in checkpoint.items() if isinstance(v, Tensor)}
     if not state_dict:
-        raise ValueError(f'{source} holds no tensors; expected a DINOv2 '
-                         'backbone state_dict such as dinov2_vits14_pretrain.pth')
+        raise ValueError(
+            f'{source} holds no tensors; expected a DINOv2 '
+            'backbone state_dict such as dinov2_vits14_pretrain.pth')
     # A whole segmentor, a DDP-wrapped model or a transformers model with a
     # task head: keep the backbone's part.
     for prefix in ('module.', 'backbone.', 'dinov2.'):
@@ -85,7 +86,7 @@ def check_state_dict(expected: Mapping[str, Tensor],
         if len(mismatched) > 10:
             lines.append(f'  ... and {len(mismatched) - 10} more')
     for title, keys in (('Missing keys', missing), ('Unexpected keys',
-                                                      unexpected)):
+                                                    unexpected)):
         if keys:
             shown = ', '.join(keys[:10])
             more = f' ... and {len(keys) - 10} more' if len(keys) > 10 else ''

@@ -16,8 +16,8 @@ from torch import Tensor, nn
 from .official import check_state_dict
 
 
-def _hints(expected: Mapping[str, Tensor],
-           found: Mapping[str, Tensor]) -> list:
+def _hints(expected: Mapping[str, Tensor], found: Mapping[str,
+                                                          Tensor]) -> list:
     hints = []
     key = 'decode_head.conv_seg.weight'
     if key in expected and key in found:
@@ -68,8 +68,8 @@ def load_segmentor_checkpoint(model: nn.Module, filename: str) -> dict:
             k: v
             for k, v in expected.items() if not k.startswith('backbone.')
         }
-    check_state_dict(expected, state_dict, filename, 'the model of this config',
-                     _hints(expected, state_dict))
+    check_state_dict(expected, state_dict, filename,
+                     'the model of this config', _hints(expected, state_dict))
     if head_only:
         model.backbone.init_weights()
     model.load_state_dict(state_dict, strict=False)

@@ -47,8 +47,8 @@ def render_sample(rng: np.random.Generator,
     jitter = rng.uniform(-20, 20, 3)
     sky_colour = np.array([180, 130, 70]) + jitter  # BGR
     _paint(image, sky, sky_colour, _noise(rng, size, 4) - rows[..., None] / 4)
-    _paint(image, ~sky, np.array([60, 170, 100]) + jitter,
-           _noise(rng, size, 18))
+    _paint(image, ~sky,
+           np.array([60, 170, 100]) + jitter, _noise(rng, size, 18))
 
     for _ in range(rng.integers(2, 5)):
         cls = int(rng.integers(3, 6))
@@ -66,8 +66,8 @@ def render_sample(rng: np.random.Generator,
                                [cx + radius, cy + radius]], np.int32)
             cv2.fillPoly(shape, [points], 1)
         inside = shape.astype(bool)
-        outline = cv2.dilate(shape, np.ones((2 * _OUTLINE + 1, ) * 2,
-                                            np.uint8)).astype(bool) & ~inside
+        outline = cv2.dilate(shape, np.ones(
+            (2 * _OUTLINE + 1, ) * 2, np.uint8)).astype(bool) & ~inside
         colour = np.array(SHAPES_PALETTE[cls - 1][::-1], np.float64)
         if cls == 4:  # stripes
             texture = 40.0 * ((cols // 6) % 2)[..., None]

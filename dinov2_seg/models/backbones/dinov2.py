@@ -28,9 +28,14 @@ _REGISTERS = dict(
     num_register_tokens=4, interpolate_offset=0.0, interpolate_antialias=True)
 
 ARCH_SETTINGS: Dict[str, dict] = {
-    **{name: dict(size, **_ORIGINAL) for name, size in _SIZES.items()},
-    **{f'{name}_reg4': dict(size, **_REGISTERS)
-       for name, size in _SIZES.items()},
+    **{
+        name: dict(size, **_ORIGINAL)
+        for name, size in _SIZES.items()
+    },
+    **{
+        f'{name}_reg4': dict(size, **_REGISTERS)
+        for name, size in _SIZES.items()
+    },
 }
 
 
@@ -124,14 +129,18 @@ class DinoVisionTransformer(BaseModule):
             self.register_tokens = None
         # Unused for segmentation; kept so that the released files load with
         # every key accounted for.
-        self.mask_token = nn.Parameter(torch.zeros(1, dim), requires_grad=False)
+        self.mask_token = nn.Parameter(
+            torch.zeros(1, dim), requires_grad=False)
         drop_rates = [
             drop_path_rate * i / max(depth - 1, 1) for i in range(depth)
         ]
         self.blocks = nn.ModuleList(
-            Block(dim, settings['num_heads'], settings['ffn'],
-                  layer_scale_init=layer_scale_init, drop_path=rate)
-            for rate in drop_rates)
+            Block(
+                dim,
+                settings['num_heads'],
+                settings['ffn'],
+                layer_scale_init=layer_scale_init,
+                drop_path=rate) for rate in drop_rates)
         self.norm = nn.LayerNorm(dim, eps=1e-6)
         self._init_random_weights()
         if frozen:
@@ -187,9 +196,9 @@ class DinoVisionTransformer(BaseModule):
         if self.interpolate_offset:
             # Scale factors rather than a size: the resampling grid then
             # differs slightly, and the released original models expect it.
-            size_kwargs = dict(scale_factor=(
-                (height + self.interpolate_offset) / side,
-                (width + self.interpolate_offset) / side))
+            size_kwargs = dict(
+                scale_factor=((height + self.interpolate_offset) / side,
+                              (width + self.interpolate_offset) / side))
         else:
             size_kwargs = dict(size=(height, width))
         patch_pos = F.interpolate(
@@ -197,7 +206,8 @@ class DinoVisionTransformer(BaseModule):
             mode='bicubic',
             antialias=self.interpolate_antialias,
             **size_kwargs)
-        patch_pos = patch_pos.permute(0, 2, 3, 1).reshape(1, height * width, -1)
+        patch_pos = patch_pos.permute(0, 2, 3,
+                                      1).reshape(1, height * width, -1)
         return torch.cat([pos_embed[:, :1].float(), patch_pos],
                          dim=1).to(pos_embed.dtype)
 
@@ -224,8 +234,8 @@ class DinoVisionTransformer(BaseModule):
             if index in self.out_indices:
                 patches = self.norm(tokens)[:, skip:]
                 outputs.append(
-                    patches.reshape(batch, height, width, -1).permute(
-                        0, 3, 1, 2).contiguous())
+                    patches.reshape(batch, height, width,
+                                    -1).permute(0, 3, 1, 2).contiguous())
             if index == self._last_needed_block:
                 break
         return tuple(outputs)

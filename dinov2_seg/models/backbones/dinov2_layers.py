@@ -1,8 +1,8 @@
 """Building blocks of the DINOv2 vision transformer.
 
-Attribute names (``qkv``, ``proj``, ``ls1.gamma``, ``mlp.fc1``, ``mlp.w12`` ...)
-are those of Meta's released state_dicts, so the official files load into
-these modules without a key mapping.
+Attribute names (``qkv``, ``proj``, ``ls1.gamma``, ``mlp.fc1``,
+``mlp.w12`` ...) are those of Meta's released state_dicts, so the official
+files load into these modules without a key mapping.
 """
 from typing import Tuple
 
@@ -13,7 +13,8 @@ from torch import Tensor, nn
 
 
 class PatchEmbed(nn.Module):
-    """Non-overlapping patch projection: (B, C, H, W) -> (B, h*w, D), (h, w)."""
+    """Non-overlapping patch projection: (B, C, H, W) -> (B, h*w, D) and
+    the patch grid (h, w)."""
 
     def __init__(self, patch_size: int, in_channels: int, embed_dim: int):
         super().__init__()
@@ -39,7 +40,8 @@ class Attention(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         batch, tokens, dim = x.shape
         qkv = self.qkv(x).reshape(batch, tokens, 3, self.num_heads,
-                                  dim // self.num_heads).permute(2, 0, 3, 1, 4)
+                                  dim // self.num_heads).permute(
+                                      2, 0, 3, 1, 4)
         x = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2])
         return self.proj(x.transpose(1, 2).reshape(batch, tokens, dim))
 
@@ -106,7 +108,8 @@ class Block(nn.Module):
         self.norm2 = nn.LayerNorm(dim, eps=1e-6)
         self.mlp = FFN_LAYERS[ffn](dim, int(dim * mlp_ratio))
         self.ls2 = LayerScale(dim, layer_scale_init)
-        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.drop_path = DropPath(
+            drop_path) if drop_path > 0 else nn.Identity()
 
     def forward(self, x: Tensor) -> Tensor:
         x = x + self.drop_path(self.ls1(self.attn(self.norm1(x))))

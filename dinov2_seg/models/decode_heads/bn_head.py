@@ -1,4 +1,5 @@
-"""Batch-norm + 1x1 classifier head of the official DINOv2 linear/ms recipes."""
+"""Batch-norm + 1x1 classifier head of the official DINOv2 linear and ms
+recipes."""
 from typing import List, Optional, Sequence
 
 from mmcv.cnn import build_norm_layer
