@@ -138,3 +138,198 @@ def fabricate_head_file(path, embed_dim, levels, num_classes, seed=0):
         ])
     torch.save(dict(meta=meta, state_dict=state, optimizer=optimizer), path)
     return state
+
+
+# Meta's ViT-g + ViT-Adapter + Mask2Former ADE20K model, with the settings
+# of configs/ade20k_vitg14_m2f_official.py; the names below are read from
+# Meta's dinov2/eval/segmentation_m2f modules (mmseg 0.x / mmcv 1.x).
+META_M2F = dict(
+    dim=1536,
+    depth=40,
+    ffn='swiglu',
+    grid=37,
+    stages=4,
+    deform_heads=24,
+    deform_points=4,
+    deform_ratio=0.5,
+    cffn_ratio=0.25,
+    inplanes=64,
+    feat=1024,
+    queries=200,
+    classes=150,
+    encoder_layers=6,
+    encoder_heads=32,
+    encoder_points=4,
+    encoder_ffn=4096,
+    decoder_layers=9,
+    decoder_ffn=4096)
+
+
+def _bn(shapes: dict, prefix: str, channels: int) -> None:
+    for name in ('weight', 'bias', 'running_mean', 'running_var'):
+        shapes[f'{prefix}.{name}'] = (channels, )
+    shapes[f'{prefix}.num_batches_tracked'] = ()
+
+
+def _linear(shapes: dict, prefix: str, out: int, inp: int) -> None:
+    shapes[f'{prefix}.weight'] = (out, inp)
+    shapes[f'{prefix}.bias'] = (out, )
+
+
+def _deform_attn(shapes, prefix, dim, heads, levels, points, value_dim):
+    _linear(shapes, f'{prefix}.sampling_offsets', heads * levels * points * 2,
+            dim)
+    _linear(shapes, f'{prefix}.attention_weights', heads * levels * points,
+            dim)
+    _linear(shapes, f'{prefix}.value_proj', value_dim, dim)
+    _linear(shapes, f'{prefix}.output_proj', dim, value_dim)
+
+
+def meta_m2f_manifest(**overrides) -> dict:
+    """Names and shapes of every tensor in Meta's
+    ``dinov2_vitg14_ade20k_m2f.pth`` ``state_dict`` (mmseg 0.x names)."""
+    s = dict(META_M2F, **overrides)
+    dim, feat = s['dim'], s['feat']
+    shapes = {
+        'backbone.cls_token': (1, 1, dim),
+        'backbone.pos_embed': (1, 1 + s['grid']**2, dim),
+        'backbone.patch_embed.proj.weight': (dim, 3, 14, 14),
+        'backbone.patch_embed.proj.bias': (dim, ),
+        'backbone.level_embed': (3, dim),
+    }
+    for i in range(s['depth']):
+        b = f'backbone.blocks.{i}.'
+        for norm in ('norm1', 'norm2'):
+            shapes[b + norm + '.weight'] = shapes[b + norm + '.bias'] = (dim, )
+        _linear(shapes, b + 'attn.qkv', 3 * dim, dim)
+        _linear(shapes, b + 'attn.proj', dim, dim)
+        shapes[b + 'gamma1'] = shapes[b + 'gamma2'] = (dim, )
+        if s['ffn'] == 'swiglu':
+            hidden = (int(2 * 4 * dim / 3) + 7) // 8 * 8
+            _linear(shapes, b + 'mlp.w1', hidden, dim)
+            _linear(shapes, b + 'mlp.w2', hidden, dim)
+            _linear(shapes, b + 'mlp.w3', dim, hidden)
+        else:
+            _linear(shapes, b + 'mlp.fc1', 4 * dim, dim)
+            _linear(shapes, b + 'mlp.fc2', dim, 4 * dim)
+    # Spatial prior module: conv-BN-ReLU stem (x3) + max-pool, three
+    # strided conv-BN-ReLU, four 1x1 projections to the ViT width.
+    planes = s['inplanes']
+    for index, (inp, out) in zip((0, 3, 6), ((3, planes), (planes, planes),
+                                             (planes, planes))):
+        shapes[f'backbone.spm.stem.{index}.weight'] = (out, inp, 3, 3)
+        _bn(shapes, f'backbone.spm.stem.{index + 1}', out)
+    widths = {1: planes, 2: 2 * planes, 3: 4 * planes, 4: 4 * planes}
+    for level in (2, 3, 4):
+        shapes[f'backbone.spm.conv{level}.0.weight'] = (widths[level],
+                                                        widths[level - 1],
+                                                        3, 3)
+        _bn(shapes, f'backbone.spm.conv{level}.1', widths[level])
+    for level in (1, 2, 3, 4):
+        shapes[f'backbone.spm.fc{level}.weight'] = (dim, widths[level], 1, 1)
+        shapes[f'backbone.spm.fc{level}.bias'] = (dim, )
+    value_dim = int(dim * s['deform_ratio'])
+    hidden = int(dim * s['cffn_ratio'])
+    heads, points = s['deform_heads'], s['deform_points']
+
+    def extractor(prefix):
+        for norm in ('query_norm', 'feat_norm', 'ffn_norm'):
+            shapes[f'{prefix}.{norm}.weight'] = (dim, )
+            shapes[f'{prefix}.{norm}.bias'] = (dim, )
+        _deform_attn(shapes, f'{prefix}.attn', dim, heads, 1, points,
+                     value_dim)
+        _linear(shapes, f'{prefix}.ffn.fc1', hidden, dim)
+        shapes[f'{prefix}.ffn.dwconv.dwconv.weight'] = (hidden, 1, 3, 3)
+        shapes[f'{prefix}.ffn.dwconv.dwconv.bias'] = (hidden, )
+        _linear(shapes, f'{prefix}.ffn.fc2', dim, hidden)
+
+    for i in range(s['stages']):
+        p = f'backbone.interactions.{i}.'
+        shapes[p + 'injector.gamma'] = (dim, )
+        for norm in ('query_norm', 'feat_norm'):
+            shapes[f'{p}injector.{norm}.weight'] = (dim, )
+            shapes[f'{p}injector.{norm}.bias'] = (dim, )
+        _deform_attn(shapes, p + 'injector.attn', dim, heads, 3, points,
+                     value_dim)
+        extractor(p + 'extractor')
+        if i == s['stages'] - 1:
+            extractor(p + 'extra_extractors.0')
+            extractor(p + 'extra_extractors.1')
+    shapes['backbone.up.weight'] = (dim, dim, 2, 2)
+    shapes['backbone.up.bias'] = (dim, )
+    for i in range(1, 5):
+        _bn(shapes, f'backbone.norm{i}', dim)
+
+    h = 'decode_head.'
+    for i in range(3):
+        shapes[f'{h}pixel_decoder.input_convs.{i}.conv.weight'] = (feat, dim,
+                                                                   1, 1)
+        shapes[f'{h}pixel_decoder.input_convs.{i}.conv.bias'] = (feat, )
+        shapes[f'{h}pixel_decoder.input_convs.{i}.gn.weight'] = (feat, )
+        shapes[f'{h}pixel_decoder.input_convs.{i}.gn.bias'] = (feat, )
+    for i in range(s['encoder_layers']):
+        p = f'{h}pixel_decoder.encoder.layers.{i}.'
+        _deform_attn(shapes, p + 'attentions.0', feat, s['encoder_heads'], 3,
+                     s['encoder_points'], feat)
+        _linear(shapes, p + 'ffns.0.layers.0.0', s['encoder_ffn'], feat)
+        _linear(shapes, p + 'ffns.0.layers.1', feat, s['encoder_ffn'])
+        for n in range(2):
+            shapes[f'{p}norms.{n}.weight'] = shapes[f'{p}norms.{n}.bias'] = (
+                feat, )
+    shapes[h + 'pixel_decoder.level_encoding.weight'] = (3, feat)
+    shapes[h + 'pixel_decoder.lateral_convs.0.conv.weight'] = (feat, dim, 1, 1)
+    shapes[h + 'pixel_decoder.output_convs.0.conv.weight'] = (feat, feat, 3,
+                                                             3)
+    for conv in ('lateral_convs', 'output_convs'):
+        shapes[f'{h}pixel_decoder.{conv}.0.gn.weight'] = (feat, )
+        shapes[f'{h}pixel_decoder.{conv}.0.gn.bias'] = (feat, )
+    shapes[h + 'pixel_decoder.mask_feature.weight'] = (feat, feat, 1, 1)
+    shapes[h + 'pixel_decoder.mask_feature.bias'] = (feat, )
+    for i in range(s['decoder_layers']):
+        p = f'{h}transformer_decoder.layers.{i}.'
+        for a in range(2):
+            shapes[f'{p}attentions.{a}.attn.in_proj_weight'] = (3 * feat, feat)
+            shapes[f'{p}attentions.{a}.attn.in_proj_bias'] = (3 * feat, )
+            _linear(shapes, f'{p}attentions.{a}.attn.out_proj', feat, feat)
+        _linear(shapes, p + 'ffns.0.layers.0.0', s['decoder_ffn'], feat)
+        _linear(shapes, p + 'ffns.0.layers.1', feat, s['decoder_ffn'])
+        for n in range(3):
+            shapes[f'{p}norms.{n}.weight'] = shapes[f'{p}norms.{n}.bias'] = (
+                feat, )
+    shapes[h + 'transformer_decoder.post_norm.weight'] = (feat, )
+    shapes[h + 'transformer_decoder.post_norm.bias'] = (feat, )
+    shapes[h + 'query_embed.weight'] = (s['queries'], feat)
+    shapes[h + 'query_feat.weight'] = (s['queries'], feat)
+    shapes[h + 'level_embed.weight'] = (3, feat)
+    _linear(shapes, h + 'cls_embed', s['classes'] + 1, feat)
+    for i in (0, 2, 4):
+        _linear(shapes, f'{h}mask_embed.{i}', feat, feat)
+    return shapes
+
+
+def fabricate_meta_m2f_file(path, seed=0, **overrides) -> dict:
+    """An mmcv 1.x checkpoint with Meta's Mask2Former names and shapes,
+    random values (norm weights around 1, variances positive)."""
+    generator = torch.Generator().manual_seed(seed)
+    state = OrderedDict()
+    for name, shape in meta_m2f_manifest(**overrides).items():
+        if name.endswith('num_batches_tracked'):
+            state[name] = torch.tensor(80000)
+            continue
+        value = torch.randn(shape, generator=generator)
+        if name.endswith('running_var'):
+            value = 0.5 + value.abs()
+        elif len(shape) > 1:
+            value *= 0.02 if 'sampling_offsets' not in name else 0.5
+        else:
+            value *= 0.1
+            if name.endswith(('norm1.weight', 'norm2.weight', '.gn.weight',
+                              'norm.weight', 'norms.0.weight',
+                              'norms.1.weight', 'norms.2.weight')):
+                value += 1
+        state[name] = value
+    classes = overrides.get('classes', META_M2F['classes'])
+    meta = dict(
+        mmcv_version='1.5.0', CLASSES=tuple(f'c{i}' for i in range(classes)))
+    torch.save(dict(meta=meta, state_dict=state), path)
+    return state

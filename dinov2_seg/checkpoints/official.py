@@ -7,7 +7,7 @@ What this module adds is checking: every tensor must be used, none missing,
 and a file of another size is an error naming both shapes.
 """
 import re
-from typing import Dict, Mapping, Optional, Sequence
+from typing import Callable, Dict, Mapping, Optional, Sequence
 
 import torch
 from mmengine.runner.checkpoint import CheckpointLoader
@@ -107,9 +107,15 @@ def read_checkpoint(filename: str) -> Mapping:
     return CheckpointLoader.load_checkpoint(filename, map_location='cpu')
 
 
-def load_backbone_checkpoint(backbone: nn.Module, filename: str) -> None:
+def load_backbone_checkpoint(backbone: nn.Module,
+                             filename: str,
+                             keep: Optional[Callable[[str], bool]] = None
+                             ) -> None:
     """Load a DINOv2 backbone file (path or URL; Meta's, timm's or Hugging
     Face's layout) into ``backbone`` strictly.
+
+    ``keep`` selects the keys that take part, on both sides (e.g. only the
+    ViT of a ViT-Adapter, which has no use for the file's final norm).
 
     Raises:
         ValueError: if any key is missing, unexpected or of another shape; the
@@ -117,10 +123,14 @@ def load_backbone_checkpoint(backbone: nn.Module, filename: str) -> None:
     """
     state_dict = to_official_layout(
         extract_state_dict(read_checkpoint(filename), filename))
-    target = f'DinoVisionTransformer(arch={getattr(backbone, "arch", "?")!r})'
+    target = (f'{type(backbone).__name__}'
+              f'(arch={getattr(backbone, "arch", "?")!r})')
     looks_like = describe_arch(state_dict)
     hints = [f'The file looks like arch {looks_like!r}.'] if looks_like else []
-    check_state_dict(backbone.state_dict(), state_dict, filename, target,
-                     hints)
+    expected = backbone.state_dict()
+    if keep is not None:
+        expected = {k: v for k, v in expected.items() if keep(k)}
+        state_dict = {k: v for k, v in state_dict.items() if keep(k)}
+    check_state_dict(expected, state_dict, filename, target, hints)
     with torch.no_grad():
-        backbone.load_state_dict(state_dict, strict=True)
+        backbone.load_state_dict(state_dict, strict=keep is None)

@@ -7,12 +7,16 @@ checkpoints whose ``state_dict`` holds only ``decode_head.bn.*`` and
 comes from its own file. mmengine would load them non-strictly, silently
 leaving a 150-class head random under a 21-class config, so the check here
 is strict and explains the usual mix-ups.
+
+Meta's ViT-g Mask2Former file holds the whole model in mmseg 0.x names; it
+is converted on load (meta_m2f.py).
 """
 from typing import Mapping
 
 from mmengine.runner.checkpoint import CheckpointLoader
 from torch import Tensor, nn
 
+from .meta_m2f import convert_meta_m2f, is_meta_m2f_layout
 from .official import check_state_dict
 
 
@@ -30,6 +34,13 @@ def _hints(expected: Mapping[str, Tensor], found: Mapping[str,
                 f'The checkpoint head reads {got[1]} channels, the config '
                 f'{want[1]}: a head for another backbone size or recipe '
                 '(linear reads the embedding width, ms four times it).')
+    key = 'decode_head.cls_embed.weight'  # Mask2Former: classes + no-object
+    if key in expected and key in found:
+        want, got = expected[key].shape[0] - 1, found[key].shape[0] - 1
+        if want != got:
+            hints.append(f'The checkpoint predicts {got} classes, the '
+                         f'config {want} (model.decode_head.num_classes; '
+                         'its cls_embed has one more row, "no object").')
     return hints
 
 
@@ -53,6 +64,8 @@ def load_segmentor_checkpoint(model: nn.Module, filename: str) -> dict:
         k[len('module.'):] if k.startswith('module.') else k: v
         for k, v in state_dict.items() if isinstance(v, Tensor)
     }
+    if is_meta_m2f_layout(state_dict):
+        state_dict = convert_meta_m2f(state_dict)
     expected = model.state_dict()
     head_only = not any(k.startswith('backbone.') for k in state_dict)
     if head_only:

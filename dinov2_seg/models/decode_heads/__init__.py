@@ -1,3 +1,4 @@
 from .bn_head import BNHead
+from .mask2former_head import DinoMask2FormerHead
 
-__all__ = ['BNHead']
+__all__ = ['BNHead', 'DinoMask2FormerHead']

@@ -1,0 +1,297 @@
+"""Parts of the ViT-Adapter (Chen et al., ICLR 2023) around a plain ViT.
+
+Attribute names and module order (``spm.stem.1``, ``injector.attn.value_proj``
+...) follow the layout of Meta's ``dinov2_vitg14_ade20k_m2f.pth`` so that
+its tensors load by name; only the ViT blocks need renaming
+(``checkpoints/meta_m2f.py``).
+"""
+import math
+from typing import List, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from mmcv.cnn import build_norm_layer
+from mmcv.cnn.bricks import DropPath
+from mmcv.ops.multi_scale_deform_attn import (
+    MultiScaleDeformableAttnFunction, multi_scale_deformable_attn_pytorch)
+from torch import Tensor, nn
+
+# Three levels of spatial-prior features at strides 8, 16 and 32.
+PRIOR_STRIDES = (8, 16, 32)
+
+
+class DeformableAttention(nn.Module):
+    """Multi-scale deformable attention of the adapter's injector/extractor.
+
+    mmcv's ``MultiScaleDeformableAttention`` projects values to the full
+    width and adds the residual itself; the adapter projects values to
+    ``value_ratio * dim`` and applies its own (gated) residual, so only the
+    sampling kernel is taken from mmcv: its CUDA op on GPU tensors, its
+    PyTorch path on CPU.
+
+    Args:
+        dim (int): Query and feature width.
+        num_heads (int): Attention heads.
+        num_levels (int): Feature levels sampled.
+        num_points (int): Sampling points per head and level.
+        value_ratio (float): Width of the projected values relative to dim.
+    """
+
+    def __init__(self,
+                 dim: int,
+                 num_heads: int,
+                 num_levels: int,
+                 num_points: int = 4,
+                 value_ratio: float = 1.0):
+        super().__init__()
+        value_dim = int(dim * value_ratio)
+        if value_dim % num_heads:
+            raise ValueError(f'value width {value_dim} (dim {dim} x ratio '
+                             f'{value_ratio}) is not divisible by '
+                             f'{num_heads} heads')
+        self.num_heads = num_heads
+        self.num_levels = num_levels
+        self.num_points = num_points
+        self.sampling_offsets = nn.Linear(
+            dim, num_heads * num_levels * num_points * 2)
+        self.attention_weights = nn.Linear(dim,
+                                           num_heads * num_levels * num_points)
+        self.value_proj = nn.Linear(dim, value_dim)
+        self.output_proj = nn.Linear(value_dim, dim)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Deformable-DETR initialisation: each head starts by looking in
+        its own direction, ``point + 1`` steps away."""
+        nn.init.zeros_(self.sampling_offsets.weight)
+        angles = torch.arange(self.num_heads) * (2 * math.pi / self.num_heads)
+        directions = torch.stack([angles.cos(), angles.sin()], -1)
+        directions = directions / directions.abs().max(-1, keepdim=True)[0]
+        steps = torch.arange(1, self.num_points + 1, dtype=torch.float32)
+        bias = directions[:, None, None, :] * steps[None, None, :, None]
+        bias = bias.expand(-1, self.num_levels, -1, -1)
+        with torch.no_grad():
+            self.sampling_offsets.bias.copy_(bias.reshape(-1))
+        nn.init.zeros_(self.attention_weights.weight)
+        nn.init.zeros_(self.attention_weights.bias)
+        for linear in (self.value_proj, self.output_proj):
+            nn.init.xavier_uniform_(linear.weight)
+            nn.init.zeros_(linear.bias)
+
+    def forward(self, query: Tensor, reference_points: Tensor, feat: Tensor,
+                spatial_shapes: Tensor, level_start_index: Tensor) -> Tensor:
+        """Attend from ``query`` (B, Lq, C) to ``feat`` (B, sum(h*w), C)
+        around ``reference_points`` (1 or B, Lq, 1, 2) in [0, 1] (x, y)."""
+        batch, num_queries, _ = query.shape
+        value = self.value_proj(feat).view(batch, feat.shape[1],
+                                           self.num_heads, -1)
+        offsets = self.sampling_offsets(query).view(batch, num_queries,
+                                                    self.num_heads,
+                                                    self.num_levels,
+                                                    self.num_points, 2)
+        weights = self.attention_weights(query).view(
+            batch, num_queries, self.num_heads,
+            self.num_levels * self.num_points).softmax(-1).view(
+                batch, num_queries, self.num_heads, self.num_levels,
+                self.num_points)
+        # Offsets are in cells of each level: normalise by (w, h).
+        normaliser = spatial_shapes.flip(-1).to(offsets.dtype)
+        locations = (
+            reference_points[:, :, None, :, None, :] +
+            offsets / normaliser[None, None, None, :, None, :])
+        if value.is_cuda:
+            output = MultiScaleDeformableAttnFunction.apply(
+                value, spatial_shapes, level_start_index, locations, weights,
+                64)
+        else:
+            output = multi_scale_deformable_attn_pytorch(
+                value, spatial_shapes, locations, weights)
+        return self.output_proj(output)
+
+
+def reference_points(shapes: Sequence[Tuple[int, int]],
+                     device: torch.device) -> Tensor:
+    """Cell centres of each (h, w) grid, normalised to [0, 1] as (x, y),
+    concatenated: shape (1, sum(h*w), 1, 2)."""
+    points = []
+    for height, width in shapes:
+        ys, xs = torch.meshgrid(
+            (torch.arange(height, device=device) + 0.5) / height,
+            (torch.arange(width, device=device) + 0.5) / width,
+            indexing='ij')
+        points.append(torch.stack([xs.reshape(-1), ys.reshape(-1)], -1))
+    return torch.cat(points)[None, :, None]
+
+
+def level_index(shapes: Sequence[Tuple[int, int]],
+                device: torch.device) -> Tuple[Tensor, Tensor]:
+    """Spatial shapes (L, 2) and start offsets (L,) of flattened levels."""
+    spatial = torch.as_tensor(shapes, dtype=torch.long, device=device)
+    sizes = spatial.prod(1)
+    return spatial, torch.cat([sizes.new_zeros(1), sizes.cumsum(0)[:-1]])
+
+
+class MultiLevelDWConv(nn.Module):
+    """3x3 depth-wise convolution applied to each of the three prior levels
+    of a flattened (B, sum(h*w), C) sequence, with shared weights."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.dwconv = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
+
+    def forward(self, x: Tensor, shapes: Sequence[Tuple[int, int]]) -> Tensor:
+        parts = x.split([h * w for h, w in shapes], dim=1)
+        out = []
+        for part, (height, width) in zip(parts, shapes):
+            grid = part.transpose(1, 2).reshape(x.shape[0], -1, height, width)
+            out.append(self.dwconv(grid).flatten(2).transpose(1, 2))
+        return torch.cat(out, dim=1)
+
+
+class ConvFFN(nn.Module):
+    """Feed-forward network with a depth-wise convolution between its two
+    linear layers (the extractor's local mixing)."""
+
+    def __init__(self, dim: int, hidden_dim: int):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden_dim)
+        self.dwconv = MultiLevelDWConv(hidden_dim)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden_dim, dim)
+
+    def forward(self, x: Tensor, shapes: Sequence[Tuple[int, int]]) -> Tensor:
+        return self.fc2(self.act(self.dwconv(self.fc1(x), shapes)))
+
+
+class Injector(nn.Module):
+    """Spatial prior -> ViT tokens: deformable cross-attention whose output
+    enters the token stream through a learnable per-channel gate."""
+
+    def __init__(self, dim: int, num_heads: int, num_points: int,
+                 value_ratio: float, gate_init: float):
+        super().__init__()
+        self.query_norm = nn.LayerNorm(dim, eps=1e-6)
+        self.feat_norm = nn.LayerNorm(dim, eps=1e-6)
+        self.attn = DeformableAttention(dim, num_heads, len(PRIOR_STRIDES),
+                                        num_points, value_ratio)
+        self.gamma = nn.Parameter(torch.full((dim, ), float(gate_init)))
+
+    def forward(self, tokens: Tensor, prior: Tensor, points: Tensor,
+                spatial: Tensor, starts: Tensor) -> Tensor:
+        attended = self.attn(
+            self.query_norm(tokens), points, self.feat_norm(prior), spatial,
+            starts)
+        return tokens + self.gamma * attended
+
+
+class Extractor(nn.Module):
+    """ViT tokens -> spatial prior: deformable cross-attention followed by a
+    convolutional FFN, both residual."""
+
+    def __init__(self, dim: int, num_heads: int, num_points: int,
+                 value_ratio: float, ffn_ratio: float, drop_path: float):
+        super().__init__()
+        self.query_norm = nn.LayerNorm(dim, eps=1e-6)
+        self.feat_norm = nn.LayerNorm(dim, eps=1e-6)
+        self.attn = DeformableAttention(dim, num_heads, 1, num_points,
+                                        value_ratio)
+        self.ffn = ConvFFN(dim, int(dim * ffn_ratio))
+        self.ffn_norm = nn.LayerNorm(dim, eps=1e-6)
+        self.drop_path = DropPath(
+            drop_path) if drop_path > 0 else nn.Identity()
+
+    def forward(self, prior: Tensor, tokens: Tensor, points: Tensor,
+                spatial: Tensor, starts: Tensor,
+                prior_shapes: Sequence[Tuple[int, int]]) -> Tensor:
+        prior = prior + self.attn(
+            self.query_norm(prior), points, self.feat_norm(tokens), spatial,
+            starts)
+        return prior + self.drop_path(
+            self.ffn(self.ffn_norm(prior), prior_shapes))
+
+
+class InteractionBlock(nn.Module):
+    """One adapter stage: inject the prior into the tokens, run a slice of
+    ViT blocks, extract the tokens back into the prior (the last stage runs
+    two extra extractors)."""
+
+    def __init__(self, dim: int, num_heads: int, num_points: int,
+                 value_ratio: float, ffn_ratio: float, gate_init: float,
+                 drop_path: float, extra_extractors: bool):
+        super().__init__()
+        self.injector = Injector(dim, num_heads, num_points, value_ratio,
+                                 gate_init)
+        extractor_args = (dim, num_heads, num_points, value_ratio, ffn_ratio,
+                          drop_path)
+        self.extractor = Extractor(*extractor_args)
+        self.extra_extractors = nn.Sequential(
+            Extractor(*extractor_args),
+            Extractor(*extractor_args)) if extra_extractors else None
+
+    def forward(self, tokens: Tensor, prefix: Tensor, prior: Tensor,
+                blocks: Sequence[nn.Module], inject: tuple,
+                extract: tuple) -> Tuple[Tensor, Tensor, Tensor]:
+        """``prefix`` holds the class (and register) tokens, which skip the
+        injection and extraction but go through the ViT blocks."""
+        tokens = self.injector(tokens, prior, *inject)
+        num_prefix = prefix.shape[1]
+        x = torch.cat([prefix, tokens], dim=1)
+        for block in blocks:
+            x = block(x)
+        prefix, tokens = x[:, :num_prefix], x[:, num_prefix:]
+        extractors = [self.extractor]
+        if self.extra_extractors is not None:
+            extractors += list(self.extra_extractors)
+        for extractor in extractors:
+            prior = extractor(prior, tokens, *extract)
+        return tokens, prefix, prior
+
+
+def _conv_norm_relu(in_channels: int, out_channels: int, stride: int,
+                    norm_cfg: dict) -> List[nn.Module]:
+    return [
+        nn.Conv2d(
+            in_channels,
+            out_channels,
+            3,
+            stride=stride,
+            padding=1,
+            bias=False),
+        build_norm_layer(norm_cfg, out_channels)[1],
+        nn.ReLU(inplace=True)
+    ]
+
+
+class SpatialPriorModule(nn.Module):
+    """Small convolutional stem giving the local spatial prior: a stride-4
+    map ``c1`` (B, dim, H/4, W/4) and three flattened levels at strides 8,
+    16 and 32, all projected to the ViT width."""
+
+    def __init__(self, inplanes: int, dim: int, norm_cfg: dict):
+        super().__init__()
+        self.stem = nn.Sequential(
+            *_conv_norm_relu(3, inplanes, 2, norm_cfg),
+            *_conv_norm_relu(inplanes, inplanes, 1, norm_cfg),
+            *_conv_norm_relu(inplanes, inplanes, 1, norm_cfg),
+            nn.MaxPool2d(kernel_size=3, stride=2, padding=1))
+        self.conv2 = nn.Sequential(
+            *_conv_norm_relu(inplanes, 2 * inplanes, 2, norm_cfg))
+        self.conv3 = nn.Sequential(
+            *_conv_norm_relu(2 * inplanes, 4 * inplanes, 2, norm_cfg))
+        self.conv4 = nn.Sequential(
+            *_conv_norm_relu(4 * inplanes, 4 * inplanes, 2, norm_cfg))
+        self.fc1 = nn.Conv2d(inplanes, dim, 1)
+        self.fc2 = nn.Conv2d(2 * inplanes, dim, 1)
+        self.fc3 = nn.Conv2d(4 * inplanes, dim, 1)
+        self.fc4 = nn.Conv2d(4 * inplanes, dim, 1)
+
+    def forward(self, x: Tensor) -> Tuple[Tensor, List[Tensor]]:
+        c1 = self.stem(x)
+        c2 = self.conv2(c1)
+        c3 = self.conv3(c2)
+        c4 = self.conv4(c3)
+        levels = [
+            fc(c).flatten(2).transpose(1, 2)
+            for fc, c in ((self.fc2, c2), (self.fc3, c3), (self.fc4, c4))
+        ]
+        return self.fc1(c1), levels

@@ -1,0 +1,241 @@
+"""ViT-Adapter (Chen et al., ICLR 2023) around the DINOv2 ViT, as in Meta's
+ViT-g + Mask2Former ADE20K model."""
+import warnings
+from typing import List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+from mmcv.cnn import build_norm_layer
+from mmseg.registry import MODELS
+from torch import Tensor, nn
+
+from dinov2_seg.checkpoints import load_backbone_checkpoint
+from .adapter_modules import (PRIOR_STRIDES, DeformableAttention,
+                              InteractionBlock, SpatialPriorModule,
+                              level_index, reference_points)
+from .dinov2 import DinoVisionTransformer, resolve_arch
+
+# The ViT parts of the model; everything else is the adapter's.
+VIT_KEYS = ('cls_token', 'pos_embed', 'register_tokens', 'patch_embed.',
+            'blocks.')
+
+
+def is_vit_key(key: str) -> bool:
+    return key.startswith(VIT_KEYS)
+
+
+def even_interaction_indexes(depth: int,
+                             stages: int = 4) -> List[List[int]]:
+    """Split ``depth`` blocks into ``stages`` consecutive [first, last]
+    ranges, e.g. 40 -> [[0, 9], [10, 19], [20, 29], [30, 39]]."""
+    if depth % stages:
+        raise ValueError(f'cannot split {depth} blocks into {stages} equal '
+                         'interaction stages; set interaction_indexes')
+    size = depth // stages
+    return [[i * size, (i + 1) * size - 1] for i in range(stages)]
+
+
+@MODELS.register_module()
+class ViTAdapter(DinoVisionTransformer):
+    """DINOv2 ViT with a ViT-Adapter, returning a 4-level pyramid at strides
+    4, 8, 16 and 32 (each ``embed_dim`` channels, batch-normalised).
+
+    A convolutional spatial prior (strides 8/16/32) and the ViT tokens
+    exchange information before and after each stage of ViT blocks through
+    multi-scale deformable attention (injector: prior -> tokens, gated;
+    extractor: tokens -> prior). As in Meta's model the input is not padded
+    (the patch embedding drops the remainder) and must have sides that are
+    multiples of 32, the coarsest prior stride.
+
+    Args:
+        arch (str | dict): DINOv2 preset or settings, see
+            :class:`DinoVisionTransformer`.
+        img_size (int): Pretraining resolution (size of the stored
+            positional embedding).
+        interaction_indexes (Sequence[Sequence[int]], optional): [first,
+            last] ViT block of each stage. Defaults to 4 equal stages.
+        deform_num_heads (int, optional): Heads of the deformable
+            attentions. Defaults to ``embed_dim // 64``.
+        num_points (int): Sampling points per head and level.
+        deform_ratio (float): Width of the deformable attention values
+            relative to ``embed_dim``.
+        cffn_ratio (float): Hidden width of the extractor's conv FFN
+            relative to ``embed_dim``.
+        conv_inplane (int): Width of the spatial prior stem.
+        gate_init (float): Initial value of the injector gates (0: the
+            adapter starts as the plain ViT).
+        add_vit_feature (bool): Add the (resized) token maps of each stage
+            to the pyramid.
+        norm_cfg (dict): Norm of the prior stem and the output pyramid.
+        frozen (bool): Freeze the ViT (patch embedding, tokens, blocks);
+            the adapter always trains.
+        drop_path_rate (float): Stochastic depth of the ViT blocks (linear
+            up to this rate) and of the extractors' FFNs.
+        init_cfg (dict, optional): ``dict(type='Pretrained', checkpoint=...)``
+            loads the ViT from a DINOv2 backbone file (any layout accepted by
+            :class:`DinoVisionTransformer`); its final norm and mask token
+            are not used by the adapter.
+    """
+
+    def __init__(self,
+                 arch: Union[str, dict] = 'vitg14',
+                 img_size: int = 518,
+                 patch_size: int = 14,
+                 interaction_indexes: Optional[Sequence[Sequence[int]]] = None,
+                 deform_num_heads: Optional[int] = None,
+                 num_points: int = 4,
+                 deform_ratio: float = 1.0,
+                 cffn_ratio: float = 0.25,
+                 conv_inplane: int = 64,
+                 gate_init: float = 0.0,
+                 add_vit_feature: bool = True,
+                 norm_cfg: dict = dict(type='SyncBN', requires_grad=True),
+                 frozen: bool = True,
+                 drop_path_rate: float = 0.0,
+                 init_cfg: Optional[dict] = None):
+        depth = resolve_arch(arch)['depth']
+        if interaction_indexes is None:
+            interaction_indexes = even_interaction_indexes(depth)
+        self._check_indexes(interaction_indexes, depth)
+        super().__init__(
+            arch=arch,
+            img_size=img_size,
+            patch_size=patch_size,
+            out_indices=[depth - 1],
+            frozen=frozen,
+            drop_path_rate=drop_path_rate,
+            init_cfg=init_cfg)
+        # The adapter works on the raw block outputs and was trained with
+        # the plain size-based bicubic resize of the positional embedding.
+        del self.norm, self.mask_token
+        self.interpolate_offset = 0.0
+        self.interpolate_antialias = False
+        self.interaction_indexes = [list(i) for i in interaction_indexes]
+        self.add_vit_feature = add_vit_feature
+        dim = self.embed_dim
+        heads = deform_num_heads or dim // 64
+
+        self.level_embed = nn.Parameter(torch.zeros(len(PRIOR_STRIDES), dim))
+        self.spm = SpatialPriorModule(conv_inplane, dim, norm_cfg)
+        stages = len(self.interaction_indexes)
+        self.interactions = nn.Sequential(*(InteractionBlock(
+            dim,
+            heads,
+            num_points,
+            deform_ratio,
+            cffn_ratio,
+            gate_init,
+            drop_path_rate,
+            extra_extractors=i == stages - 1) for i in range(stages)))
+        self.up = nn.ConvTranspose2d(dim, dim, 2, 2)
+        for i in range(1, 5):
+            self.add_module(f'norm{i}', build_norm_layer(norm_cfg, dim)[1])
+        self._init_adapter_weights()
+
+    @staticmethod
+    def _check_indexes(indexes: Sequence[Sequence[int]], depth: int) -> None:
+        flat = [i for stage in indexes for i in range(stage[0], stage[-1] + 1)]
+        if flat != list(range(depth)):
+            raise ValueError(
+                f'interaction_indexes {[list(s) for s in indexes]} must '
+                f'cover the {depth} ViT blocks in order, each stage a '
+                '[first, last] range')
+
+    def _init_adapter_weights(self) -> None:
+        adapter = [self.spm, self.interactions, self.up]
+        for module in (m for part in adapter for m in part.modules()):
+            if isinstance(module, nn.Linear):
+                nn.init.trunc_normal_(module.weight, std=0.02)
+                nn.init.zeros_(module.bias)
+            elif isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
+                # He init on the fan-out, as ViT-Adapter does.
+                fan_out = (module.kernel_size[0] * module.kernel_size[1] *
+                           module.out_channels // module.groups)
+                nn.init.normal_(module.weight, std=(2.0 / fan_out)**0.5)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+        for module in self.interactions.modules():
+            if isinstance(module, DeformableAttention):
+                module.reset_parameters()
+        nn.init.normal_(self.level_embed)
+
+    def init_weights(self) -> None:
+        """Load the ViT strictly from ``init_cfg``'s backbone file (the
+        adapter keeps its initialisation), or warn that it stays random."""
+        if self.init_cfg and self.init_cfg.get('type') == 'Pretrained':
+            load_backbone_checkpoint(
+                self, self.init_cfg['checkpoint'], keep=is_vit_key)
+        else:
+            warnings.warn(
+                f'ViTAdapter(arch={self.arch!r}) has no ViT checkpoint '
+                'configured, so the ViT is randomly initialised. Set '
+                "model.backbone.init_cfg=dict(type='Pretrained', "
+                "checkpoint='checkpoints/dinov2_<arch>_pretrain.pth'), or "
+                'load a whole segmentor checkpoint.')
+        self._is_init = True
+
+    def train(self, mode: bool = True) -> 'ViTAdapter':
+        nn.Module.train(self, mode)
+        if self.frozen:
+            self.patch_embed.eval()
+            self.blocks.eval()
+        return self
+
+    def forward(self, x: Tensor) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+        height, width = x.shape[2:]
+        coarsest = PRIOR_STRIDES[-1]
+        if height % coarsest or width % coarsest:
+            raise ValueError(
+                f'ViTAdapter needs input sides that are multiples of '
+                f'{coarsest}, got {height}x{width}; add '
+                f"dict(type='ResizeToMultiple', size_divisor={coarsest}) to "
+                'the test pipeline or use a crop size that is a multiple of '
+                f'{coarsest}')
+        batch, dim = x.shape[0], self.embed_dim
+        prior_shapes = [(height // s, width // s) for s in PRIOR_STRIDES]
+        token_shape = (height // self.patch_size, width // self.patch_size)
+        spatial, starts = level_index(prior_shapes, x.device)
+        inject = (reference_points([token_shape], x.device), spatial, starts)
+        spatial, starts = level_index([token_shape], x.device)
+        extract = (reference_points(prior_shapes, x.device), spatial, starts,
+                   prior_shapes)
+
+        c1, levels = self.spm(x)
+        prior = torch.cat(
+            [level + embed for level, embed in zip(levels, self.level_embed)],
+            dim=1)
+
+        tokens, _ = self.patch_embed(x)
+        pos_embed = self.interpolate_pos_embed(token_shape)
+        prefix = self.cls_token.expand(batch, -1, -1) + pos_embed[:, :1]
+        tokens = tokens + pos_embed[:, 1:]
+        if self.register_tokens is not None:
+            prefix = torch.cat(
+                [prefix, self.register_tokens.expand(batch, -1, -1)], 1)
+
+        vit_maps = []
+        for stage, (first, last) in zip(self.interactions,
+                                        self.interaction_indexes):
+            tokens, prefix, prior = stage(tokens, prefix, prior,
+                                          self.blocks[first:last + 1], inject,
+                                          extract)
+            vit_maps.append(
+                tokens.transpose(1, 2).reshape(batch, dim, *token_shape))
+
+        c2, c3, c4 = (
+            level.transpose(1, 2).reshape(batch, dim, h, w) for level, (
+                h, w) in zip(prior.split([h * w for h, w in prior_shapes], 1),
+                             prior_shapes))
+        pyramid = [self.up(c2) + c1, c2, c3, c4]
+        if self.add_vit_feature:
+            pyramid = [
+                level + F.interpolate(
+                    vit_map,
+                    size=level.shape[2:],
+                    mode='bilinear',
+                    align_corners=False)
+                for level, vit_map in zip(pyramid, vit_maps)
+            ]
+        return tuple(
+            getattr(self, f'norm{i + 1}')(level)
+            for i, level in enumerate(pyramid))
