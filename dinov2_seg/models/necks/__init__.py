@@ -1,0 +1,3 @@
+from .feature_pyramid import DinoFeaturePyramid
+
+__all__ = ['DinoFeaturePyramid']
