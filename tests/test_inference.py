@@ -97,7 +97,7 @@ def test_python_api_matches_the_notebook_flow(meta_files):
 def test_readme_lists_every_official_file():
     from dinov2_seg.checkpoints.catalog import OFFICIAL_FILES
     readme = (REPO / 'README.md').read_text()
-    assert len(OFFICIAL_FILES) == 4 * (2 + 4) + 1
+    assert len(OFFICIAL_FILES) == 4 * (2 + 4) + 2  # + m2f file, config
     for name, entry in OFFICIAL_FILES.items():
         assert f'[{name}]({entry.url})' in readme
         if entry.config:

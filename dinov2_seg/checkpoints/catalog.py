@@ -35,8 +35,14 @@ def _catalog() -> Dict[str, OfficialFile]:
                 files[name] = OfficialFile(
                     f'{folder}/{name}',
                     f'configs/{dataset}_{arch}_{recipe}.py', miou)
+    m2f = 'configs/ade20k_vitg14_m2f_official.py'
     files['dinov2_vitg14_ade20k_m2f.pth'] = OfficialFile(
-        f'{BASE_URL}/dinov2_vitg14/dinov2_vitg14_ade20k_m2f.pth', None, 60.2)
+        f'{BASE_URL}/dinov2_vitg14/dinov2_vitg14_ade20k_m2f.pth', m2f, 60.2)
+    # Meta's mmseg 0.x config of that model: not loaded, but
+    # tools/check_official_m2f_config.py compares it with ours.
+    files['dinov2_vitg14_ade20k_m2f_config.py'] = OfficialFile(
+        f'{BASE_URL}/dinov2_vitg14/dinov2_vitg14_ade20k_m2f_config.py', m2f,
+        None)
     return files
 
 
