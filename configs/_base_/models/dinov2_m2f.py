@@ -1,0 +1,145 @@
+# Mask2Former on a frozen DINOv2 (not one of Meta's recipes; their only
+# Mask2Former is ViT-g + ViT-Adapter, see ade20k_vitg14_m2f_official.py):
+# four backbone blocks -> DinoFeaturePyramid (strides 4/8/16/32, 256
+# channels) -> mmseg's Mask2Former head (mmdet 3.x: deformable-attention
+# pixel decoder, masked-attention transformer decoder, Hungarian matching,
+# point-sampled mask losses), with the sizes and loss weights of mmseg's
+# mask2former_r50_8xb2-160k_ade20k-512x512 recipe. Slide inference with
+# 512 crops and stride 341, as the linear recipe.
+# Defaults to ViT-S sizes and 150 classes; top-level configs set the
+# backbone blocks, the neck width and the classes. The "no object" class
+# weight makes loss_cls.class_weight num_classes + 1 long: change both.
+num_classes = 150
+model = dict(
+    type='EncoderDecoder',
+    data_preprocessor=dict(
+        type='SegDataPreProcessor',
+        mean=[123.675, 116.28, 103.53],
+        std=[58.395, 57.12, 57.375],
+        bgr_to_rgb=True,
+        pad_val=0,
+        seg_pad_val=255,
+        size=(512, 512)),
+    # Four evenly spaced blocks, one per pyramid level; only the neck and
+    # the head learn.
+    backbone=dict(
+        type='DinoVisionTransformer',
+        arch='vits14',
+        out_indices=[2, 5, 8, 11],
+        frozen=True),
+    neck=dict(type='DinoFeaturePyramid', in_channels=384, out_channels=256),
+    decode_head=dict(
+        # mmseg's Mask2FormerHead whose predict() also works per slide window.
+        type='DinoMask2FormerHead',
+        in_channels=[256] * 4,
+        strides=[4, 8, 16, 32],
+        feat_channels=256,
+        out_channels=256,
+        num_classes=num_classes,
+        num_queries=100,
+        # The stride 8/16/32 levels feed the decoder's attention; stride 4
+        # only the per-pixel mask embedding.
+        num_transformer_feat_level=3,
+        align_corners=False,
+        # The mmdet. prefix: these parts live in mmdet's registries, and
+        # mmdet's losses take arguments (avg_factor) that mmseg's do not.
+        pixel_decoder=dict(
+            type='mmdet.MSDeformAttnPixelDecoder',
+            num_outs=3,
+            norm_cfg=dict(type='GN', num_groups=32),
+            act_cfg=dict(type='ReLU'),
+            encoder=dict(
+                num_layers=6,
+                layer_cfg=dict(
+                    self_attn_cfg=dict(
+                        embed_dims=256,
+                        num_heads=8,
+                        num_levels=3,
+                        num_points=4,
+                        im2col_step=64,
+                        dropout=0.0,
+                        batch_first=True,
+                        norm_cfg=None,
+                        init_cfg=None),
+                    ffn_cfg=dict(
+                        embed_dims=256,
+                        feedforward_channels=1024,
+                        num_fcs=2,
+                        ffn_drop=0.0,
+                        act_cfg=dict(type='ReLU', inplace=True))),
+                init_cfg=None),
+            positional_encoding=dict(num_feats=128, normalize=True),
+            init_cfg=None),
+        enforce_decoder_input_project=False,
+        positional_encoding=dict(num_feats=128, normalize=True),
+        transformer_decoder=dict(
+            return_intermediate=True,
+            num_layers=9,
+            layer_cfg=dict(
+                self_attn_cfg=dict(
+                    embed_dims=256,
+                    num_heads=8,
+                    attn_drop=0.0,
+                    proj_drop=0.0,
+                    dropout_layer=None,
+                    batch_first=True),
+                cross_attn_cfg=dict(
+                    embed_dims=256,
+                    num_heads=8,
+                    attn_drop=0.0,
+                    proj_drop=0.0,
+                    dropout_layer=None,
+                    batch_first=True),
+                ffn_cfg=dict(
+                    embed_dims=256,
+                    feedforward_channels=2048,
+                    num_fcs=2,
+                    act_cfg=dict(type='ReLU', inplace=True),
+                    ffn_drop=0.0,
+                    dropout_layer=None,
+                    add_identity=True)),
+            init_cfg=None),
+        # Queries matched to no segment learn "no object" at a tenth of the
+        # weight, so the many unmatched queries do not swamp the classes.
+        loss_cls=dict(
+            type='mmdet.CrossEntropyLoss',
+            use_sigmoid=False,
+            loss_weight=2.0,
+            reduction='mean',
+            class_weight=[1.0] * num_classes + [0.1]),
+        loss_mask=dict(
+            type='mmdet.CrossEntropyLoss',
+            use_sigmoid=True,
+            reduction='mean',
+            loss_weight=5.0),
+        loss_dice=dict(
+            type='mmdet.DiceLoss',
+            use_sigmoid=True,
+            activate=True,
+            reduction='mean',
+            naive_dice=True,
+            eps=1.0,
+            loss_weight=5.0),
+        train_cfg=dict(
+            # Mask losses on 112 x 112 sampled points rather than every
+            # pixel, mostly where the prediction is uncertain.
+            num_points=12544,
+            oversample_ratio=3.0,
+            importance_sample_ratio=0.75,
+            assigner=dict(
+                type='mmdet.HungarianAssigner',
+                match_costs=[
+                    dict(type='mmdet.ClassificationCost', weight=2.0),
+                    dict(
+                        type='mmdet.CrossEntropyLossCost',
+                        weight=5.0,
+                        use_sigmoid=True),
+                    dict(
+                        type='mmdet.DiceCost',
+                        weight=5.0,
+                        pred_act=True,
+                        eps=1.0)
+                ]),
+            sampler=dict(type='mmdet.MaskPseudoSampler'))),
+    train_cfg=dict(),
+    test_cfg=dict(mode='slide', crop_size=(512, 512), stride=(341, 341)))

@@ -1,0 +1,312 @@
+"""Mask2Former on DINOv2: the feature-pyramid neck, training and slide
+inference of the whole segmentor, the tools, and the configs of every
+backbone size."""
+import itertools
+import re
+import subprocess
+import sys
+
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.dataset import pseudo_collate
+from mmengine.optim import build_optim_wrapper
+from mmseg.datasets import BaseSegDataset
+from mmseg.registry import MODELS
+
+from conftest import REPO, TINY_ARCH
+from dinov2_seg.datasets.synthetic import SHAPES_CLASSES, SHAPES_PALETTE
+
+EMBED = {'vits14': 384, 'vitb14': 768, 'vitl14': 1024, 'vitg14': 1536}
+BLOCKS = {
+    'vits14': [2, 5, 8, 11],
+    'vitb14': [2, 5, 8, 11],
+    'vitl14': [5, 11, 17, 23],
+    'vitg14': [9, 19, 29, 39]
+}
+CLASSES = {'ade20k': 150, 'voc2012': 21}
+M2F_CONFIGS = [
+    f'{ds}_{arch}_m2f' for ds, arch in itertools.product(CLASSES, EMBED)
+]
+NUM_SHAPES = len(SHAPES_CLASSES)
+TINY_NORM = dict(type='GN', num_groups=8)  # the tiny widths are 24 and 32
+
+
+def tiny_model(num_classes: int = NUM_SHAPES, width: int = 32) -> dict:
+    """Overrides that shrink an m2f config's model to the tiny backbone and
+    a narrow, shallow head (same modules, a fraction of the cost)."""
+    attention = dict(embed_dims=width, num_heads=4)
+    ffn = dict(embed_dims=width, feedforward_channels=2 * width)
+    return dict(
+        backbone=dict(
+            arch=dict(TINY_ARCH, _delete_=True),
+            out_indices=[0, 1, 2, 3],
+            init_cfg=None),
+        neck=dict(
+            in_channels=TINY_ARCH['embed_dim'],
+            out_channels=width,
+            norm_cfg=TINY_NORM),
+        decode_head=dict(
+            in_channels=[width] * 4,
+            feat_channels=width,
+            out_channels=width,
+            num_classes=num_classes,
+            num_queries=10,
+            pixel_decoder=dict(
+                norm_cfg=TINY_NORM,
+                encoder=dict(
+                    num_layers=1,
+                    layer_cfg=dict(self_attn_cfg=attention, ffn_cfg=ffn)),
+                positional_encoding=dict(num_feats=width // 2)),
+            positional_encoding=dict(num_feats=width // 2),
+            transformer_decoder=dict(
+                num_layers=2,
+                layer_cfg=dict(
+                    self_attn_cfg=attention,
+                    cross_attn_cfg=attention,
+                    ffn_cfg=ffn)),
+            loss_cls=dict(class_weight=[1.0] * num_classes + [0.1]),
+            train_cfg=dict(num_points=256)))
+
+
+def load(name: str) -> Config:
+    return Config.fromfile(str(REPO / 'configs' / f'{name}.py'))
+
+
+def build_backbone_and_neck():
+    backbone = MODELS.build(dict(type='DinoVisionTransformer', arch=TINY_ARCH))
+    neck = MODELS.build(
+        dict(
+            type='DinoFeaturePyramid',
+            in_channels=TINY_ARCH['embed_dim'],
+            out_channels=32,
+            norm_cfg=TINY_NORM))
+    return backbone, neck
+
+
+# Input size -> level sizes. 230x175 is center-padded to 238x182 (17x13
+# patches), i.e. 14x11 cells of 16 pixels; the stride-32 level keeps the odd
+# cell (ceil). The training and slide crops give exact quarters to 32nds.
+PYRAMIDS = {
+    (230, 175): [(56, 44), (28, 22), (14, 11), (7, 6)],
+    (512, 512): [(128, 128), (64, 64), (32, 32), (16, 16)],
+    (640, 640): [(160, 160), (80, 80), (40, 40), (20, 20)],
+}
+
+
+@pytest.mark.parametrize('size,expected', PYRAMIDS.items())
+def test_neck_gives_strides_4_8_16_32(size, expected):
+    backbone, neck = build_backbone_and_neck()
+    with torch.no_grad():
+        feats = backbone(torch.randn(2, 3, *size))
+        levels = neck(feats)
+    assert [f.shape[-2:] for f in feats] == [feats[0].shape[-2:]] * 4
+    assert [tuple(x.shape[-2:]) for x in levels] == expected
+    assert all(x.shape[:2] == (2, 32) for x in levels)
+
+
+def test_neck_rejects_other_inputs():
+    backbone, neck = build_backbone_and_neck()
+    feats = backbone(torch.randn(1, 3, 28, 28))
+    with pytest.raises(ValueError, match='sequence of 4 backbone maps.*got 3'):
+        neck(feats[:3])
+    with pytest.raises(
+            ValueError,
+            match=re.escape('in_channels=48 channels (the backbone '
+                            'embed_dim), got shapes [(1, 24, 2, 2)')):
+        neck([f[:, :24] for f in feats])
+
+
+def shapes_batch(root, split: str, count: int) -> dict:
+    """``count`` images and labels of the shapes data, loaded by mmseg's
+    pipeline as a dataloader would."""
+    dataset = BaseSegDataset(
+        data_root=str(root),
+        data_prefix=dict(
+            img_path=f'images/{split}', seg_map_path=f'annotations/{split}'),
+        metainfo=dict(classes=SHAPES_CLASSES, palette=SHAPES_PALETTE),
+        reduce_zero_label=True,
+        pipeline=[
+            dict(type='LoadImageFromFile'),
+            dict(type='LoadAnnotations'),
+            dict(type='PackSegInputs')
+        ])
+    return pseudo_collate([dataset[i] for i in range(count)])
+
+
+def build_tiny(cfg: Config):
+    cfg.merge_from_dict(
+        dict(
+            model=dict(
+                tiny_model(),
+                # 90x125 images; both sides multiples of 16 for the pyramid.
+                data_preprocessor=dict(size=(96, 128)),
+                test_cfg=dict(crop_size=(64, 64), stride=(48, 48)))))
+    torch.manual_seed(0)
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+    return model
+
+
+def test_training_learns_with_a_frozen_backbone(shapes_root):
+    cfg = load('ade20k_vits14_m2f')
+    model = build_tiny(cfg)
+    # The recipe's optimiser (AdamW, clipping, no decay on queries and
+    # norms) with a larger step: a random head is to improve in 6 steps.
+    cfg.optim_wrapper.optimizer.lr = 1e-3
+    optim_wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    batch = shapes_batch(shapes_root, 'training', 2)
+
+    model.train()
+    assert not model.backbone.training
+    totals = []
+    for _ in range(6):
+        losses = model.train_step(batch, optim_wrapper)
+        totals.append(sum(v.item() for k, v in losses.items() if 'loss' in k))
+    assert all(map(torch.isfinite, losses.values()))
+    assert totals[-1] < 0.9 * totals[0], totals
+
+    after = model.state_dict()
+    for key, value in before.items():
+        if key.startswith('backbone.'):
+            assert torch.equal(after[key], value), key
+    for part in ('neck.', 'decode_head.'):
+        changed = [
+            k for k, v in before.items()
+            if k.startswith(part) and not torch.equal(after[k], v)
+        ]
+        assert len(changed) > 10, part
+    backbone_params = {id(p) for p in model.backbone.parameters()}
+    assert optim_wrapper.optimizer.state
+    assert not any(
+        id(p) in backbone_params for p in optim_wrapper.optimizer.state)
+
+
+def test_slide_prediction_covers_the_original_image(shapes_root):
+    model = build_tiny(load('voc2012_vits14_m2f')).eval()
+    windows = []
+    model.neck.register_forward_hook(
+        lambda module, args, out: windows.append(out[0].shape[-2:]))
+    batch = shapes_batch(shapes_root, 'validation', 1)
+    assert batch['inputs'][0].shape[-2:] == (90, 125)
+    with torch.no_grad():
+        result = model.val_step(batch)[0]
+    # 64-pixel windows at stride 48: 2 rows x 3 columns, each 16x16 at
+    # stride 4.
+    assert windows == [(16, 16)] * 6
+    assert result.seg_logits.data.shape == (NUM_SHAPES, 90, 125)
+    assert result.pred_sem_seg.data.shape == (1, 90, 125)
+    assert torch.equal(result.pred_sem_seg.data[0],
+                       result.seg_logits.data.argmax(0))
+
+
+def write_tiny_config(path, data_root) -> str:
+    """The real ADE20K ViT-S/14 m2f config (pipelines, crops, schedule, TTA)
+    on the shapes data, with the tiny model and a 4-iteration run."""
+    path.write_text(f"""
+_base_ = [{str(REPO / 'configs' / 'ade20k_vits14_m2f.py')!r}]
+shapes = dict(
+    type='BaseSegDataset',
+    data_root={str(data_root)!r},
+    metainfo=dict(classes={SHAPES_CLASSES!r}, palette={SHAPES_PALETTE!r}),
+    reduce_zero_label=True)
+loader = dict(num_workers=0, persistent_workers=False, dataset=shapes)
+train_dataloader = dict(loader, batch_size=2)
+val_dataloader = loader
+test_dataloader = val_dataloader
+model = {tiny_model()!r}
+param_scheduler = [dict(type='PolyLR', power=0.9, by_epoch=False, begin=0,
+                        end=4)]
+train_cfg = dict(max_iters=4, val_interval=100)
+default_hooks = dict(logger=dict(interval=1),
+                     checkpoint=dict(interval=4, max_keep_ckpts=1))
+randomness = dict(seed=0)
+""")
+    return str(path)
+
+
+def run_tool(*args):
+    result = subprocess.run([sys.executable, *map(str, args)],
+                            cwd=REPO,
+                            capture_output=True,
+                            text=True,
+                            timeout=600)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-6000:]
+    return output
+
+
+def test_train_then_test_tools(tmp_path, shapes_root):
+    config = write_tiny_config(tmp_path / 'tiny_m2f.py', shapes_root)
+    work = tmp_path / 'work'
+    log = run_tool('tools/train.py', config, '--work-dir', work)
+    assert 'Iter(train) [4/4]' in log
+    assert 'decode.loss_dice' in log
+    checkpoint = work / 'iter_4.pth'
+    assert checkpoint.is_file()
+
+    log = run_tool('tools/test.py', config, checkpoint, '--work-dir', work)
+    for name in SHAPES_CLASSES:
+        assert re.search(rf'\|\s+{name}\s+\|', log), name
+    assert re.search(r'mIoU: [\d.]+', log)
+    # The recipe's multi-scale flip test, on its first two scales.
+    log = run_tool('tools/test.py', config, checkpoint, '--work-dir', work,
+                   '--tta', '--cfg-options', 'tta_scale_count=2')
+    assert re.search(r'mIoU: [\d.]+', log)
+
+
+@pytest.mark.parametrize('name', M2F_CONFIGS)
+def test_config(name):
+    ds, arch, _ = name.split('_')
+    cfg = load(name)
+    backbone = cfg.model.backbone
+    assert (backbone.type, backbone.arch) == ('DinoVisionTransformer', arch)
+    assert backbone.out_indices == BLOCKS[arch]
+    assert backbone.init_cfg.checkpoint == (
+        f'checkpoints/dinov2_{arch}_pretrain.pth')
+    assert cfg.model.neck.type == 'DinoFeaturePyramid'
+    assert cfg.model.neck.in_channels == EMBED[arch]
+    head = cfg.model.decode_head
+    assert head.type == 'DinoMask2FormerHead'
+    assert head.num_classes == CLASSES[ds]
+    assert head.loss_cls.class_weight == [1.0] * CLASSES[ds] + [0.1]
+    assert (head.num_queries, head.transformer_decoder.num_layers,
+            head.pixel_decoder.encoder.num_layers) == (100, 9, 6)
+    assert cfg.model.test_cfg == dict(
+        mode='slide', crop_size=(512, 512), stride=(341, 341))
+    assert cfg.model.data_preprocessor.size == (512, 512)
+
+    train = cfg.train_dataloader
+    assert train.batch_size == 2
+    assert train.dataset.data_prefix.seg_map_path in ('annotations/training',
+                                                      'SegmentationClass')
+    crop = [t for t in train.dataset.pipeline if t.type == 'RandomCrop']
+    assert crop[0].crop_size == (512, 512)
+    # Ratios 0.5 to 1.75 of the (2048, 512) test scale, each with a flip.
+    scales = [t.scale for t in cfg.tta_pipeline[1].transforms[0]]
+    assert scales == [(1024, 256), (1536, 384), (2048, 512), (2560, 640),
+                      (3072, 768), (3584, 896)]
+    flips = [t.prob for t in cfg.tta_pipeline[1].transforms[1]]
+    assert flips == [0.0, 1.0]
+    optimizer = cfg.optim_wrapper.optimizer
+    assert (optimizer.type, optimizer.lr, optimizer.weight_decay,
+            optimizer.eps) == ('AdamW', 1e-4, 0.05, 1e-8)
+    assert cfg.optim_wrapper.clip_grad.max_norm == 0.01
+    warmup, poly = cfg.param_scheduler
+    assert (warmup.end, poly.power, poly.end) == (1500, 0.9, 40000)
+    assert cfg.train_cfg.max_iters == 40000
+
+    with torch.device('meta'):
+        model = MODELS.build(cfg.model)
+    assert model.backbone.out_indices == tuple(BLOCKS[arch])
+    assert model.neck.in_channels == model.backbone.embed_dim == EMBED[arch]
+    assert model.num_classes == CLASSES[ds]
+    assert model.decode_head.cls_embed.out_features == CLASSES[ds] + 1
+    assert model.backbone.frozen
+    assert not any(p.requires_grad for p in model.backbone.parameters())
+
+
+def test_every_m2f_config_is_checked():
+    found = {p.stem for p in (REPO / 'configs').glob('*_m2f.py')}
+    assert found == set(M2F_CONFIGS)
