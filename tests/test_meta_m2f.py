@@ -256,3 +256,24 @@ def test_config_checker_agrees_and_flags_differences(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "DIFF decoder heads" in out and 'official 16' in out
     assert '1 setting(s) differ' in out
+
+
+def test_official_test_and_tta_sizes_suit_the_adapter(tmp_path):
+    """Every test and --tta view is resized to sides that are multiples of
+    32, which the adapter requires."""
+    import cv2
+    from mmcv.transforms import Compose
+    image = tmp_path / 'odd.jpg'
+    cv2.imwrite(str(image), np.zeros((333, 517, 3), np.uint8))
+    cfg = Config.fromfile(OFFICIAL_CFG)
+    steps = [s for s in cfg.test_pipeline if s['type'] != 'LoadAnnotations']
+    packed = Compose(steps)(dict(img_path=str(image)))
+    assert tuple(packed['inputs'].shape[1:]) == (896, 1408)
+    tta = cfg.tta_pipeline[1]['transforms']
+    views = Compose([cfg.tta_pipeline[0]])(dict(img_path=str(image)))
+    shapes = []
+    for resize in tta[0]:
+        view = Compose([resize, *tta[2]])(dict(views))
+        shapes.append(view['img'].shape[:2])
+    assert all(h % 32 == 0 and w % 32 == 0 for h, w in shapes)
+    assert shapes[2] == (896, 1408)  # ratio 1.0 is the single-scale size
