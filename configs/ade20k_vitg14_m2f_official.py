@@ -12,7 +12,8 @@
 # for ADE20K at 896, which Meta's evaluation builds on. With Meta's
 # dinov2_vitg14_ade20k_m2f_config.py (published beside the checkpoint) you
 # can confirm all of them:
-#   python tools/check_official_m2f_config.py dinov2_vitg14_ade20k_m2f_config.py
+#   python tools/check_official_m2f_config.py \
+#       checkpoints/dinov2_vitg14_ade20k_m2f_config.py
 _base_ = [
     '_base_/models/dinov2_m2f.py',
     '_base_/datasets/ade20k_m2f.py',

@@ -215,15 +215,15 @@ def meta_m2f_manifest(**overrides) -> dict:
     # Spatial prior module: conv-BN-ReLU stem (x3) + max-pool, three
     # strided conv-BN-ReLU, four 1x1 projections to the ViT width.
     planes = s['inplanes']
-    for index, (inp, out) in zip((0, 3, 6), ((3, planes), (planes, planes),
-                                             (planes, planes))):
+    for index, (inp, out) in zip(
+        (0, 3, 6), ((3, planes), (planes, planes), (planes, planes))):
         shapes[f'backbone.spm.stem.{index}.weight'] = (out, inp, 3, 3)
         _bn(shapes, f'backbone.spm.stem.{index + 1}', out)
     widths = {1: planes, 2: 2 * planes, 3: 4 * planes, 4: 4 * planes}
     for level in (2, 3, 4):
         shapes[f'backbone.spm.conv{level}.0.weight'] = (widths[level],
-                                                        widths[level - 1],
-                                                        3, 3)
+                                                        widths[level - 1], 3,
+                                                        3)
         _bn(shapes, f'backbone.spm.conv{level}.1', widths[level])
     for level in (1, 2, 3, 4):
         shapes[f'backbone.spm.fc{level}.weight'] = (dim, widths[level], 1, 1)
@@ -278,8 +278,7 @@ def meta_m2f_manifest(**overrides) -> dict:
                 feat, )
     shapes[h + 'pixel_decoder.level_encoding.weight'] = (3, feat)
     shapes[h + 'pixel_decoder.lateral_convs.0.conv.weight'] = (feat, dim, 1, 1)
-    shapes[h + 'pixel_decoder.output_convs.0.conv.weight'] = (feat, feat, 3,
-                                                             3)
+    shapes[h + 'pixel_decoder.output_convs.0.conv.weight'] = (feat, feat, 3, 3)
     for conv in ('lateral_convs', 'output_convs'):
         shapes[f'{h}pixel_decoder.{conv}.0.gn.weight'] = (feat, )
         shapes[f'{h}pixel_decoder.{conv}.0.gn.bias'] = (feat, )
@@ -323,9 +322,9 @@ def fabricate_meta_m2f_file(path, seed=0, **overrides) -> dict:
             value *= 0.02 if 'sampling_offsets' not in name else 0.5
         else:
             value *= 0.1
-            if name.endswith(('norm1.weight', 'norm2.weight', '.gn.weight',
-                              'norm.weight', 'norms.0.weight',
-                              'norms.1.weight', 'norms.2.weight')):
+            if name.endswith(
+                ('norm1.weight', 'norm2.weight', '.gn.weight', 'norm.weight',
+                 'norms.0.weight', 'norms.1.weight', 'norms.2.weight')):
                 value += 1
         state[name] = value
     classes = overrides.get('classes', META_M2F['classes'])

@@ -40,7 +40,7 @@ def test_benchmark_tool_appends_a_result_line(tmp_path, capsys):
     # ViT-S/14 + a 5-class BN head, float32.
     assert 22.0e6 < record['params'] < 22.1e6
     assert abs(record['weights_gib'] * 1024**3 - 4 * record['params']) < 1e5
-    assert record['weights_gib'] < record['peak_gib'] < 2 * record[
-        'weights_gib']
+    assert record['weights_gib'] < record[
+        'peak_gib'] < 2 * record['weights_gib']
     assert record['seconds_per_window'] > 0
     assert json.loads(capsys.readouterr().out.splitlines()[0]) == record

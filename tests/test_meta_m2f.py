@@ -51,32 +51,53 @@ def small_options(classes: int = 5) -> dict:
             num_register_tokens=0,
             interpolate_offset=0.1,
             interpolate_antialias=False),
-        'model.backbone.img_size': 56,
-        'model.backbone.interaction_indexes': [[0, 0], [1, 1], [2, 2],
-                                               [3, 3]],
-        'model.backbone.deform_num_heads': 2,
-        'model.backbone.conv_inplane': 16,
+        'model.backbone.img_size':
+        56,
+        'model.backbone.interaction_indexes': [[0, 0], [1, 1], [2, 2], [3, 3]],
+        'model.backbone.deform_num_heads':
+        2,
+        'model.backbone.conv_inplane':
+        16,
         'model.decode_head.in_channels': [64] * 4,
-        'model.decode_head.feat_channels': 32,
-        'model.decode_head.out_channels': 32,
-        'model.decode_head.num_queries': 10,
-        'model.decode_head.num_classes': classes,
+        'model.decode_head.feat_channels':
+        32,
+        'model.decode_head.out_channels':
+        32,
+        'model.decode_head.num_queries':
+        10,
+        'model.decode_head.num_classes':
+        classes,
         'model.decode_head.loss_cls.class_weight': [1.0] * classes + [0.1],
-        'model.decode_head.pixel_decoder.encoder.num_layers': 2,
-        _ENC + 'self_attn_cfg.embed_dims': 32,
-        _ENC + 'self_attn_cfg.num_heads': 4,
-        _ENC + 'self_attn_cfg.num_points': 2,
-        _ENC + 'ffn_cfg.embed_dims': 32,
-        _ENC + 'ffn_cfg.feedforward_channels': 64,
-        'model.decode_head.pixel_decoder.positional_encoding.num_feats': 16,
-        'model.decode_head.positional_encoding.num_feats': 16,
-        'model.decode_head.transformer_decoder.num_layers': 2,
-        _DEC + 'self_attn_cfg.embed_dims': 32,
-        _DEC + 'self_attn_cfg.num_heads': 4,
-        _DEC + 'cross_attn_cfg.embed_dims': 32,
-        _DEC + 'cross_attn_cfg.num_heads': 4,
-        _DEC + 'ffn_cfg.embed_dims': 32,
-        _DEC + 'ffn_cfg.feedforward_channels': 64,
+        'model.decode_head.pixel_decoder.encoder.num_layers':
+        2,
+        _ENC + 'self_attn_cfg.embed_dims':
+        32,
+        _ENC + 'self_attn_cfg.num_heads':
+        4,
+        _ENC + 'self_attn_cfg.num_points':
+        2,
+        _ENC + 'ffn_cfg.embed_dims':
+        32,
+        _ENC + 'ffn_cfg.feedforward_channels':
+        64,
+        'model.decode_head.pixel_decoder.positional_encoding.num_feats':
+        16,
+        'model.decode_head.positional_encoding.num_feats':
+        16,
+        'model.decode_head.transformer_decoder.num_layers':
+        2,
+        _DEC + 'self_attn_cfg.embed_dims':
+        32,
+        _DEC + 'self_attn_cfg.num_heads':
+        4,
+        _DEC + 'cross_attn_cfg.embed_dims':
+        32,
+        _DEC + 'cross_attn_cfg.num_heads':
+        4,
+        _DEC + 'ffn_cfg.embed_dims':
+        32,
+        _DEC + 'ffn_cfg.feedforward_channels':
+        64,
         # Keep the CPU test small: short side 128 instead of 896.
         'model.test_cfg.crop_size': (128, 128),
         'model.test_cfg.stride': (64, 64),
@@ -107,9 +128,10 @@ def test_full_vitg_manifest_matches_the_official_config():
     ours = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     manifest = meta_m2f_manifest()
     assert is_meta_m2f_layout(manifest)
-    converted = convert_meta_m2f(
-        {k: torch.empty(s, device='meta')
-         for k, s in manifest.items()})
+    converted = convert_meta_m2f({
+        k: torch.empty(s, device='meta')
+        for k, s in manifest.items()
+    })
     assert sorted(set(ours) - set(converted)) == []
     assert sorted(set(converted) - set(ours)) == []
     assert {k: tuple(v.shape) for k, v in converted.items()} == ours

@@ -115,8 +115,7 @@ def measure(model: nn.Module,
             with tracker:
                 model.encode_decode(image, meta)
             record['seconds_per_window'] = time.perf_counter() - start
-            record['peak_gib'] = (weights + image.nbytes +
-                                  tracker.peak) / GIB
+            record['peak_gib'] = (weights + image.nbytes + tracker.peak) / GIB
             record['method'] = 'live-tensor count on CPU'
             return record
         torch.cuda.synchronize()
@@ -181,4 +180,3 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     with open(args.out, 'a') as results:
         results.write(line + '\n')
     return 0
-

@@ -112,22 +112,21 @@ SETTINGS: List[Tuple[str, Sequence[str], str]] = [
     ('queries', ['model.decode_head.num_queries'],
      'model.decode_head.num_queries'),
     ('decoder feature levels',
-     ['model.decode_head.num_transformer_feat_level'],
-     'model.decode_head.num_transformer_feat_level'),
-    ('pixel decoder layers', [f'{_ENC}.num_layers'],
-     f'{_ENC}.num_layers'),
+     ['model.decode_head.num_transformer_feat_level'
+      ], 'model.decode_head.num_transformer_feat_level'),
+    ('pixel decoder layers', [f'{_ENC}.num_layers'], f'{_ENC}.num_layers'),
     ('pixel decoder heads', [f'{_ENC}.transformerlayers.attn_cfgs.num_heads'],
      f'{_ENC}.layer_cfg.self_attn_cfg.num_heads'),
     ('pixel decoder points',
-     [f'{_ENC}.transformerlayers.attn_cfgs.num_points'],
-     f'{_ENC}.layer_cfg.self_attn_cfg.num_points'),
+     [f'{_ENC}.transformerlayers.attn_cfgs.num_points'
+      ], f'{_ENC}.layer_cfg.self_attn_cfg.num_points'),
     ('pixel decoder FFN', [
         f'{_ENC}.transformerlayers.ffn_cfgs.feedforward_channels',
         f'{_ENC}.transformerlayers.feedforward_channels'
     ], f'{_ENC}.layer_cfg.ffn_cfg.feedforward_channels'),
     ('positional features',
-     ['model.decode_head.pixel_decoder.positional_encoding.num_feats'],
-     'model.decode_head.pixel_decoder.positional_encoding.num_feats'),
+     ['model.decode_head.pixel_decoder.positional_encoding.num_feats'
+      ], 'model.decode_head.pixel_decoder.positional_encoding.num_feats'),
     ('decoder layers', [f'{_DEC}.num_layers'], f'{_DEC}.num_layers'),
     ('decoder heads', [f'{_DEC}.transformerlayers.attn_cfgs.num_heads'],
      f'{_DEC}.layer_cfg.self_attn_cfg.num_heads'),
@@ -177,8 +176,9 @@ def compare_m2f_configs(official: Config, ours: Config) -> List[dict]:
             official=_size_divisor(official_pipeline),
             ours=_size_divisor(_get(ours_view, 'test_pipeline'))))
     for row in rows:
-        row['same'] = (row['official'] is not _MISSING and _normalise(
-            row['official']) == _normalise(row['ours']))
+        row['same'] = (
+            row['official'] is not _MISSING
+            and _normalise(row['official']) == _normalise(row['ours']))
     return rows
 
 
@@ -203,8 +203,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     width = max(len(r['name']) for r in rows)
     for row in rows:
         mark = 'ok  ' if row['same'] else 'DIFF'
-        print(f"{mark} {row['name']:<{width}}  official {_show(row['official'])}"
-              f"  ours {_show(row['ours'])}")
+        print(
+            f"{mark} {row['name']:<{width}}  official {_show(row['official'])}"
+            f"  ours {_show(row['ours'])}")
     differing = [r['name'] for r in rows if not r['same']]
     if differing:
         print(f'{len(differing)} setting(s) differ or were not found: '

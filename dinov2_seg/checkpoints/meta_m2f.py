@@ -40,9 +40,9 @@ _SWIGLU = re.compile(r'^(backbone\.blocks\.\d+\.mlp\.)w([12])\.(weight|bias)$')
 def is_meta_m2f_layout(state_dict: Mapping[str, Tensor]) -> bool:
     """Whether a segmentor state_dict is in the layout of Meta's released
     Mask2Former checkpoint (mmcv 1.x layer lists or Meta's ViT names)."""
-    return any(
-        '.attentions.0.' in k or re.match(r'^backbone\.blocks\.\d+\.gamma1$',
-                                          k) for k in state_dict)
+    return any('.attentions.0.' in k
+               or re.match(r'^backbone\.blocks\.\d+\.gamma1$', k)
+               for k in state_dict)
 
 
 def convert_meta_m2f(state_dict: Mapping[str, Tensor]) -> StateDict:

@@ -107,10 +107,10 @@ def read_checkpoint(filename: str) -> Mapping:
     return CheckpointLoader.load_checkpoint(filename, map_location='cpu')
 
 
-def load_backbone_checkpoint(backbone: nn.Module,
-                             filename: str,
-                             keep: Optional[Callable[[str], bool]] = None
-                             ) -> None:
+def load_backbone_checkpoint(
+        backbone: nn.Module,
+        filename: str,
+        keep: Optional[Callable[[str], bool]] = None) -> None:
     """Load a DINOv2 backbone file (path or URL; Meta's, timm's or Hugging
     Face's layout) into ``backbone`` strictly.
 

@@ -225,8 +225,8 @@ class InteractionBlock(nn.Module):
                           drop_path)
         self.extractor = Extractor(*extractor_args)
         self.extra_extractors = nn.Sequential(
-            Extractor(*extractor_args),
-            Extractor(*extractor_args)) if extra_extractors else None
+            Extractor(*extractor_args), Extractor(
+                *extractor_args)) if extra_extractors else None
 
     def forward(self, tokens: Tensor, prefix: Tensor, prior: Tensor,
                 blocks: Sequence[nn.Module], inject: tuple,
@@ -251,11 +251,7 @@ def _conv_norm_relu(in_channels: int, out_channels: int, stride: int,
                     norm_cfg: dict) -> List[nn.Module]:
     return [
         nn.Conv2d(
-            in_channels,
-            out_channels,
-            3,
-            stride=stride,
-            padding=1,
+            in_channels, out_channels, 3, stride=stride, padding=1,
             bias=False),
         build_norm_layer(norm_cfg, out_channels)[1],
         nn.ReLU(inplace=True)
@@ -274,12 +270,12 @@ class SpatialPriorModule(nn.Module):
             *_conv_norm_relu(inplanes, inplanes, 1, norm_cfg),
             *_conv_norm_relu(inplanes, inplanes, 1, norm_cfg),
             nn.MaxPool2d(kernel_size=3, stride=2, padding=1))
-        self.conv2 = nn.Sequential(
-            *_conv_norm_relu(inplanes, 2 * inplanes, 2, norm_cfg))
-        self.conv3 = nn.Sequential(
-            *_conv_norm_relu(2 * inplanes, 4 * inplanes, 2, norm_cfg))
-        self.conv4 = nn.Sequential(
-            *_conv_norm_relu(4 * inplanes, 4 * inplanes, 2, norm_cfg))
+        self.conv2 = nn.Sequential(*_conv_norm_relu(inplanes, 2 *
+                                                    inplanes, 2, norm_cfg))
+        self.conv3 = nn.Sequential(*_conv_norm_relu(2 * inplanes, 4 *
+                                                    inplanes, 2, norm_cfg))
+        self.conv4 = nn.Sequential(*_conv_norm_relu(4 * inplanes, 4 *
+                                                    inplanes, 2, norm_cfg))
         self.fc1 = nn.Conv2d(inplanes, dim, 1)
         self.fc2 = nn.Conv2d(2 * inplanes, dim, 1)
         self.fc3 = nn.Conv2d(4 * inplanes, dim, 1)

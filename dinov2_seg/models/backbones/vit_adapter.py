@@ -24,8 +24,7 @@ def is_vit_key(key: str) -> bool:
     return key.startswith(VIT_KEYS)
 
 
-def even_interaction_indexes(depth: int,
-                             stages: int = 4) -> List[List[int]]:
+def even_interaction_indexes(depth: int, stages: int = 4) -> List[List[int]]:
     """Split ``depth`` blocks into ``stages`` consecutive [first, last]
     ranges, e.g. 40 -> [[0, 9], [10, 19], [20, 29], [30, 39]]."""
     if depth % stages:
@@ -149,8 +148,9 @@ class ViTAdapter(DinoVisionTransformer):
                 nn.init.zeros_(module.bias)
             elif isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
                 # He init on the fan-out, as ViT-Adapter does.
-                fan_out = (module.kernel_size[0] * module.kernel_size[1] *
-                           module.out_channels // module.groups)
+                fan_out = (
+                    module.kernel_size[0] * module.kernel_size[1] *
+                    module.out_channels // module.groups)
                 nn.init.normal_(module.weight, std=(2.0 / fan_out)**0.5)
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
@@ -197,8 +197,8 @@ class ViTAdapter(DinoVisionTransformer):
         spatial, starts = level_index(prior_shapes, x.device)
         inject = (reference_points([token_shape], x.device), spatial, starts)
         spatial, starts = level_index([token_shape], x.device)
-        extract = (reference_points(prior_shapes, x.device), spatial, starts,
-                   prior_shapes)
+        extract = (reference_points(prior_shapes,
+                                    x.device), spatial, starts, prior_shapes)
 
         c1, levels = self.spm(x)
         prior = torch.cat(
@@ -222,10 +222,10 @@ class ViTAdapter(DinoVisionTransformer):
             vit_maps.append(
                 tokens.transpose(1, 2).reshape(batch, dim, *token_shape))
 
-        c2, c3, c4 = (
-            level.transpose(1, 2).reshape(batch, dim, h, w) for level, (
-                h, w) in zip(prior.split([h * w for h, w in prior_shapes], 1),
-                             prior_shapes))
+        c2, c3, c4 = (level.transpose(1, 2).reshape(
+            batch, dim, h, w) for level, (h, w) in zip(
+                prior.split([h * w
+                             for h, w in prior_shapes], 1), prior_shapes))
         pyramid = [self.up(c2) + c1, c2, c3, c4]
         if self.add_vit_feature:
             pyramid = [
