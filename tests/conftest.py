@@ -21,6 +21,9 @@ TINY_ARCH = dict(
     num_register_tokens=0,
     interpolate_offset=0.1,
     interpolate_antialias=False)
+# ... and one with ViT-g's SwiGLU FFN, for the ViT-Adapter and Meta's
+# Mask2Former layout.
+TINY_SWIGLU_ARCH = dict(TINY_ARCH, embed_dim=64, num_heads=2, ffn='swiglu')
 
 register_all_modules(init_default_scope=True)
 torch.set_num_threads(min(2, os.cpu_count() or 1))

@@ -3,8 +3,6 @@ inference of the whole segmentor, the tools, and the configs of every
 backbone size."""
 import itertools
 import re
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -15,6 +13,7 @@ from mmseg.datasets import BaseSegDataset
 from mmseg.registry import MODELS
 
 from conftest import REPO, TINY_ARCH
+from test_tools import check, run
 from dinov2_seg.datasets.synthetic import SHAPES_CLASSES, SHAPES_PALETTE
 
 EMBED = {'vits14': 384, 'vitb14': 768, 'vitl14': 1024, 'vitg14': 1536}
@@ -226,33 +225,23 @@ randomness = dict(seed=0)
     return str(path)
 
 
-def run_tool(*args):
-    result = subprocess.run([sys.executable, *map(str, args)],
-                            cwd=REPO,
-                            capture_output=True,
-                            text=True,
-                            timeout=600)
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output[-6000:]
-    return output
-
-
 def test_train_then_test_tools(tmp_path, shapes_root):
     config = write_tiny_config(tmp_path / 'tiny_m2f.py', shapes_root)
     work = tmp_path / 'work'
-    log = run_tool('tools/train.py', config, '--work-dir', work)
+    log = check(run('tools/train.py', config, '--work-dir', work))
     assert 'Iter(train) [4/4]' in log
     assert 'decode.loss_dice' in log
     checkpoint = work / 'iter_4.pth'
     assert checkpoint.is_file()
 
-    log = run_tool('tools/test.py', config, checkpoint, '--work-dir', work)
+    log = check(run('tools/test.py', config, checkpoint, '--work-dir', work))
     for name in SHAPES_CLASSES:
         assert re.search(rf'\|\s+{name}\s+\|', log), name
     assert re.search(r'mIoU: [\d.]+', log)
     # The recipe's multi-scale flip test, on its first two scales.
-    log = run_tool('tools/test.py', config, checkpoint, '--work-dir', work,
-                   '--tta', '--cfg-options', 'tta_scale_count=2')
+    log = check(
+        run('tools/test.py', config, checkpoint, '--work-dir', work, '--tta',
+            '--cfg-options', 'tta_scale_count=2'))
     assert re.search(r'mIoU: [\d.]+', log)
 
 

@@ -16,7 +16,8 @@ from dinov2_seg.checkpoints.meta_m2f import (convert_meta_m2f,
                                              is_meta_m2f_layout)
 from fabricate import fabricate_meta_m2f_file, meta_m2f_manifest
 
-from conftest import REPO
+from conftest import REPO, TINY_SWIGLU_ARCH
+from test_tools import check, run
 
 OFFICIAL_CFG = str(REPO / 'configs' / 'ade20k_vitg14_m2f_official.py')
 
@@ -43,63 +44,32 @@ _DEC = 'model.decode_head.transformer_decoder.layer_cfg.'
 
 def small_options(classes: int = 5) -> dict:
     return {
-        'model.backbone.arch':
-        dict(
-            _delete_=True,
-            embed_dim=64,
-            depth=4,
-            num_heads=2,
-            ffn='swiglu',
-            num_register_tokens=0,
-            interpolate_offset=0.1,
-            interpolate_antialias=False),
-        'model.backbone.img_size':
-        56,
+        'model.backbone.arch': dict(_delete_=True, **TINY_SWIGLU_ARCH),
+        'model.backbone.img_size': 56,
         'model.backbone.interaction_indexes': [[0, 0], [1, 1], [2, 2], [3, 3]],
-        'model.backbone.deform_num_heads':
-        2,
-        'model.backbone.conv_inplane':
-        16,
+        'model.backbone.deform_num_heads': 2,
+        'model.backbone.conv_inplane': 16,
         'model.decode_head.in_channels': [64] * 4,
-        'model.decode_head.feat_channels':
-        32,
-        'model.decode_head.out_channels':
-        32,
-        'model.decode_head.num_queries':
-        10,
-        'model.decode_head.num_classes':
-        classes,
+        'model.decode_head.feat_channels': 32,
+        'model.decode_head.out_channels': 32,
+        'model.decode_head.num_queries': 10,
+        'model.decode_head.num_classes': classes,
         'model.decode_head.loss_cls.class_weight': [1.0] * classes + [0.1],
-        'model.decode_head.pixel_decoder.encoder.num_layers':
-        2,
-        _ENC + 'self_attn_cfg.embed_dims':
-        32,
-        _ENC + 'self_attn_cfg.num_heads':
-        4,
-        _ENC + 'self_attn_cfg.num_points':
-        2,
-        _ENC + 'ffn_cfg.embed_dims':
-        32,
-        _ENC + 'ffn_cfg.feedforward_channels':
-        64,
-        'model.decode_head.pixel_decoder.positional_encoding.num_feats':
-        16,
-        'model.decode_head.positional_encoding.num_feats':
-        16,
-        'model.decode_head.transformer_decoder.num_layers':
-        2,
-        _DEC + 'self_attn_cfg.embed_dims':
-        32,
-        _DEC + 'self_attn_cfg.num_heads':
-        4,
-        _DEC + 'cross_attn_cfg.embed_dims':
-        32,
-        _DEC + 'cross_attn_cfg.num_heads':
-        4,
-        _DEC + 'ffn_cfg.embed_dims':
-        32,
-        _DEC + 'ffn_cfg.feedforward_channels':
-        64,
+        'model.decode_head.pixel_decoder.encoder.num_layers': 2,
+        _ENC + 'self_attn_cfg.embed_dims': 32,
+        _ENC + 'self_attn_cfg.num_heads': 4,
+        _ENC + 'self_attn_cfg.num_points': 2,
+        _ENC + 'ffn_cfg.embed_dims': 32,
+        _ENC + 'ffn_cfg.feedforward_channels': 64,
+        'model.decode_head.pixel_decoder.positional_encoding.num_feats': 16,
+        'model.decode_head.positional_encoding.num_feats': 16,
+        'model.decode_head.transformer_decoder.num_layers': 2,
+        _DEC + 'self_attn_cfg.embed_dims': 32,
+        _DEC + 'self_attn_cfg.num_heads': 4,
+        _DEC + 'cross_attn_cfg.embed_dims': 32,
+        _DEC + 'cross_attn_cfg.num_heads': 4,
+        _DEC + 'ffn_cfg.embed_dims': 32,
+        _DEC + 'ffn_cfg.feedforward_channels': 64,
         # Keep the CPU test small: short side 128 instead of 896.
         'model.test_cfg.crop_size': (128, 128),
         'model.test_cfg.stride': (64, 64),
@@ -307,8 +277,6 @@ def test_tools_test_runs_the_meta_file(meta_file, tmp_path, shapes_root):
     """tools/test.py CONFIG dinov2_vitg14_ade20k_m2f.pth, as a user runs it
     (the official config shrunk to the fabricated file, on the shapes
     data): converted on load, evaluated, mIoU printed."""
-    import subprocess
-    import sys
     path, _ = meta_file
     cfg = Config.fromfile(OFFICIAL_CFG)
     cfg.merge_from_dict(small_options())
@@ -328,16 +296,6 @@ def test_tools_test_runs_the_meta_file(meta_file, tmp_path, shapes_root):
             pipeline=cfg.test_pipeline))
     config = tmp_path / 'official_small.py'
     cfg.dump(str(config))
-    result = subprocess.run([
-        sys.executable, 'tools/test.py',
-        str(config),
-        str(path), '--work-dir',
-        str(tmp_path / 'work')
-    ],
-                            cwd=REPO,
-                            capture_output=True,
-                            text=True,
-                            timeout=600)
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output[-4000:]
+    output = check(
+        run('tools/test.py', config, path, '--work-dir', tmp_path / 'work'))
     assert re.search(r'mIoU: \d+\.\d+', output), output[-2000:]

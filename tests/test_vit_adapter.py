@@ -8,14 +8,9 @@ from dinov2_seg.models.backbones import DinoVisionTransformer, ViTAdapter
 from dinov2_seg.models.backbones.dinov2_layers import SwiGLUFFN
 from dinov2_seg.models.backbones.vit_adapter import even_interaction_indexes
 
-ARCH = dict(
-    embed_dim=64,
-    depth=4,
-    num_heads=2,
-    ffn='swiglu',
-    num_register_tokens=0,
-    interpolate_offset=0.1,
-    interpolate_antialias=False)
+from conftest import TINY_SWIGLU_ARCH
+
+ARCH = TINY_SWIGLU_ARCH
 
 
 def tiny_adapter(**kwargs) -> ViTAdapter:
