@@ -131,6 +131,17 @@ def level_index(shapes: Sequence[Tuple[int, int]],
     return spatial, torch.cat([sizes.new_zeros(1), sizes.cumsum(0)[:-1]])
 
 
+def unflatten_levels(x: Tensor, shapes: Sequence[Tuple[int, int]]
+                     ) -> List[Tensor]:
+    """Split a flattened (B, sum(h*w), C) multi-level sequence into NCHW
+    maps of the given (h, w) shapes."""
+    parts = x.split([h * w for h, w in shapes], dim=1)
+    return [
+        part.transpose(1, 2).reshape(x.shape[0], -1, h, w)
+        for part, (h, w) in zip(parts, shapes)
+    ]
+
+
 class MultiLevelDWConv(nn.Module):
     """3x3 depth-wise convolution applied to each of the three prior levels
     of a flattened (B, sum(h*w), C) sequence, with shared weights."""
@@ -140,12 +151,8 @@ class MultiLevelDWConv(nn.Module):
         self.dwconv = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
 
     def forward(self, x: Tensor, shapes: Sequence[Tuple[int, int]]) -> Tensor:
-        parts = x.split([h * w for h, w in shapes], dim=1)
-        out = []
-        for part, (height, width) in zip(parts, shapes):
-            grid = part.transpose(1, 2).reshape(x.shape[0], -1, height, width)
-            out.append(self.dwconv(grid).flatten(2).transpose(1, 2))
-        return torch.cat(out, dim=1)
+        maps = [self.dwconv(grid) for grid in unflatten_levels(x, shapes)]
+        return torch.cat([m.flatten(2).transpose(1, 2) for m in maps], dim=1)
 
 
 class ConvFFN(nn.Module):

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from dinov2_seg.checkpoints import load_backbone_checkpoint
 from .adapter_modules import (PRIOR_STRIDES, DeformableAttention,
                               InteractionBlock, SpatialPriorModule,
-                              level_index, reference_points)
+                              level_index, reference_points, unflatten_levels)
 from .dinov2 import DinoVisionTransformer, resolve_arch
 
 # The ViT parts of the model; everything else is the adapter's.
@@ -222,10 +222,7 @@ class ViTAdapter(DinoVisionTransformer):
             vit_maps.append(
                 tokens.transpose(1, 2).reshape(batch, dim, *token_shape))
 
-        c2, c3, c4 = (level.transpose(1, 2).reshape(
-            batch, dim, h, w) for level, (h, w) in zip(
-                prior.split([h * w
-                             for h, w in prior_shapes], 1), prior_shapes))
+        c2, c3, c4 = unflatten_levels(prior, prior_shapes)
         pyramid = [self.up(c2) + c1, c2, c3, c4]
         if self.add_vit_feature:
             pyramid = [

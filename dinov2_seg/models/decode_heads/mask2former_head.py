@@ -18,9 +18,9 @@ class DinoMask2FormerHead(Mask2FormerHead):
     mmseg upsamples every query's mask logits to the input (to the whole
     padded image when the metas carry a pad shape, which breaks slide
     windows) before the sigmoid and the class-weighted sum. Meta's model
-    (mmseg 0.x) combines classes and masks at the mask resolution (stride 4) and then resizes the
-    semantic map to the input; the two differ near boundaries, so this head
-    does the latter. Training is mmseg's unchanged.
+    (mmseg 0.x) combines classes and masks at the mask resolution (stride 4)
+    and then resizes the semantic map to the input; the two differ near
+    boundaries, so this head does the latter. Training is mmseg's unchanged.
     """
 
     def predict(self, x: Tuple[Tensor], batch_img_metas: List[dict],
