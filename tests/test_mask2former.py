@@ -186,7 +186,8 @@ def test_slide_prediction_covers_the_original_image(shapes_root):
     model = build_tiny(load('voc2012_vits14_m2f')).eval()
     windows = []
     model.neck.register_forward_hook(
-        lambda module, args, out: windows.append(out[0].shape[-2:]))
+        lambda module, args, out: windows.extend([out[0].shape[-2:]] *
+                                                 len(out[0])))
     batch = shapes_batch(shapes_root, 'validation', 1)
     assert batch['inputs'][0].shape[-2:] == (90, 125)
     with torch.no_grad():
@@ -262,8 +263,13 @@ def test_config(name):
     assert head.loss_cls.class_weight == [1.0] * CLASSES[ds] + [0.1]
     assert (head.num_queries, head.transformer_decoder.num_layers,
             head.pixel_decoder.encoder.num_layers) == (100, 9, 6)
+    assert cfg.model.type == 'BatchedEncoderDecoder'
     assert cfg.model.test_cfg == dict(
-        mode='slide', crop_size=(512, 512), stride=(341, 341))
+        mode='slide',
+        crop_size=(512, 512),
+        stride=(341, 341),
+        fast_inference=True,
+        window_batch_size=8)
     assert cfg.model.data_preprocessor.size == (512, 512)
 
     train = cfg.train_dataloader

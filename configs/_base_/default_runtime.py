@@ -15,4 +15,8 @@ log_processor = dict(by_epoch=False)
 log_level = 'INFO'
 load_from = None
 resume = False
-tta_model = dict(type='SegTTAModel')
+tta_model = dict(type='BatchedSegTTAModel')
+# A frozen backbone loaded from a file is left out of the checkpoints (its
+# file name and SHA-256 are kept instead): a ViT-g linear checkpoint holds
+# the head only.
+custom_hooks = [dict(type='FrozenBackboneCheckpointHook')]

@@ -16,6 +16,8 @@ from typing import Mapping
 from mmengine.runner.checkpoint import CheckpointLoader
 from torch import Tensor, nn
 
+from .frozen_backbone import (BACKBONE_SHA256_KEY, check_backbone_file,
+                              frozen_backbone_keys)
 from .meta_m2f import convert_meta_m2f, is_meta_m2f_layout
 from .official import check_state_dict
 
@@ -47,8 +49,10 @@ def _hints(expected: Mapping[str, Tensor], found: Mapping[str,
 def load_segmentor_checkpoint(model: nn.Module, filename: str) -> dict:
     """Load ``filename`` into an EncoderDecoder, every tensor checked.
 
-    A checkpoint without backbone weights (a released head file) takes the
-    backbone from ``model.backbone.init_cfg``, loaded strictly as well.
+    A checkpoint without backbone weights (a released head file, or our
+    checkpoint of a frozen-backbone run, whose backbone file must have the
+    recorded SHA-256) takes the backbone from ``model.backbone.init_cfg``,
+    loaded strictly as well.
 
     Returns:
         dict: the checkpoint's ``meta`` (empty if it has none).
@@ -67,8 +71,13 @@ def load_segmentor_checkpoint(model: nn.Module, filename: str) -> dict:
     if is_meta_m2f_layout(state_dict):
         state_dict = convert_meta_m2f(state_dict)
     expected = model.state_dict()
-    head_only = not any(k.startswith('backbone.') for k in state_dict)
-    if head_only:
+    meta = checkpoint.get('meta') or {}
+    if BACKBONE_SHA256_KEY in meta:
+        # Our checkpoint of a frozen-backbone run: the backbone comes from
+        # the file it was trained on, checked by hash.
+        check_backbone_file(meta, model, filename)
+        from_file = set(frozen_backbone_keys(model))
+    elif not any(k.startswith('backbone.') for k in state_dict):
         init_cfg = getattr(model.backbone, 'init_cfg', None)
         if not init_cfg or init_cfg.get('type') != 'Pretrained':
             raise ValueError(
@@ -77,13 +86,13 @@ def load_segmentor_checkpoint(model: nn.Module, filename: str) -> dict:
                 'names no backbone file; set it, e.g. --cfg-options '
                 'model.backbone.init_cfg.checkpoint='
                 'checkpoints/dinov2_vits14_pretrain.pth')
-        expected = {
-            k: v
-            for k, v in expected.items() if not k.startswith('backbone.')
-        }
+        from_file = {k for k in expected if k.startswith('backbone.')}
+    else:
+        from_file = set()
+    expected = {k: v for k, v in expected.items() if k not in from_file}
     check_state_dict(expected, state_dict, filename,
                      'the model of this config', _hints(expected, state_dict))
-    if head_only:
+    if from_file:
         model.backbone.init_weights()
     model.load_state_dict(state_dict, strict=False)
-    return checkpoint.get('meta', {})
+    return meta

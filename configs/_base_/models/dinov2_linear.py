@@ -2,7 +2,7 @@
 # blocks, slide inference with 512 crops and stride 341.
 # Defaults to ViT-S sizes; top-level configs set the backbone and widths.
 model = dict(
-    type='EncoderDecoder',
+    type='BatchedEncoderDecoder',
     data_preprocessor=dict(
         type='SegDataPreProcessor',
         mean=[123.675, 116.28, 103.53],
@@ -24,4 +24,12 @@ model = dict(
         loss_decode=dict(
             type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0)),
     train_cfg=dict(),
-    test_cfg=dict(mode='slide', crop_size=(512, 512), stride=(341, 341)))
+    # fast_inference: batched windows merged at the original size
+    # (BatchedEncoderDecoder); False runs mmseg's stock slide inference.
+    # window_batch_size caps the windows per backbone call (GPU memory).
+    test_cfg=dict(
+        mode='slide',
+        crop_size=(512, 512),
+        stride=(341, 341),
+        fast_inference=True,
+        window_batch_size=8))

@@ -11,7 +11,7 @@
 # weight makes loss_cls.class_weight num_classes + 1 long: change both.
 num_classes = 150
 model = dict(
-    type='EncoderDecoder',
+    type='BatchedEncoderDecoder',
     data_preprocessor=dict(
         type='SegDataPreProcessor',
         mean=[123.675, 116.28, 103.53],
@@ -142,4 +142,7 @@ model = dict(
                 ]),
             sampler=dict(type='mmdet.MaskPseudoSampler'))),
     train_cfg=dict(),
-    test_cfg=dict(mode='slide', crop_size=(512, 512), stride=(341, 341)))
+    # Batched windows merged at the original size (see dinov2_linear.py).
+    test_cfg=dict(
+        mode='slide', crop_size=(512, 512), stride=(341, 341),
+        fast_inference=True, window_batch_size=8))

@@ -142,6 +142,7 @@ class DinoVisionTransformer(BaseModule):
                 layer_scale_init=layer_scale_init,
                 drop_path=rate) for rate in drop_rates)
         self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self._pos_embed_cache: dict = {}
         self._init_random_weights()
         if frozen:
             self.requires_grad_(False)
@@ -185,7 +186,22 @@ class DinoVisionTransformer(BaseModule):
 
     def interpolate_pos_embed(self, grid: Tuple[int, int]) -> Tensor:
         """Positional embedding of the class token and an ``grid`` of
-        patches, resized bicubically from the stored square grid."""
+        patches, resized bicubically from the stored square grid.
+
+        Without gradients the last result is cached (the slide windows of a
+        test image share one grid); the key holds the parameter's version,
+        so loading or changing the weights refreshes it.
+        """
+        if torch.is_grad_enabled():
+            return self._resize_pos_embed(grid)
+        key = (grid, self.pos_embed.device, self.pos_embed.dtype,
+               self.pos_embed._version, self.pos_embed.data_ptr())
+        if self._pos_embed_cache.get('key') != key:
+            self._pos_embed_cache = dict(
+                key=key, value=self._resize_pos_embed(grid))
+        return self._pos_embed_cache['value']
+
+    def _resize_pos_embed(self, grid: Tuple[int, int]) -> Tensor:
         pos_embed = self.pos_embed
         stored = pos_embed.shape[1] - 1
         height, width = grid

@@ -23,13 +23,19 @@ class DinoMask2FormerHead(Mask2FormerHead):
     boundaries, so this head does the latter. Training is mmseg's unchanged.
     """
 
-    def predict(self, x: Tuple[Tensor], batch_img_metas: List[dict],
-                test_cfg: dict) -> Tensor:
+    def predict_logits(self, x: Tuple[Tensor], batch_img_metas: List[dict],
+                       test_cfg: dict) -> Tensor:
+        """Class-weighted mask probabilities at the mask resolution (stride
+        4), before the resize to the input."""
         samples = [SegDataSample(metainfo=meta) for meta in batch_img_metas]
         all_cls_scores, all_mask_preds = self(x, samples)
         cls_score = F.softmax(all_cls_scores[-1], dim=-1)[..., :-1]
         mask_pred = all_mask_preds[-1].sigmoid()
-        seg_map = torch.einsum('bqc,bqhw->bchw', cls_score, mask_pred)
+        return torch.einsum('bqc,bqhw->bchw', cls_score, mask_pred)
+
+    def predict(self, x: Tuple[Tensor], batch_img_metas: List[dict],
+                test_cfg: dict) -> Tensor:
+        seg_map = self.predict_logits(x, batch_img_metas, test_cfg)
         # The map must cover the network input: a slide window sets
         # img_shape to its crop, while a padded whole image keeps the padded
         # size in pad_shape (the segmentor crops the padding off later).

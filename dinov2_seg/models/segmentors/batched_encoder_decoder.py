@@ -1,0 +1,187 @@
+"""EncoderDecoder whose slide inference batches the windows and merges them
+at the original resolution."""
+import contextlib
+from typing import ContextManager, List, Optional, Sequence, Tuple, Union
+
+import torch
+from mmengine.structures import PixelData
+from mmseg.models.decode_heads.decode_head import BaseDecodeHead
+from mmseg.models.segmentors import EncoderDecoder
+from mmseg.registry import MODELS
+from mmseg.structures import SegDataSample
+from mmseg.utils import OptSampleList, SampleList
+from torch import Tensor
+
+from .window_merge import apply_taps, axis_taps, slide_window_spans
+
+View = Tuple[Tensor, dict]  # a (3, H, W) network input and its metainfo
+
+
+def amp_dtype(setting: Union[bool, str], device_type: str) -> torch.dtype:
+    """The autocast dtype of an ``amp`` setting: ``'bf16'``, ``'fp16'`` or
+    True for bfloat16 where the device supports it, else float16."""
+    if setting in ('bf16', 'bfloat16'):
+        return torch.bfloat16
+    if setting in ('fp16', 'float16'):
+        return torch.float16
+    if setting is not True:
+        raise ValueError(f"test_cfg.amp={setting!r}: expected True, False, "
+                         "'bf16' or 'fp16'")
+    if device_type == 'cuda' and not torch.cuda.is_bf16_supported():
+        return torch.float16
+    return torch.bfloat16
+
+
+@MODELS.register_module()
+class BatchedEncoderDecoder(EncoderDecoder):
+    """mmseg's EncoderDecoder with fast slide inference.
+
+    mmseg runs one window per forward pass, resizes each window's logits to
+    the window, adds them into a canvas of the scaled image (150 x 1920 x
+    2561 floats for an ADE20K image at the ms recipe's largest scale),
+    divides, un-pads, un-flips and resizes the canvas to the original image.
+    Here the windows of one or more views go through the network in batches
+    of ``window_batch_size``, and each window's head output is mapped
+    straight into the original image by the same chain of resizes, folded
+    into a few taps per pixel (:mod:`.window_merge`): same logits up to
+    float rounding, no canvas, no per-window full-size resize.
+    :class:`BatchedSegTTAModel` uses this for the multi-scale flip test.
+
+    Besides mmseg's ``mode``, ``crop_size`` and ``stride``, ``test_cfg``
+    takes:
+
+    - ``fast_inference`` (bool, default True): False runs mmseg's stock
+      ``slide_inference`` (and the stock multi-scale flip test), the
+      reference the fast path is tested against.
+    - ``window_batch_size`` (int, default 8): most windows per backbone
+      call, so that large images or scales fit in GPU memory.
+    - ``amp`` (bool | 'bf16' | 'fp16', default False): run the windows
+      under autocast (True: bfloat16 where supported, else float16); the
+      merging stays float32.
+    """
+
+    @property
+    def uses_fast_slide(self) -> bool:
+        return (self.test_cfg.get('mode') == 'slide'
+                and self.test_cfg.get('fast_inference', True)
+                and self.out_channels > 1)
+
+    def autocast(self, device_type: str) -> ContextManager:
+        setting = self.test_cfg.get('amp', False)
+        if not setting:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type, amp_dtype(setting, device_type))
+
+    def encode_decode(self, inputs: Tensor,
+                      batch_img_metas: List[dict]) -> Tensor:
+        with self.autocast(inputs.device.type):
+            return super().encode_decode(inputs, batch_img_metas).float()
+
+    def predict(self,
+                inputs: Tensor,
+                data_samples: OptSampleList = None) -> SampleList:
+        if not self.uses_fast_slide:
+            return super().predict(inputs, data_samples)
+        if data_samples is None:
+            # As the stock path: without metas the logits stay at the input
+            # size.
+            data_samples = [SegDataSample() for _ in inputs]
+            metas = [dict(ori_shape=inputs.shape[2:])] * len(inputs)
+        else:
+            metas = [sample.metainfo for sample in data_samples]
+        logits = self.slide_logits(list(zip(inputs, metas)))
+        for sample, seg_logits in zip(data_samples, logits):
+            sample.set_data(
+                dict(
+                    seg_logits=PixelData(data=seg_logits),
+                    pred_sem_seg=PixelData(
+                        data=seg_logits.argmax(0, keepdim=True))))
+        return data_samples
+
+    def slide_logits(self, views: Sequence[View]) -> List[Tensor]:
+        """Slide-window logits of each view at its ``ori_shape``, as mmseg's
+        ``slide_inference`` followed by ``postprocess_result`` (padding
+        removed, flip undone, resized), with the windows of all the views
+        batched together.
+
+        Returns:
+            list[Tensor]: (C, H, W) float32 logits per view.
+        """
+        crop_h, crop_w = self.test_cfg.crop_size
+        stride_h, stride_w = self.test_cfg.stride
+        batch_size = int(self.test_cfg.get('window_batch_size', 8))
+        if batch_size < 1:
+            raise ValueError('test_cfg.window_batch_size must be >= 1, got '
+                             f'{batch_size}')
+        grids, windows = [], []
+        for index, (image, _) in enumerate(views):
+            height, width = image.shape[-2:]
+            rows = slide_window_spans(height, crop_h, stride_h)
+            cols = slide_window_spans(width, crop_w, stride_w)
+            grids.append((rows, cols))
+            windows += [(index, r, c) for r in range(len(rows))
+                        for c in range(len(cols))]
+        outputs: List[Optional[Tensor]] = [None] * len(views)
+        taps: dict = {}
+        # Views of one call share their input size, so do their windows.
+        for first in range(0, len(windows), batch_size):
+            chunk = windows[first:first + batch_size]
+            crops, metas = [], []
+            for index, r, c in chunk:
+                (y1, y2), (x1, x2) = grids[index][0][r], grids[index][1][c]
+                crops.append(views[index][0][:, y1:y2, x1:x2])
+                metas.append(
+                    dict(
+                        views[index][1],
+                        img_shape=torch.Size(crops[-1].shape[-2:])))
+            logits = self.window_logits(torch.stack(crops), metas)
+            for (index, r, c), window_logits in zip(chunk, logits):
+                if index not in taps:
+                    taps[index] = self._view_taps(views[index],
+                                                  grids[index],
+                                                  window_logits.shape[-2:])
+                    outputs[index] = window_logits.new_zeros(
+                        len(window_logits), *views[index][1]['ori_shape'])
+                rows, cols = taps[index][0][r], taps[index][1][c]
+                outputs[index][:, rows.start:rows.stop,
+                               cols.start:cols.stop] += apply_taps(
+                                   window_logits, rows, cols)
+        return outputs
+
+    def window_logits(self, crops: Tensor, metas: List[dict]) -> Tensor:
+        """Float32 logits of a batch of windows as the decode head computes
+        them before its final resize to the window (the resize is folded
+        into the merge)."""
+        head = self.decode_head
+        with self.autocast(crops.device.type):
+            features = self.extract_feat(crops)
+            if hasattr(head, 'predict_logits'):
+                logits = head.predict_logits(features, metas, self.test_cfg)
+            elif (type(head).predict is BaseDecodeHead.predict and
+                  type(head).predict_by_feat is BaseDecodeHead.predict_by_feat):
+                # mmseg's predict is forward() then a resize to the window.
+                logits = head.forward(features)
+            else:  # any other head: its window-sized output
+                logits = head.predict(features, metas, self.test_cfg)
+        return logits.float()
+
+    def _view_taps(self, view: View, grid: tuple,
+                   head_size: Tuple[int, int]) -> tuple:
+        image, meta = view
+        height, width = image.shape[-2:]
+        left, right, top, bottom = meta.get(
+            'img_padding_size', meta.get('padding_size', [0] * 4))
+        flip = meta.get('flip', False)
+        direction = meta.get('flip_direction')
+        if flip and direction not in ('horizontal', 'vertical'):
+            raise ValueError(f'flip_direction {direction!r} of '
+                             f"{meta.get('img_path', 'an image')}: expected "
+                             "'horizontal' or 'vertical'")
+        out_h, out_w = meta['ori_shape'][:2]
+        rows = axis_taps(grid[0], head_size[0], height, (top, bottom), flip
+                         and direction == 'vertical', out_h,
+                         self.align_corners)
+        cols = axis_taps(grid[1], head_size[1], width, (left, right), flip
+                         and direction == 'horizontal', out_w,
+                         self.align_corners)
+        return rows, cols

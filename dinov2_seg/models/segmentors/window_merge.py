@@ -1,0 +1,129 @@
+"""Slide-window merging without the full-resolution canvas.
+
+mmseg's slide inference resizes every window's logits to the window,
+adds them into a canvas as large as the (scaled) image, divides by the
+window count, removes the padding, un-flips and resizes to the original
+image. Every one of those steps is linear and acts on rows and columns
+separately (bilinear resizing is separable, and the window count of a grid
+of windows is the product of a row count and a column count), so the whole
+chain from one window's head output to the original image is
+``rows @ logits @ cols.T`` for two small matrices per window. Each output
+row mixes at most four head rows (two bilinear taps of the final resize,
+each reading two taps of the window resize), so the matrices are stored as
+a few taps per output row and applied with gathers.
+
+Everything here is plain torch on index arithmetic, so it runs on any device
+and gives the stock result up to float rounding.
+"""
+from dataclasses import dataclass
+from typing import List, Tuple
+
+import torch
+from torch import Tensor
+
+
+def slide_window_spans(length: int, crop: int,
+                       stride: int) -> List[Tuple[int, int]]:
+    """[start, end) of every window along one axis, with mmseg's rule (the
+    last window is shifted back to end at the border; a window never
+    exceeds the image)."""
+    count = max(length - crop + stride - 1, 0) // stride + 1
+    spans = []
+    for index in range(count):
+        end = min(index * stride + crop, length)
+        spans.append((max(end - crop, 0), end))
+    return spans
+
+
+def linear_taps(size_in: int, size_out: int,
+                align_corners: bool) -> Tuple[Tensor, Tensor]:
+    """Source indices (size_out, 2) and weights (size_out, 2), float64, of
+    1-D linear resizing as ``F.interpolate(..., mode='(bi)linear', size=)``
+    computes them (source coordinate clamped at 0 without align_corners,
+    the second tap clamped at the border)."""
+    dst = torch.arange(size_out, dtype=torch.float64)
+    if align_corners:
+        scale = (size_in - 1) / (size_out - 1) if size_out > 1 else 0.0
+        src = dst * scale
+    else:
+        src = ((dst + 0.5) * (size_in / size_out) - 0.5).clamp(min=0)
+    first = src.floor().long().clamp(max=size_in - 1)
+    second = (first + 1).clamp(max=size_in - 1)
+    frac = src - first
+    return (torch.stack([first, second], 1),
+            torch.stack([1 - frac, frac], 1))
+
+
+@dataclass
+class AxisTaps:
+    """One window's map along one axis from its head output to the original
+    image: output positions [start, stop) each read ``weight[i, j]`` times
+    head position ``index[i, j]``."""
+    start: int
+    stop: int
+    index: Tensor  # (stop - start, k), long
+    weight: Tensor  # (stop - start, k)
+
+
+def _compose_axis(span: Tuple[int, int], head_size: int, canvas: int,
+                  pad: Tuple[int, int], flip: bool, out_size: int,
+                  counts: Tensor, align_corners: bool) -> Tensor:
+    """Dense (out_size, head_size) float64 map of one window along one
+    axis: resize to the window, place in the canvas, divide by the window
+    count, crop the padding, flip, resize to the original size."""
+    first, last = span
+    window = last - first
+    # Head output -> window (the decode head's resize), as a dense matrix.
+    idx, w = linear_taps(head_size, window, align_corners)
+    to_window = torch.zeros(window, head_size, dtype=torch.float64)
+    to_window.scatter_add_(1, idx, w)
+    to_window /= counts[first:last, None]
+    # Original image <- image part of the canvas (the final resize).
+    image = canvas - pad[0] - pad[1]
+    idx, w = linear_taps(image, out_size, align_corners)
+    if flip:
+        idx = image - 1 - idx
+    canvas_pos = idx + pad[0]
+    inside = (canvas_pos >= first) & (canvas_pos < last)
+    rows = to_window[(canvas_pos - first).clamp(0, window - 1)]
+    return (rows * (w * inside)[..., None]).sum(1)
+
+
+def axis_taps(spans: List[Tuple[int, int]], head_size: int, canvas: int,
+              pad: Tuple[int, int], flip: bool, out_size: int,
+              align_corners: bool) -> List[AxisTaps]:
+    """The :class:`AxisTaps` of every window span of one axis."""
+    counts = torch.zeros(canvas, dtype=torch.float64)
+    for first, last in spans:
+        counts[first:last] += 1
+    taps = []
+    for span in spans:
+        dense = _compose_axis(span, head_size, canvas, pad, flip, out_size,
+                              counts, align_corners)
+        used = (dense != 0).any(1).nonzero()
+        if len(used) == 0:  # a window that lies entirely in the padding
+            taps.append(AxisTaps(0, 0, torch.zeros(0, 1, dtype=torch.long),
+                                 torch.zeros(0, 1, dtype=torch.float64)))
+            continue
+        start, stop = int(used[0]), int(used[-1]) + 1
+        band = dense[start:stop]
+        k = int((band != 0).sum(1).max())
+        weight, index = band.topk(k, dim=1)
+        taps.append(AxisTaps(start, stop, index, weight))
+    return taps
+
+
+def apply_taps(x: Tensor, rows: AxisTaps, cols: AxisTaps) -> Tensor:
+    """Map (C, h, w) head logits of one window to its (C, rows, cols) band
+    of the original image."""
+    col_index = cols.index.to(x.device)
+    col_weight = cols.weight.to(x.device, x.dtype)
+    y = 0
+    for j in range(col_index.shape[1]):
+        y = y + x[:, :, col_index[:, j]] * col_weight[:, j]
+    row_index = rows.index.to(x.device)
+    row_weight = rows.weight.to(x.device, x.dtype)
+    z = 0
+    for j in range(row_index.shape[1]):
+        z = z + y[:, row_index[:, j]] * row_weight[:, j, None]
+    return z
