@@ -1,34 +1,62 @@
-"""Inference memory and speed of a config's model on one test window.
+"""Speed and memory of a config's model, fast paths against mmseg's stock
+ones measured side by side in one process.
 
-On CUDA the peak is ``torch.cuda.max_memory_allocated`` around a real
-forward pass. On CPU the same forward runs under a dispatch mode that counts
-the bytes of every tensor alive at each moment: the peak a caching
-allocator would need, read from the program itself rather than from a
-hand-written formula. It is an upper bound for a GPU run where CUDA kernels
-avoid materialising intermediates (mmcv's deformable-attention sampling has
-no fused CPU kernel) and ignores allocator fragmentation and the CUDA
-context (about 0.5 GB).
+Modes:
+
+- ``backbone``: ``--batch`` windows (the slide crop, or ``--size``) through
+  the backbone alone; images/s, achieved TFLOP/s and, on a known GPU, the
+  model-FLOPs utilisation of its dense bf16 peak.
+- ``slide``: one image (or ``--batch``) of ``--size`` through the config's
+  test pipeline and ``test_step`` (single-scale slide inference).
+- ``tta``: the same through the multi-scale flip test with ``--scales``.
+- ``train``: one training step of ``--batch`` crops with the backbone
+  frozen, against the same step with ``frozen=False``.
+
+With ``--compare`` the baseline (mmseg's stock slide inference / TTA, or the
+fine-tuned backbone for ``train``) runs in the same process, alternating with
+the measured path after a warm-up; times are medians of ``--repeat`` runs.
+For ``slide`` and ``tta`` the same windows also go through the backbone
+alone (``backbone_seconds``). The last line printed is one JSON object,
+also appended to ``--out``.
+
+Peak memory: on CUDA ``torch.cuda.max_memory_allocated``; on CPU a
+dispatch mode counts the bytes of every tensor alive at each moment of a
+separate, untimed run (the peak a caching allocator would need; for the
+Mask2Former configs an upper bound of a GPU run, where mmcv's deformable
+attention kernel does not materialise its samples).
 """
 import argparse
+import copy
 import json
 import os
 import os.path as osp
+import statistics
 import time
 import weakref
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
+import numpy as np
 import torch
+from mmcv.transforms import Compose
 from mmengine.config import Config, DictAction
+from mmengine.dataset import pseudo_collate
+from mmengine.model import revert_sync_batchnorm
+from mmengine.optim import build_optim_wrapper
 from mmengine.registry import init_default_scope
+from mmengine.structures import PixelData
 from mmseg.registry import MODELS
+from mmseg.structures import SegDataSample
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 from dinov2_seg.checkpoints import load_segmentor_checkpoint
-from .runner_setup import load_config
+from .inference import without_annotations
+from .runner_setup import load_config, select_tta_scales
 
-GIB = 1024**3
+# Dense (no sparsity) bfloat16 tensor-core peaks from NVIDIA's data sheets,
+# for the model-FLOPs utilisation of --mode backbone.
+DENSE_BF16_PEAK_TFLOPS = {'H100': 989.4, 'H200': 989.4, 'A100': 312.0}
 
 
 class LiveTensorBytes(TorchDispatchMode):
@@ -74,18 +102,6 @@ def tensor_bytes(module: nn.Module) -> int:
                for t in list(module.parameters()) + list(module.buffers()))
 
 
-def build_for_benchmark(cfg: Config, device: str,
-                        checkpoint: Optional[str]) -> nn.Module:
-    """The config's model in eval mode; random weights unless a checkpoint
-    is given (benchmarks need no backbone file)."""
-    cfg.model.backbone.init_cfg = None
-    cfg.model.pop('pretrained', None)
-    model = MODELS.build(cfg.model)
-    if checkpoint:
-        load_segmentor_checkpoint(model, checkpoint)
-    return model.to(device).eval()
-
-
 def window_size(cfg: Config) -> Tuple[int, int]:
     crop = cfg.model.get('test_cfg', {}).get('crop_size')
     if crop is None:
@@ -93,66 +109,336 @@ def window_size(cfg: Config) -> Tuple[int, int]:
     return tuple(crop)
 
 
-def measure(model: nn.Module,
-            size: Tuple[int, int],
-            device: str,
-            dtype: torch.dtype = torch.float32,
-            repeat: int = 5) -> dict:
-    """Forward one window (the segmentor's ``encode_decode``, as slide
-    inference does per window) and report memory and time (CUDA: median of
-    ``repeat`` runs after a warm-up; CPU: the one counted run)."""
-    meta = [dict(img_shape=size, ori_shape=size)]
-    model = model.to(dtype)
-    weights = tensor_bytes(model)
-    record = dict(
-        params=sum(p.numel() for p in model.parameters()),
-        weights_gib=weights / GIB)
-    with torch.inference_mode():
-        image = torch.randn(1, 3, *size, device=device, dtype=dtype)
-        if device == 'cpu':
-            tracker = LiveTensorBytes()
-            start = time.perf_counter()
-            with tracker:
-                model.encode_decode(image, meta)
-            record['seconds_per_window'] = time.perf_counter() - start
-            record['peak_gib'] = (weights + image.nbytes + tracker.peak) / GIB
-            record['method'] = 'live-tensor count on CPU'
-            return record
+def build_for_benchmark(cfg: Config, device: str,
+                        checkpoint: Optional[str]) -> nn.Module:
+    """The config's segmentor in eval mode; random weights unless a
+    checkpoint is given (benchmarks need no downloaded file). SyncBN is
+    built as BN: a benchmark runs in one process."""
+    cfg.model.backbone.init_cfg = None
+    cfg.model.pop('pretrained', None)
+    model = revert_sync_batchnorm(MODELS.build(cfg.model))
+    if checkpoint:
+        load_segmentor_checkpoint(model, checkpoint)
+    return model.to(device).eval()
+
+
+def synchronize(device: str) -> None:
+    if device.startswith('cuda'):
         torch.cuda.synchronize()
+
+
+def peak_bytes(run: Callable[[], object], device: str,
+               resident: int) -> int:
+    """Peak memory of one run: CUDA's allocator peak, or on CPU the
+    ``resident`` bytes (weights) plus the live-tensor peak."""
+    if device.startswith('cuda'):
+        synchronize(device)
         torch.cuda.reset_peak_memory_stats()
-        model.encode_decode(image, meta)  # warm-up (cudnn, allocator)
-        times = []
-        for _ in range(repeat):
-            torch.cuda.synchronize()
+        run()
+        synchronize(device)
+        return torch.cuda.max_memory_allocated()
+    tracker = LiveTensorBytes()
+    with tracker:
+        run()
+    return resident + tracker.peak
+
+
+def compare_runs(runs: Dict[str, Callable[[], object]], device: str,
+                 repeat: int, warmup: int) -> Tuple[Dict[str, float], dict]:
+    """Median seconds and last output of each run, alternating between the
+    runs after ``warmup`` rounds (so that load changes on a shared machine
+    hit all of them alike)."""
+    for _ in range(warmup):
+        for run in runs.values():
+            run()
+    times: Dict[str, List[float]] = {name: [] for name in runs}
+    outputs = {}
+    for _ in range(repeat):
+        for name, run in runs.items():
+            synchronize(device)
             start = time.perf_counter()
-            model.encode_decode(image, meta)
-            torch.cuda.synchronize()
-            times.append(time.perf_counter() - start)
-    record['seconds_per_window'] = sorted(times)[len(times) // 2]
-    record['peak_gib'] = torch.cuda.max_memory_allocated() / GIB
-    record['method'] = 'torch.cuda.max_memory_allocated'
-    record['gpu'] = torch.cuda.get_device_name()
+            outputs[name] = run()
+            synchronize(device)
+            times[name].append(time.perf_counter() - start)
+    medians = {name: statistics.median(values) for name, values in times.items()}
+    return medians, outputs
+
+
+def synthetic_image(height: int, width: int, seed: int = 0) -> np.ndarray:
+    """A BGR uint8 image with gradients and noise (varied predictions)."""
+    rng = np.random.default_rng(seed)
+    rows, cols = np.mgrid[0:height, 0:width]
+    base = np.stack([rows * 0.7, cols * 0.5, (rows + cols) * 0.3], -1)
+    return np.clip(base % 256 + rng.normal(0, 20, base.shape), 0,
+                   255).astype(np.uint8)
+
+
+def test_batch(pipeline: list, size: Tuple[int, int], batch: int) -> dict:
+    steps = copy.deepcopy(without_annotations(pipeline))
+    steps[0]['type'] = 'LoadImageFromNDArray'
+    transform = Compose(steps)
+    return pseudo_collate([
+        transform(dict(img=synthetic_image(*size, seed=i)))
+        for i in range(batch)
+    ])
+
+
+def backbone_flops(backbone: nn.Module, height: int, width: int) -> float:
+    """Model FLOPs of one image through a DINOv2 ViT: 2 per multiply-add of
+    the patch embedding and every linear layer of the blocks, plus the
+    attention products (QK^T and attention x V)."""
+    patch = backbone.patch_size
+    grid = -(-height // patch) * -(-width // patch)  # center-padded
+    tokens = 1 + backbone.num_register_tokens + grid
+    linear = sum(m.weight.numel() for m in backbone.blocks.modules()
+                 if isinstance(m, nn.Linear))
+    attention = 2 * 2 * tokens * tokens * backbone.embed_dim * len(
+        backbone.blocks)
+    embed = backbone.patch_embed.proj.weight.numel() * grid
+    return 2.0 * (linear * tokens + embed) + attention
+
+
+def inference_runs(model: nn.Module, data: dict,
+                   fast_module: nn.Module) -> Tuple[Callable, Callable]:
+    """Callables running ``model.test_step`` on the fast and the stock
+    path (``fast_module``'s ``test_cfg.fast_inference``)."""
+
+    def run(fast: bool) -> Callable[[], list]:
+
+        def step():
+            fast_module.test_cfg.fast_inference = fast
+            with torch.inference_mode():
+                return model.test_step(copy.deepcopy(data))
+
+        return step
+
+    return run(True), run(False)
+
+
+def record_windows(segmentor: nn.Module, run: Callable) -> List[tuple]:
+    """Input shapes of every backbone call during one run."""
+    shapes = []
+    handle = segmentor.backbone.register_forward_pre_hook(
+        lambda module, args: shapes.append(tuple(args[0].shape)))
+    try:
+        run()
+    finally:
+        handle.remove()
+    return shapes
+
+
+def label_agreement(fast: list, stock: list) -> float:
+    same = total = 0
+    for a, b in zip(fast, stock):
+        a, b = a.pred_sem_seg.data, b.pred_sem_seg.data
+        same += int((a == b).sum())
+        total += a.numel()
+    return same / total
+
+
+def measure_inference(cfg: Config, args: argparse.Namespace) -> dict:
+    segmentor = build_for_benchmark(cfg, args.device, args.checkpoint)
+    if not hasattr(segmentor, 'uses_fast_slide'):
+        raise ValueError(f'{args.config}: model.type={cfg.model.type!r} has '
+                         'no fast path; --mode slide/tta need '
+                         "type='BatchedEncoderDecoder'")
+    segmentor.test_cfg.amp = args.amp
+    if args.mode == 'tta':
+        cfg.tta_scale_count = args.scales
+        pipeline = select_tta_scales(cfg, args.config)
+        model = MODELS.build(dict(cfg.tta_model, module=segmentor))
+    else:
+        pipeline, model = cfg.test_pipeline, segmentor
+    size = tuple(args.size) if args.size else window_size(cfg)
+    data = test_batch(pipeline, size, args.batch)
+    fast, stock = inference_runs(model, data, segmentor)
+    windows = record_windows(segmentor, fast)
+    window_inputs = [
+        torch.randn(shape, device=args.device) for shape in windows
+    ]
+
+    def backbone_only():
+        with torch.inference_mode(), segmentor.autocast(
+                torch.device(args.device).type):
+            for inputs in window_inputs:
+                segmentor.backbone(inputs)
+
+    runs = dict(fast=fast, backbone=backbone_only)
+    if args.compare:
+        runs['stock'] = stock
+    seconds, outputs = compare_runs(runs, args.device, args.repeat,
+                                    args.warmup)
+    resident = tensor_bytes(segmentor)
+    record = dict(
+        size=list(size),
+        windows=sum(shape[0] for shape in windows),
+        backbone_calls=len(windows),
+        seconds=seconds['fast'],
+        backbone_seconds=seconds['backbone'],
+        backbone_ratio=seconds['fast'] / seconds['backbone'],
+        images_per_second=args.batch / seconds['fast'],
+        peak_bytes=peak_bytes(fast, args.device, resident))
+    if args.compare:
+        record.update(
+            baseline_seconds=seconds['stock'],
+            speedup=seconds['stock'] / seconds['fast'],
+            baseline_peak_bytes=peak_bytes(stock, args.device, resident),
+            label_agreement=label_agreement(outputs['fast'],
+                                            outputs['stock']))
+        record['peak_ratio'] = record['peak_bytes'] / record[
+            'baseline_peak_bytes']
     return record
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def measure_backbone(cfg: Config, args: argparse.Namespace) -> dict:
+    segmentor = build_for_benchmark(cfg, args.device, args.checkpoint)
+    segmentor.test_cfg.amp = args.amp
+    size = tuple(args.size) if args.size else window_size(cfg)
+    inputs = torch.randn(args.batch, 3, *size, device=args.device)
+
+    def forward():
+        with torch.inference_mode(), segmentor.autocast(
+                torch.device(args.device).type):
+            segmentor.backbone(inputs)
+
+    seconds = compare_runs(
+        dict(backbone=forward), args.device, args.repeat,
+        args.warmup)[0]['backbone']
+    flops = backbone_flops(segmentor.backbone, *size) * args.batch
+    record = dict(
+        size=list(size),
+        seconds=seconds,
+        backbone_seconds=seconds,
+        images_per_second=args.batch / seconds,
+        tflops=flops / seconds / 1e12,
+        model_tflop_per_image=flops / args.batch / 1e12,
+        peak_bytes=peak_bytes(forward, args.device,
+                              tensor_bytes(segmentor)))
+    peak = args.peak_tflops or gpu_peak_tflops(args.device)
+    if peak:
+        record.update(peak_tflops=peak, mfu=record['tflops'] / peak)
+    return record
+
+
+def gpu_peak_tflops(device: str) -> Optional[float]:
+    if not device.startswith('cuda'):
+        return None
+    name = torch.cuda.get_device_name()
+    for model, peak in DENSE_BF16_PEAK_TFLOPS.items():
+        if model in name:
+            return peak
+    return None
+
+
+def measure_train(cfg: Config, args: argparse.Namespace) -> dict:
+    size = tuple(args.size) if args.size else window_size(cfg)
+    num_classes = cfg.model.decode_head.num_classes
+
+    def setup(frozen: bool) -> Callable[[], None]:
+        model_cfg = copy.deepcopy(cfg)
+        model_cfg.model.backbone.frozen = frozen
+        model = build_for_benchmark(model_cfg, args.device, None).train()
+        wrapper_cfg = copy.deepcopy(cfg.optim_wrapper)
+        if args.amp:
+            wrapper_cfg.update(type='AmpOptimWrapper', dtype='bfloat16')
+        wrapper = build_optim_wrapper(model, wrapper_cfg)
+        generator = torch.Generator().manual_seed(0)
+        samples = []
+        for _ in range(args.batch):
+            labels = torch.randint(
+                0, num_classes, (1, *size), generator=generator)
+            sample = SegDataSample(
+                gt_sem_seg=PixelData(data=labels),
+                metainfo=dict(img_shape=size, ori_shape=size,
+                              pad_shape=size))
+            samples.append(sample)
+        images = [
+            torch.randint(0, 256, (3, *size), dtype=torch.uint8,
+                          generator=generator) for _ in range(args.batch)
+        ]
+
+        def step():
+            model.train_step(
+                dict(inputs=images, data_samples=samples), wrapper)
+
+        step.model = model
+        return step
+
+    frozen = setup(True)
+    runs = dict(frozen=frozen)
+    if args.compare:
+        runs['finetuned'] = setup(False)
+    seconds = compare_runs(runs, args.device, args.repeat, args.warmup)[0]
+    record = dict(
+        size=list(size),
+        seconds=seconds['frozen'],
+        images_per_second=args.batch / seconds['frozen'],
+        trainable_params=sum(p.numel() for p in frozen.model.parameters()
+                             if p.requires_grad),
+        peak_bytes=peak_bytes(frozen, args.device,
+                              tensor_bytes(frozen.model)))
+    if args.compare:
+        finetuned = runs['finetuned']
+        record.update(
+            baseline='frozen=False',
+            baseline_seconds=seconds['finetuned'],
+            speedup=seconds['finetuned'] / seconds['frozen'],
+            baseline_peak_bytes=peak_bytes(finetuned, args.device,
+                                           tensor_bytes(finetuned.model)))
+    return record
+
+
+MEASURES = dict(
+    backbone=measure_backbone,
+    slide=measure_inference,
+    tta=measure_inference,
+    train=measure_train)
+
+
+def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description='Inference memory and speed of one test window.')
+        description='Speed and memory of a config\'s model; --compare times '
+        'the stock path in the same run.')
     parser.add_argument('config')
-    parser.add_argument(
-        '--checkpoint', help='weights to load (default: random)')
-    parser.add_argument(
-        '--device',
-        default='cuda' if torch.cuda.is_available() else 'cpu',
-        choices=['cuda', 'cpu'])
+    parser.add_argument('--mode', choices=sorted(MEASURES), default='slide')
     parser.add_argument(
         '--size',
         type=int,
         nargs=2,
         metavar=('H', 'W'),
-        help='window size (default: the slide crop size)')
-    parser.add_argument('--fp16', action='store_true')
-    parser.add_argument('--repeat', type=int, default=5)
+        help='image size (slide, tta) or window/crop size (backbone, '
+        'train); default: the slide crop size')
+    parser.add_argument(
+        '--scales', type=int, default=None, help='tta: number of scales')
+    parser.add_argument(
+        '--batch',
+        type=int,
+        default=1,
+        help='images per test step / training step, windows per backbone '
+        'call')
+    parser.add_argument(
+        '--amp',
+        action='store_true',
+        help='bfloat16 autocast (float16 on GPUs without bfloat16)')
+    parser.add_argument(
+        '--device',
+        default='cuda' if torch.cuda.is_available() else 'cpu',
+        choices=['cuda', 'cpu'])
+    parser.add_argument(
+        '--compare',
+        action='store_true',
+        help='also run the baseline (stock mmseg path; train: frozen=False)')
+    parser.add_argument(
+        '--repeat', type=int, default=3, help='timed runs (median)')
+    parser.add_argument(
+        '--warmup', type=int, default=1, help='untimed runs before')
+    parser.add_argument(
+        '--checkpoint', help='weights to load (default: random)')
+    parser.add_argument(
+        '--peak-tflops',
+        type=float,
+        help='dense bf16 peak of the GPU for the FLOPs utilisation '
+        '(known: H100, H200, A100)')
     parser.add_argument(
         '--cfg-options', nargs='+', action=DictAction, metavar='KEY=VALUE')
     parser.add_argument(
@@ -160,23 +446,33 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         default='work_dirs/benchmark/results.jsonl',
         help='results file; one JSON line is appended per run')
     args = parser.parse_args(argv)
+    if args.batch < 1 or args.repeat < 1 or args.warmup < 0:
+        parser.error('--batch and --repeat must be >= 1, --warmup >= 0')
+    return args
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = parse_args(argv)
     cfg = load_config(args.config, args.cfg_options)
     init_default_scope(cfg.get('default_scope', 'mmseg'))
-    size = tuple(args.size) if args.size else window_size(cfg)
-    dtype = torch.float16 if args.fp16 else torch.float32
-    model = build_for_benchmark(cfg, args.device, args.checkpoint)
+    torch.manual_seed(0)
     record = dict(
         config=args.config,
+        mode=args.mode,
         device=args.device,
-        size=list(size),
-        dtype=str(dtype).replace('torch.', ''),
-        time=time.strftime('%Y-%m-%d %H:%M:%S'),
-        torch=torch.__version__)
-    record.update(measure(model, size, args.device, dtype, args.repeat))
+        gpu=torch.cuda.get_device_name()
+        if args.device == 'cuda' else None,
+        batch=args.batch,
+        scales=args.scales,
+        amp=args.amp,
+        torch=torch.__version__,
+        threads=torch.get_num_threads(),
+        time=time.strftime('%Y-%m-%d %H:%M:%S'))
+    record.update(MEASURES[args.mode](cfg, args))
     line = json.dumps(record)
-    print(line)
     if osp.dirname(args.out):
         os.makedirs(osp.dirname(args.out), exist_ok=True)
     with open(args.out, 'a') as results:
         results.write(line + '\n')
+    print(line)
     return 0

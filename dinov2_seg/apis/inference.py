@@ -39,7 +39,7 @@ def _dataset_meta(cfg: Config) -> dict:
     return meta
 
 
-def _without_annotations(pipeline: list) -> list:
+def without_annotations(pipeline: list) -> list:
     """Drop LoadAnnotations (inference has no ground truth), also from
     inside TestTimeAug's stages."""
     kept = []
@@ -104,7 +104,7 @@ def init_segmentor(config: Union[str, Config],
         model = MODELS.build(dict(cfg.tta_model, module=model))
     model.cfg = cfg
     model.dataset_meta = _dataset_meta(cfg)
-    model.pipeline = _without_annotations(pipeline)
+    model.pipeline = without_annotations(pipeline)
     return model.to(device).eval()
 
 

@@ -2,6 +2,7 @@
 recipes."""
 from typing import List, Optional, Sequence
 
+import torch
 from mmcv.cnn import build_norm_layer
 from mmseg.models.decode_heads.decode_head import BaseDecodeHead
 from mmseg.registry import MODELS
@@ -48,6 +49,14 @@ class BNHead(BaseDecodeHead):
             norm_cfg=norm_cfg,
             **kwargs)
         self.bn = build_norm_layer(norm_cfg, self.in_channels)[1]
+
+    def _transform_inputs(self, inputs: List[Tensor]) -> Tensor:
+        levels = [inputs[i] for i in self.in_index]
+        if all(x.shape[2:] == levels[0].shape[2:] for x in levels):
+            # The ViT's levels share one grid; mmseg would still run a
+            # same-size bilinear resize (an exact copy) on each of them.
+            return torch.cat(levels, dim=1)
+        return super()._transform_inputs(inputs)
 
     def forward(self, inputs: List[Tensor]) -> Tensor:
         return self.cls_seg(self.bn(self._transform_inputs(inputs)))

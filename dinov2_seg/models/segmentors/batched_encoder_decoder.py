@@ -12,7 +12,7 @@ from mmseg.structures import SegDataSample
 from mmseg.utils import OptSampleList, SampleList
 from torch import Tensor
 
-from .window_merge import apply_taps, axis_taps, slide_window_spans
+from .window_merge import apply_bands, axis_bands, slide_window_spans
 
 View = Tuple[Tensor, dict]  # a (3, H, W) network input and its metainfo
 
@@ -43,8 +43,8 @@ class BatchedEncoderDecoder(EncoderDecoder):
     Here the windows of one or more views go through the network in batches
     of ``window_batch_size``, and each window's head output is mapped
     straight into the original image by the same chain of resizes, folded
-    into a few taps per pixel (:mod:`.window_merge`): same logits up to
-    float rounding, no canvas, no per-window full-size resize.
+    into two small matrices per window (:mod:`.window_merge`): same logits
+    up to float rounding, no canvas, no per-window full-size resize.
     :class:`BatchedSegTTAModel` uses this for the multi-scale flip test.
 
     Besides mmseg's ``mode``, ``crop_size`` and ``stride``, ``test_cfg``
@@ -122,7 +122,7 @@ class BatchedEncoderDecoder(EncoderDecoder):
             windows += [(index, r, c) for r in range(len(rows))
                         for c in range(len(cols))]
         outputs: List[Optional[Tensor]] = [None] * len(views)
-        taps: dict = {}
+        bands: dict = {}
         # Views of one call share their input size, so do their windows.
         for first in range(0, len(windows), batch_size):
             chunk = windows[first:first + batch_size]
@@ -136,15 +136,15 @@ class BatchedEncoderDecoder(EncoderDecoder):
                         img_shape=torch.Size(crops[-1].shape[-2:])))
             logits = self.window_logits(torch.stack(crops), metas)
             for (index, r, c), window_logits in zip(chunk, logits):
-                if index not in taps:
-                    taps[index] = self._view_taps(views[index],
-                                                  grids[index],
-                                                  window_logits.shape[-2:])
+                if index not in bands:
+                    bands[index] = self._view_bands(views[index],
+                                                    grids[index],
+                                                    window_logits.shape[-2:])
                     outputs[index] = window_logits.new_zeros(
                         len(window_logits), *views[index][1]['ori_shape'])
-                rows, cols = taps[index][0][r], taps[index][1][c]
+                rows, cols = bands[index][0][r], bands[index][1][c]
                 outputs[index][:, rows.start:rows.stop,
-                               cols.start:cols.stop] += apply_taps(
+                               cols.start:cols.stop] += apply_bands(
                                    window_logits, rows, cols)
         return outputs
 
@@ -165,7 +165,7 @@ class BatchedEncoderDecoder(EncoderDecoder):
                 logits = head.predict(features, metas, self.test_cfg)
         return logits.float()
 
-    def _view_taps(self, view: View, grid: tuple,
+    def _view_bands(self, view: View, grid: tuple,
                    head_size: Tuple[int, int]) -> tuple:
         image, meta = view
         height, width = image.shape[-2:]
@@ -178,10 +178,10 @@ class BatchedEncoderDecoder(EncoderDecoder):
                              f"{meta.get('img_path', 'an image')}: expected "
                              "'horizontal' or 'vertical'")
         out_h, out_w = meta['ori_shape'][:2]
-        rows = axis_taps(grid[0], head_size[0], height, (top, bottom), flip
+        rows = axis_bands(grid[0], head_size[0], height, (top, bottom), flip
                          and direction == 'vertical', out_h,
                          self.align_corners)
-        cols = axis_taps(grid[1], head_size[1], width, (left, right), flip
+        cols = axis_bands(grid[1], head_size[1], width, (left, right), flip
                          and direction == 'horizontal', out_w,
                          self.align_corners)
         return rows, cols

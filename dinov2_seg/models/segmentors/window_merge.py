@@ -7,13 +7,12 @@ image. Every one of those steps is linear and acts on rows and columns
 separately (bilinear resizing is separable, and the window count of a grid
 of windows is the product of a row count and a column count), so the whole
 chain from one window's head output to the original image is
-``rows @ logits @ cols.T`` for two small matrices per window. Each output
-row mixes at most four head rows (two bilinear taps of the final resize,
-each reading two taps of the window resize), so the matrices are stored as
-a few taps per output row and applied with gathers.
+``rows @ logits @ cols.T`` for two small matrices per window, restricted
+to the band of the image that the window touches. Matrix products beat
+gathering the (at most four) taps per output row by 3-6x on CPU.
 
-Everything here is plain torch on index arithmetic, so it runs on any device
-and gives the stock result up to float rounding.
+The matrices come from index arithmetic in float64; the result is the
+stock one up to float rounding, on any device.
 """
 from dataclasses import dataclass
 from typing import List, Tuple
@@ -55,14 +54,13 @@ def linear_taps(size_in: int, size_out: int,
 
 
 @dataclass
-class AxisTaps:
+class AxisBand:
     """One window's map along one axis from its head output to the original
-    image: output positions [start, stop) each read ``weight[i, j]`` times
-    head position ``index[i, j]``."""
+    image: output positions [start, stop) are ``matrix`` (stop - start,
+    head size) times the head output."""
     start: int
     stop: int
-    index: Tensor  # (stop - start, k), long
-    weight: Tensor  # (stop - start, k)
+    matrix: Tensor
 
 
 def _compose_axis(span: Tuple[int, int], head_size: int, canvas: int,
@@ -89,41 +87,31 @@ def _compose_axis(span: Tuple[int, int], head_size: int, canvas: int,
     return (rows * (w * inside)[..., None]).sum(1)
 
 
-def axis_taps(spans: List[Tuple[int, int]], head_size: int, canvas: int,
-              pad: Tuple[int, int], flip: bool, out_size: int,
-              align_corners: bool) -> List[AxisTaps]:
-    """The :class:`AxisTaps` of every window span of one axis."""
+def axis_bands(spans: List[Tuple[int, int]], head_size: int, canvas: int,
+               pad: Tuple[int, int], flip: bool, out_size: int,
+               align_corners: bool) -> List[AxisBand]:
+    """The :class:`AxisBand` of every window span of one axis."""
     counts = torch.zeros(canvas, dtype=torch.float64)
     for first, last in spans:
         counts[first:last] += 1
-    taps = []
+    bands = []
     for span in spans:
         dense = _compose_axis(span, head_size, canvas, pad, flip, out_size,
                               counts, align_corners)
         used = (dense != 0).any(1).nonzero()
-        if len(used) == 0:  # a window that lies entirely in the padding
-            taps.append(AxisTaps(0, 0, torch.zeros(0, 1, dtype=torch.long),
-                                 torch.zeros(0, 1, dtype=torch.float64)))
-            continue
-        start, stop = int(used[0]), int(used[-1]) + 1
-        band = dense[start:stop]
-        k = int((band != 0).sum(1).max())
-        weight, index = band.topk(k, dim=1)
-        taps.append(AxisTaps(start, stop, index, weight))
-    return taps
+        # A window lying entirely in the padding maps to nothing.
+        start, stop = (int(used[0]), int(used[-1]) + 1) if len(used) else (0,
+                                                                            0)
+        bands.append(AxisBand(start, stop, dense[start:stop].float()))
+    return bands
 
 
-def apply_taps(x: Tensor, rows: AxisTaps, cols: AxisTaps) -> Tensor:
+def apply_bands(x: Tensor, rows: AxisBand, cols: AxisBand) -> Tensor:
     """Map (C, h, w) head logits of one window to its (C, rows, cols) band
-    of the original image."""
-    col_index = cols.index.to(x.device)
-    col_weight = cols.weight.to(x.device, x.dtype)
-    y = 0
-    for j in range(col_index.shape[1]):
-        y = y + x[:, :, col_index[:, j]] * col_weight[:, j]
-    row_index = rows.index.to(x.device)
-    row_weight = rows.weight.to(x.device, x.dtype)
-    z = 0
-    for j in range(row_index.shape[1]):
-        z = z + y[:, row_index[:, j]] * row_weight[:, j, None]
-    return z
+    of the original image, contracting the cheaper axis first."""
+    row_matrix = rows.matrix.to(x.device, x.dtype)
+    col_matrix = cols.matrix.to(x.device, x.dtype)
+    (out_h, h), (out_w, w) = row_matrix.shape, col_matrix.shape
+    if h * out_w * (w + out_h) <= w * out_h * (h + out_w):
+        return row_matrix @ (x @ col_matrix.T)
+    return (row_matrix @ x) @ col_matrix.T
