@@ -230,3 +230,35 @@ def test_inference_api_runs_the_fast_path():
     labels = inference_segmentor(model, image)
     assert labels.shape == (61, 89)
     assert called == [2]  # one call for the two flips of the one scale
+
+
+@pytest.mark.parametrize('scales', [None, 1])
+def test_a_batch_of_images_of_different_sizes_equals_one_by_one(scales):
+    images = [photo(61, 89), photo(40, 52), photo(61, 89)]
+    if scales is None:
+        model = init_segmentor(
+            str(REPO / 'configs' / 'voc2012_vits14_linear.py'),
+            cfg_options={
+                'model.backbone.arch': dict(TINY_ARCH, _delete_=True),
+                'model.backbone.init_cfg': None,
+                'model.decode_head.in_channels': [TINY_ARCH['embed_dim']],
+                'model.decode_head.norm_cfg': dict(type='BN'),
+            })
+        segmentor = model
+    else:
+        model = tta_model(scales=scales)
+        segmentor = model.module
+    calls = []
+    segmentor.backbone.register_forward_hook(
+        lambda module, args, out: calls.append(len(args[0])))
+    one_by_one = [inference_segmentor(model, image) for image in images]
+    calls_one_by_one = len(calls)
+    calls.clear()
+    batched = inference_segmentor(model, images, batch_size=3)
+    assert [b.shape for b in batched] == [(61, 89), (40, 52), (61, 89)]
+    for a, b in zip(one_by_one, batched):
+        assert np.array_equal(a, b)
+    # The windows of the three images share backbone calls.
+    assert len(calls) < calls_one_by_one
+    with pytest.raises(ValueError, match='batch_size must be >= 1'):
+        inference_segmentor(model, images, batch_size=0)

@@ -66,6 +66,27 @@ def test_inference_tool_writes_labels_overlays_and_summaries(
     assert not (out / 'notes.png').exists()
 
 
+def test_inference_tool_batches_give_the_same_labels(tmp_path, meta_files,
+                                                    inputs):
+    folder, extra = inputs
+    outputs = []
+    for batch, workers in (('1', '0'), ('3', '2')):
+        out = tmp_path / f'out{batch}'
+        log = check(
+            run('tools/inference.py', folder, extra, '--config',
+                'configs/voc2012_vits14_linear.py', '--checkpoint',
+                meta_files / 'dinov2_vits14_voc2012_linear_head.pth',
+                '--backbone', meta_files / 'dinov2_vits14_pretrain.pth',
+                '--batch-size', batch, '--workers', workers, '--out-dir',
+                out))
+        assert '3 segmented, 1 skipped' in log  # broken.jpg, mid-batch
+        outputs.append(out)
+    for name in ('a', 'b', 'c'):
+        first, second = (np.asarray(Image.open(out / f'{name}.png'))
+                         for out in outputs)
+        assert np.array_equal(first, second), name
+
+
 def test_scales_need_an_ms_config(tmp_path, meta_files, inputs):
     result = run('tools/inference.py', inputs[0], '--config',
                  'configs/voc2012_vits14_linear.py', '--checkpoint',

@@ -7,6 +7,7 @@ load the backbone and head files, segment an image array, render it.
         backbone='checkpoints/dinov2_vits14_pretrain.pth',
         scales=3)
     labels = inference_segmentor(model, cv2.imread('image.jpg'))
+    batch = inference_segmentor(model, ['a.jpg', 'b.jpg'], batch_size=2)
     colours = render_segmentation(labels, model.dataset_meta['palette'])
 """
 import copy
@@ -62,7 +63,8 @@ def init_segmentor(config: Union[str, Config],
                    backbone: Optional[str] = None,
                    scales: Optional[int] = None,
                    device: str = 'cpu',
-                   cfg_options: Optional[dict] = None) -> nn.Module:
+                   cfg_options: Optional[dict] = None,
+                   amp: bool = False) -> nn.Module:
     """Build a segmentor ready for :func:`inference_segmentor`.
 
     Args:
@@ -76,6 +78,8 @@ def init_segmentor(config: Union[str, Config],
             the first N scales of an ms config (HEAD_SCALE_COUNT).
         device: ``cpu``, ``cuda`` or ``cuda:N``.
         cfg_options: Config overrides, as ``--cfg-options``.
+        amp: Run the network under autocast (bfloat16 where supported,
+            else float16; ``test_cfg.amp`` of BatchedEncoderDecoder).
 
     Returns:
         nn.Module: the model in eval mode, with ``cfg``, ``dataset_meta``
@@ -88,6 +92,8 @@ def init_segmentor(config: Union[str, Config],
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
     init_default_scope(cfg.get('default_scope', 'mmseg'))
+    if amp:
+        cfg.model.test_cfg.amp = True
     if backbone is not None:
         cfg.model.backbone.init_cfg = dict(
             type='Pretrained', checkpoint=backbone)
@@ -108,29 +114,54 @@ def init_segmentor(config: Union[str, Config],
     return model.to(device).eval()
 
 
-def _pipeline_for(model: nn.Module, image: ImageType) -> Compose:
-    steps = copy.deepcopy(model.pipeline)
+def inference_inputs(pipeline: list, image: ImageType) -> dict:
+    """One image (a path, or an HxWx3 BGR array as cv2 reads it) through an
+    inference pipeline (``model.pipeline``), ready for ``pseudo_collate``."""
+    if isinstance(image, np.ndarray) and image.ndim == 2:
+        image = np.repeat(image[..., None], 3, axis=2)
+    steps = copy.deepcopy(pipeline)
     if not isinstance(image, str):
         steps[0]['type'] = 'LoadImageFromNDArray'
-    return Compose(steps)
+    inputs = dict(img_path=image) if isinstance(image, str) else dict(
+        img=image)
+    return Compose(steps)(inputs)
 
 
 @torch.no_grad()
-def inference_segmentor(model: nn.Module, image: ImageType) -> np.ndarray:
-    """Segment one image (a path, or an HxWx3 BGR array as cv2 reads it).
-
-    Returns:
-        np.ndarray: (H, W) int64 class indices at the image's resolution.
-    """
-    if isinstance(image, np.ndarray) and image.ndim == 2:
-        image = np.repeat(image[..., None], 3, axis=2)
-    inputs = dict(img_path=image) if isinstance(image, str) else dict(
-        img=image)
+def segment_batch(model: nn.Module, items: Sequence[dict]) -> List[np.ndarray]:
+    """Label maps of a batch of :func:`inference_inputs` outputs (images of
+    any sizes; their slide windows share backbone calls)."""
     # As mmengine's test loop batches: with TestTimeAug this also groups
     # the views by augmentation, as the TTA model expects.
-    data = pseudo_collate([_pipeline_for(model, image)(inputs)])
-    sample: SegDataSample = model.test_step(data)[0]
-    return sample.pred_sem_seg.data[0].cpu().numpy().astype(np.int64)
+    samples: List[SegDataSample] = model.test_step(pseudo_collate(items))
+    return [
+        sample.pred_sem_seg.data[0].cpu().numpy().astype(np.int64)
+        for sample in samples
+    ]
+
+
+def inference_segmentor(
+        model: nn.Module,
+        images: Union[ImageType, Sequence[ImageType]],
+        batch_size: int = 1) -> Union[np.ndarray, List[np.ndarray]]:
+    """Segment one image or a list of images (paths, or HxWx3 BGR arrays as
+    cv2 reads them), ``batch_size`` images per forward pass.
+
+    Returns:
+        np.ndarray | list[np.ndarray]: (H, W) int64 class indices at each
+        image's resolution; a list for a list.
+    """
+    if batch_size < 1:
+        raise ValueError(f'batch_size must be >= 1, got {batch_size}')
+    single = isinstance(images, (str, np.ndarray))
+    items = [images] if single else list(images)
+    labels = []
+    for first in range(0, len(items), batch_size):
+        labels += segment_batch(model, [
+            inference_inputs(model.pipeline, image)
+            for image in items[first:first + batch_size]
+        ])
+    return labels[0] if single else labels
 
 
 def render_segmentation(labels: np.ndarray,

@@ -12,8 +12,10 @@ from mmengine.config import DictAction
 from mmengine.utils import ProgressBar
 from PIL import Image
 
-from .inference import (inference_segmentor, init_segmentor,
-                        overlay_segmentation, summarize)
+from torch.utils.data import DataLoader, Dataset
+
+from .inference import (inference_inputs, init_segmentor,
+                        overlay_segmentation, segment_batch, summarize)
 
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
 
@@ -39,6 +41,20 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         "config (the official notebook's HEAD_SCALE_COUNT, 1..5); "
         'default: single scale')
     parser.add_argument('--device', default='cpu', help='cpu, cuda, cuda:1')
+    parser.add_argument(
+        '--amp',
+        action='store_true',
+        help='mixed precision (bfloat16 where supported, else float16)')
+    parser.add_argument(
+        '--batch-size',
+        type=int,
+        default=1,
+        help='images per forward pass (their slide windows are batched)')
+    parser.add_argument(
+        '--workers',
+        type=int,
+        default=2,
+        help='processes reading and resizing images ahead of the model')
     parser.add_argument(
         '--opacity', type=float, default=0.5, help='overlay opacity')
     parser.add_argument('--out-dir', required=True, help='output folder')
@@ -86,32 +102,71 @@ def save_label_png(labels: np.ndarray, palette: list, path: str) -> None:
     image.save(path)
 
 
+class ImageFiles(Dataset):
+    """Images read and run through the inference pipeline in the loader's
+    worker processes; an unreadable file yields its error instead."""
+
+    def __init__(self, paths: List[str], pipeline: list):
+        self.paths = paths
+        self.pipeline = pipeline
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> dict:
+        path = self.paths[index]
+        try:
+            image = read_image(path)
+        except (OSError, ValueError) as error:  # reported, the batch goes on
+            return dict(path=path, error=str(error))
+        return dict(
+            path=path,
+            image=image,
+            inputs=inference_inputs(self.pipeline, image))
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
-    model = init_segmentor(args.config, args.checkpoint, args.backbone,
-                           args.scales, args.device, args.cfg_options)
+    if args.batch_size < 1 or args.workers < 0:
+        raise ValueError('--batch-size must be >= 1 and --workers >= 0')
+    model = init_segmentor(
+        args.config,
+        args.checkpoint,
+        args.backbone,
+        args.scales,
+        args.device,
+        args.cfg_options,
+        amp=args.amp)
     classes = model.dataset_meta['classes']
     palette = model.dataset_meta['palette']
     if len(classes) > 256:
         raise ValueError('palette PNGs hold at most 256 classes')
     os.makedirs(args.out_dir, exist_ok=True)
     paths = expand_inputs(args.images)
+    loader = DataLoader(
+        ImageFiles(paths, model.pipeline),
+        batch_size=args.batch_size,
+        num_workers=args.workers,
+        collate_fn=list)
     failed, lines = [], []
     progress = ProgressBar(len(paths))
-    for path in paths:
-        try:
-            image = read_image(path)
-        except (OSError, ValueError) as error:  # reported, the batch goes on
-            failed.append(f'{path}: {error}')
-        else:
-            labels = inference_segmentor(model, image)
-            stem = osp.join(args.out_dir, osp.splitext(osp.basename(path))[0])
-            save_label_png(labels, palette, f'{stem}.png')
-            overlay = overlay_segmentation(image, labels, model.dataset_meta,
-                                           args.opacity)
+    for batch in loader:
+        failed += [f"{item['path']}: {item['error']}" for item in batch
+                   if 'error' in item]
+        readable = [item for item in batch if 'error' not in item]
+        labels = segment_batch(model, [item['inputs'] for item in readable
+                                       ]) if readable else []
+        for item, label in zip(readable, labels):
+            stem = osp.join(args.out_dir,
+                            osp.splitext(osp.basename(item['path']))[0])
+            save_label_png(label, palette, f'{stem}.png')
+            overlay = overlay_segmentation(item['image'], label,
+                                           model.dataset_meta, args.opacity)
             cv2.imwrite(f'{stem}_overlay.jpg', overlay[..., ::-1])
-            lines.append(f'{path}: ' + ', '.join(summarize(labels, classes)))
-        progress.update()
+            lines.append(f"{item['path']}: " +
+                         ', '.join(summarize(label, classes)))
+        for _ in batch:
+            progress.update()
     print()
     for line in lines:
         print(line)

@@ -46,6 +46,11 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         '--tta',
         action='store_true',
         help='test-time augmentation (the ms recipes: multi-scale + flip)')
+    parser.add_argument(
+        '--amp',
+        action='store_true',
+        help='mixed precision (bfloat16 where supported, else float16) for '
+        'the backbone; the head and the merging stay float32')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     return parser.parse_args(argv)
 
@@ -67,6 +72,14 @@ def enable_visualization(cfg, show: bool, show_dir: Optional[str],
         cfg.visualizer['save_dir'] = osp.join(cfg.work_dir, show_dir)
 
 
+def enable_test_amp(cfg, config_path: str) -> None:
+    if cfg.model.type != 'BatchedEncoderDecoder':
+        raise ValueError(
+            f"--amp: {config_path} has model.type={cfg.model.type!r}; test "
+            "autocast is a test_cfg setting of 'BatchedEncoderDecoder'")
+    cfg.model.test_cfg.amp = True
+
+
 def enable_tta(cfg, config_path: str) -> None:
     cfg.test_dataloader.dataset.pipeline = select_tta_scales(cfg, config_path)
     cfg.tta_model.module = cfg.model
@@ -80,6 +93,8 @@ def main(argv: Optional[List[str]] = None) -> dict:
         raise FileNotFoundError(f'Checkpoint {args.checkpoint} does not exist')
     cfg = load_config(args.config, args.cfg_options, args.work_dir,
                       args.launcher)
+    if args.amp:
+        enable_test_amp(cfg, args.config)
     if args.show or args.show_dir:
         enable_visualization(cfg, args.show, args.show_dir, args.wait_time)
     if args.tta:

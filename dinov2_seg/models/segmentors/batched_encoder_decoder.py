@@ -1,7 +1,8 @@
 """EncoderDecoder whose slide inference batches the windows and merges them
 at the original resolution."""
 import contextlib
-from typing import ContextManager, List, Optional, Sequence, Tuple, Union
+from typing import (Any, ContextManager, Dict, List, Optional, Sequence,
+                    Tuple, Union)
 
 import torch
 from mmengine.structures import PixelData
@@ -57,7 +58,7 @@ class BatchedEncoderDecoder(EncoderDecoder):
       call, so that large images or scales fit in GPU memory.
     - ``amp`` (bool | 'bf16' | 'fp16', default False): run the windows
       under autocast (True: bfloat16 where supported, else float16); the
-      merging stays float32.
+      head and the merging stay float32.
     """
 
     @property
@@ -72,10 +73,16 @@ class BatchedEncoderDecoder(EncoderDecoder):
             return contextlib.nullcontext()
         return torch.autocast(device_type, amp_dtype(setting, device_type))
 
-    def encode_decode(self, inputs: Tensor,
-                      batch_img_metas: List[dict]) -> Tensor:
+    def extract_feat(self, inputs: Tensor) -> List[Tensor]:
+        """Backbone (and neck) features, under autocast at test time when
+        ``test_cfg.amp`` is set. The network's cost is here; the head then
+        reads float32 features, which keeps the labels of a bfloat16 run
+        close to float32's."""
+        if self.training or not self.test_cfg.get('amp', False):
+            return super().extract_feat(inputs)
         with self.autocast(inputs.device.type):
-            return super().encode_decode(inputs, batch_img_metas).float()
+            features = super().extract_feat(inputs)
+        return [feature.float() for feature in features]
 
     def predict(self,
                 inputs: Tensor,
@@ -85,24 +92,48 @@ class BatchedEncoderDecoder(EncoderDecoder):
         if data_samples is None:
             # As the stock path: without metas the logits stay at the input
             # size.
-            data_samples = [SegDataSample() for _ in inputs]
-            metas = [dict(ori_shape=inputs.shape[2:])] * len(inputs)
-        else:
-            metas = [sample.metainfo for sample in data_samples]
-        logits = self.slide_logits(list(zip(inputs, metas)))
-        for sample, seg_logits in zip(data_samples, logits):
+            data_samples = [
+                SegDataSample(metainfo=dict(ori_shape=inputs.shape[2:]))
+                for _ in inputs
+            ]
+        return self._predict_views(list(zip(inputs, data_samples)))
+
+    def test_step(self, data: dict) -> SampleList:
+        """As mmseg's, but each image is normalised on its own, so that a
+        batch may hold images of different sizes (their windows are
+        batched all the same)."""
+        if not self.uses_fast_slide:
+            return super().test_step(data)
+        return self._predict_views(self.preprocess_views(data))
+
+    val_step = test_step
+
+    def preprocess_views(self, data: dict) -> List[Tuple[Tensor, Any]]:
+        """The data preprocessor applied image by image: (network input,
+        data sample) pairs."""
+        views = []
+        for image, sample in zip(data['inputs'], data['data_samples']):
+            out = self.data_preprocessor(
+                dict(inputs=[image], data_samples=[sample]), False)
+            views.append((out['inputs'][0], out['data_samples'][0]))
+        return views
+
+    def _predict_views(self, views: List[Tuple[Tensor, Any]]) -> SampleList:
+        logits = self.slide_logits([(x, s.metainfo) for x, s in views])
+        for (_, sample), seg_logits in zip(views, logits):
             sample.set_data(
                 dict(
                     seg_logits=PixelData(data=seg_logits),
                     pred_sem_seg=PixelData(
                         data=seg_logits.argmax(0, keepdim=True))))
-        return data_samples
+        return [sample for _, sample in views]
 
     def slide_logits(self, views: Sequence[View]) -> List[Tensor]:
         """Slide-window logits of each view at its ``ori_shape``, as mmseg's
         ``slide_inference`` followed by ``postprocess_result`` (padding
         removed, flip undone, resized), with the windows of all the views
-        batched together.
+        batched together (windows of equal size, ``window_batch_size`` at
+        most per call).
 
         Returns:
             list[Tensor]: (C, H, W) float32 logits per view.
@@ -113,19 +144,25 @@ class BatchedEncoderDecoder(EncoderDecoder):
         if batch_size < 1:
             raise ValueError('test_cfg.window_batch_size must be >= 1, got '
                              f'{batch_size}')
-        grids, windows = [], []
+        grids = []
+        by_size: Dict[Tuple[int, int], list] = {}
         for index, (image, _) in enumerate(views):
             height, width = image.shape[-2:]
             rows = slide_window_spans(height, crop_h, stride_h)
             cols = slide_window_spans(width, crop_w, stride_w)
             grids.append((rows, cols))
-            windows += [(index, r, c) for r in range(len(rows))
-                        for c in range(len(cols))]
+            for r, (y1, y2) in enumerate(rows):
+                for c, (x1, x2) in enumerate(cols):
+                    by_size.setdefault((y2 - y1, x2 - x1), []).append(
+                        (index, r, c))
         outputs: List[Optional[Tensor]] = [None] * len(views)
         bands: dict = {}
-        # Views of one call share their input size, so do their windows.
-        for first in range(0, len(windows), batch_size):
-            chunk = windows[first:first + batch_size]
+        chunks = [
+            windows[first:first + batch_size]
+            for windows in by_size.values()
+            for first in range(0, len(windows), batch_size)
+        ]
+        for chunk in chunks:
             crops, metas = [], []
             for index, r, c in chunk:
                 (y1, y2), (x1, x2) = grids[index][0][r], grids[index][1][c]
@@ -153,16 +190,15 @@ class BatchedEncoderDecoder(EncoderDecoder):
         them before its final resize to the window (the resize is folded
         into the merge)."""
         head = self.decode_head
-        with self.autocast(crops.device.type):
-            features = self.extract_feat(crops)
-            if hasattr(head, 'predict_logits'):
-                logits = head.predict_logits(features, metas, self.test_cfg)
-            elif (type(head).predict is BaseDecodeHead.predict and
-                  type(head).predict_by_feat is BaseDecodeHead.predict_by_feat):
-                # mmseg's predict is forward() then a resize to the window.
-                logits = head.forward(features)
-            else:  # any other head: its window-sized output
-                logits = head.predict(features, metas, self.test_cfg)
+        features = self.extract_feat(crops)
+        if hasattr(head, 'predict_logits'):
+            logits = head.predict_logits(features, metas, self.test_cfg)
+        elif (type(head).predict is BaseDecodeHead.predict
+              and type(head).predict_by_feat is BaseDecodeHead.predict_by_feat):
+            # mmseg's predict is forward() then a resize to the window.
+            logits = head.forward(features)
+        else:  # any other head: its window-sized output
+            logits = head.predict(features, metas, self.test_cfg)
         return logits.float()
 
     def _view_bands(self, view: View, grid: tuple,

@@ -5,7 +5,8 @@ from mmengine.structures import PixelData
 from mmseg.models.segmentors import SegTTAModel
 from mmseg.registry import MODELS
 from mmseg.utils import SampleList
-from torch import Tensor
+
+from .batched_encoder_decoder import View
 
 
 @MODELS.register_module()
@@ -17,38 +18,41 @@ class BatchedSegTTAModel(SegTTAModel):
 
     mmengine's BaseTTAModel runs the whole test step once per view, so
     mmseg materialises each view's full-size canvas and its resize; this
-    override of ``test_step`` only keeps the running probability sum and the
-    current views' logits at the original size. The merged sample is the
-    first (unflipped, first-scale) view's, with ``pred_sem_seg`` and, as
-    ``seg_logits``, the averaged probabilities. Modules whose test_cfg
-    disables ``fast_inference`` (or that are not batched) take the stock
-    path.
+    override of ``test_step`` only keeps the running probability sums and
+    the logits of the views of one size at the original size. Images of a
+    batch may differ in size. The merged sample is the first (unflipped,
+    first-scale) view's, with ``pred_sem_seg`` and, as ``seg_logits``, the
+    averaged probabilities. Modules whose test_cfg disables
+    ``fast_inference`` (or that are not batched) take the stock path.
     """
 
     def test_step(self, data) -> SampleList:
         if not getattr(self.module, 'uses_fast_slide', False):
             return super().test_step(data)
-        views = [
-            self.module.data_preprocessor(view, False)
-            for view in _split_views(data)
+        augmentations = [
+            self.module.preprocess_views(batch)
+            for batch in _split_views(data)
         ]
-        merged = []
-        for index, sample in enumerate(views[0]['data_samples']):
-            by_size: Dict[Tuple[int, ...], List[Tuple[Tensor, dict]]] = {}
-            for view in views:
-                image = view['inputs'][index]
+        # Views of one size (the two flips of a scale, for every image of
+        # the batch that has that size) share their window batches.
+        by_size: Dict[Tuple[int, ...], List[Tuple[int, View]]] = {}
+        for views in augmentations:
+            for index, (image, sample) in enumerate(views):
                 by_size.setdefault(tuple(image.shape), []).append(
-                    (image, view['data_samples'][index].metainfo))
-            probs = 0
-            for group in by_size.values():
-                for logits in self.module.slide_logits(group):
-                    probs = probs + logits.softmax(dim=0)
-            probs = probs / len(views)
+                    (index, (image, sample.metainfo)))
+        probs: List = [0] * len(augmentations[0])
+        for group in by_size.values():
+            logits = self.module.slide_logits([view for _, view in group])
+            for (index, _), view_logits in zip(group, logits):
+                probs[index] = probs[index] + view_logits.softmax(dim=0)
+        merged = []
+        for (_, sample), image_probs in zip(augmentations[0], probs):
+            image_probs = image_probs / len(augmentations)
             sample.set_data(
                 dict(
-                    seg_logits=PixelData(data=probs),
-                    pred_sem_seg=PixelData(data=probs.argmax(0,
-                                                             keepdim=True))))
+                    seg_logits=PixelData(data=image_probs),
+                    pred_sem_seg=PixelData(
+                        data=image_probs.argmax(0, keepdim=True))))
             merged.append(sample)
         return merged
 
