@@ -298,11 +298,13 @@ def measure_backbone(cfg: Config, args: argparse.Namespace) -> dict:
     segmentor.test_cfg.amp = args.amp
     size = tuple(args.size) if args.size else window_size(cfg)
     inputs = torch.randn(args.batch, 3, *size, device=args.device)
+    backbone = torch.compile(
+        segmentor.backbone) if args.compile else segmentor.backbone
 
     def forward():
         with torch.inference_mode(), segmentor.autocast(
                 torch.device(args.device).type):
-            segmentor.backbone(inputs)
+            backbone(inputs)
 
     seconds = compare_runs(
         dict(backbone=forward), args.device, args.repeat,
@@ -428,6 +430,11 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
         default='cuda' if torch.cuda.is_available() else 'cpu',
         choices=['cuda', 'cpu'])
     parser.add_argument(
+        '--compile',
+        action='store_true',
+        help='backbone mode: torch.compile the backbone (the warm-up '
+        'compiles)')
+    parser.add_argument(
         '--compare',
         action='store_true',
         help='also run the baseline (stock mmseg path; train: frozen=False)')
@@ -468,6 +475,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         batch=args.batch,
         scales=args.scales,
         amp=args.amp,
+        compile=args.compile,
         torch=torch.__version__,
         threads=torch.get_num_threads(),
         time=time.strftime('%Y-%m-%d %H:%M:%S'))

@@ -214,10 +214,12 @@ class BatchedEncoderDecoder(EncoderDecoder):
                              f"{meta.get('img_path', 'an image')}: expected "
                              "'horizontal' or 'vertical'")
         out_h, out_w = meta['ori_shape'][:2]
-        rows = axis_bands(grid[0], head_size[0], height, (top, bottom), flip
-                         and direction == 'vertical', out_h,
-                         self.align_corners)
-        cols = axis_bands(grid[1], head_size[1], width, (left, right), flip
-                         and direction == 'horizontal', out_w,
-                         self.align_corners)
+        rows = axis_bands(
+            tuple(grid[0]), head_size[0], height, (top, bottom), flip
+            and direction == 'vertical', out_h, self.align_corners,
+            image.device)
+        cols = axis_bands(
+            tuple(grid[1]), head_size[1], width, (left, right), flip
+            and direction == 'horizontal', out_w, self.align_corners,
+            image.device)
         return rows, cols

@@ -14,6 +14,7 @@ gathering the (at most four) taps per output row by 3-6x on CPU.
 The matrices come from index arithmetic in float64; the result is the
 stock one up to float rounding, on any device.
 """
+import functools
 from dataclasses import dataclass
 from typing import List, Tuple
 
@@ -87,10 +88,14 @@ def _compose_axis(span: Tuple[int, int], head_size: int, canvas: int,
     return (rows * (w * inside)[..., None]).sum(1)
 
 
-def axis_bands(spans: List[Tuple[int, int]], head_size: int, canvas: int,
-               pad: Tuple[int, int], flip: bool, out_size: int,
-               align_corners: bool) -> List[AxisBand]:
-    """The :class:`AxisBand` of every window span of one axis."""
+@functools.lru_cache(maxsize=256)
+def axis_bands(spans: Tuple[Tuple[int, int], ...], head_size: int,
+               canvas: int, pad: Tuple[int, int], flip: bool, out_size: int,
+               align_corners: bool,
+               device: torch.device) -> Tuple[AxisBand, ...]:
+    """The :class:`AxisBand` of every window span of one axis, as float32
+    matrices on ``device``; cached, since images of one size (and the
+    views of one scale) share them."""
     counts = torch.zeros(canvas, dtype=torch.float64)
     for first, last in spans:
         counts[first:last] += 1
@@ -102,15 +107,16 @@ def axis_bands(spans: List[Tuple[int, int]], head_size: int, canvas: int,
         # A window lying entirely in the padding maps to nothing.
         start, stop = (int(used[0]), int(used[-1]) + 1) if len(used) else (0,
                                                                             0)
-        bands.append(AxisBand(start, stop, dense[start:stop].float()))
-    return bands
+        bands.append(
+            AxisBand(start, stop, dense[start:stop].to(device, torch.float32)))
+    return tuple(bands)
 
 
 def apply_bands(x: Tensor, rows: AxisBand, cols: AxisBand) -> Tensor:
     """Map (C, h, w) head logits of one window to its (C, rows, cols) band
     of the original image, contracting the cheaper axis first."""
-    row_matrix = rows.matrix.to(x.device, x.dtype)
-    col_matrix = cols.matrix.to(x.device, x.dtype)
+    row_matrix = rows.matrix.to(x.dtype)
+    col_matrix = cols.matrix.to(x.dtype)
     (out_h, h), (out_w, w) = row_matrix.shape, col_matrix.shape
     if h * out_w * (w + out_h) <= w * out_h * (h + out_w):
         return row_matrix @ (x @ col_matrix.T)
