@@ -218,16 +218,22 @@ def inference_runs(model: nn.Module, data: dict,
     return run(True), run(False)
 
 
-def record_windows(segmentor: nn.Module, run: Callable) -> List[tuple]:
-    """Input shapes of every backbone call during one run."""
-    shapes = []
-    handle = segmentor.backbone.register_forward_pre_hook(
-        lambda module, args: shapes.append(tuple(args[0].shape)))
-    try:
-        run()
-    finally:
-        handle.remove()
-    return shapes
+def recording_windows(segmentor: nn.Module, run: Callable,
+                      shapes: List[tuple]) -> Callable:
+    """``run`` that, the first time, records into ``shapes`` the input
+    shape of every backbone call."""
+
+    def first_run_records():
+        if shapes:
+            return run()
+        handle = segmentor.backbone.register_forward_pre_hook(
+            lambda module, args: shapes.append(tuple(args[0].shape)))
+        try:
+            return run()
+        finally:
+            handle.remove()
+
+    return first_run_records
 
 
 def label_agreement(fast: list, stock: list) -> float:
@@ -255,16 +261,16 @@ def measure_inference(cfg: Config, args: argparse.Namespace) -> dict:
     size = tuple(args.size) if args.size else window_size(cfg)
     data = test_batch(pipeline, size, args.batch)
     fast, stock = inference_runs(model, data, segmentor)
-    windows = record_windows(segmentor, fast)
-    window_inputs = [
-        torch.randn(shape, device=args.device) for shape in windows
-    ]
+    windows: List[tuple] = []
+    fast = recording_windows(segmentor, fast, windows)
 
     def backbone_only():
+        # The windows of the (first) fast run, in its batches; it runs
+        # before this in every round.
         with torch.inference_mode(), segmentor.autocast(
                 torch.device(args.device).type):
-            for inputs in window_inputs:
-                segmentor.backbone(inputs)
+            for shape in windows:
+                segmentor.backbone(torch.randn(shape, device=args.device))
 
     runs = dict(fast=fast, backbone=backbone_only)
     if args.compare:
