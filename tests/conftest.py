@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 import torch
 
-import dinov2_seg  # noqa: F401  (registers modules, safe globals)
+import dinov2_seg.datasets  # noqa: F401  (registers transforms)
+import dinov2_seg.models  # noqa: F401  (registers modules; safe globals)
 from mmseg.utils import register_all_modules
 
 REPO = Path(__file__).resolve().parents[1]
