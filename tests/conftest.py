@@ -1,4 +1,5 @@
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -43,3 +44,20 @@ def shapes_root(tmp_path_factory) -> Path:
 @pytest.fixture
 def python() -> str:
     return sys.executable
+
+
+def run(*args, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run ``python ARGS...`` from the repository root, as a user runs the
+    tools."""
+    return subprocess.run([sys.executable, *map(str, args)],
+                          cwd=REPO,
+                          capture_output=True,
+                          text=True,
+                          timeout=timeout)
+
+
+def check(result: subprocess.CompletedProcess) -> str:
+    """The output of a run that must have succeeded."""
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-6000:]
+    return output

@@ -4,9 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import REPO
+from conftest import REPO, check, run
 from fabricate import fabricate_head_file, fabricate_official_file
-from test_tools import check, run
 
 
 @pytest.fixture(scope='module')

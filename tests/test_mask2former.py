@@ -12,8 +12,7 @@ from mmengine.optim import build_optim_wrapper
 from mmseg.datasets import BaseSegDataset
 from mmseg.registry import MODELS
 
-from conftest import REPO, TINY_ARCH
-from test_tools import check, run
+from conftest import REPO, TINY_ARCH, check, run
 from dinov2_seg.datasets.synthetic import SHAPES_CLASSES, SHAPES_PALETTE
 
 EMBED = {'vits14': 384, 'vitb14': 768, 'vitl14': 1024, 'vitg14': 1536}

@@ -16,8 +16,7 @@ from dinov2_seg.checkpoints.meta_m2f import (convert_meta_m2f,
                                              is_meta_m2f_layout)
 from fabricate import fabricate_meta_m2f_file, meta_m2f_manifest
 
-from conftest import REPO, TINY_SWIGLU_ARCH
-from test_tools import check, run
+from conftest import REPO, TINY_SWIGLU_ARCH, check, run
 
 OFFICIAL_CFG = str(REPO / 'configs' / 'ade20k_vitg14_m2f_official.py')
 

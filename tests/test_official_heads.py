@@ -4,7 +4,7 @@ import torch
 from mmengine.config import Config
 from mmseg.registry import MODELS
 
-from conftest import REPO
+from conftest import REPO, check, run
 from dinov2_seg.checkpoints import load_segmentor_checkpoint
 from fabricate import fabricate_head_file, fabricate_official_file
 
@@ -85,7 +85,6 @@ def test_head_file_without_backbone_file_is_explained(tmp_path):
 def test_tools_test_accepts_meta_files(tmp_path, vits14_file, shapes_root):
     """`tools/test.py CONFIG HEAD.pth` with the backbone file beside it, as a
     user with Meta's downloads runs it."""
-    from test_tools import check, run
     head = tmp_path / 'dinov2_vits14_ade20k_linear_head.pth'
     fabricate_head_file(head, 384, 1, 150)
     log = check(

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import REPO, TINY_ARCH
+from conftest import REPO, TINY_ARCH, check, run
 
 
 def write_config(path: Path, data_root: Path, extra: str = '') -> Path:
@@ -39,21 +39,6 @@ randomness = dict(seed=0)
 {extra}
 """)
     return path
-
-
-def run(*args, timeout=600):
-    result = subprocess.run([sys.executable, *map(str, args)],
-                            cwd=REPO,
-                            capture_output=True,
-                            text=True,
-                            timeout=timeout)
-    return result
-
-
-def check(result):
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output[-6000:]
-    return output
 
 
 @pytest.fixture
