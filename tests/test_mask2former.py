@@ -351,9 +351,10 @@ def test_predict_combines_at_stride_4_then_resizes(shapes_root):
 
 
 def test_slide_prediction_averages_each_windows_map(shapes_root):
-    """64-pixel windows at stride 48 over a 90x125 image overlap (2 rows x
-    3 columns at x = 0, 48, 61); each window's semantic map is resized to the window, summed
-    into the image and divided by the number of windows per pixel."""
+    """64-pixel windows at stride 48 over a 90x125 image overlap (rows at
+    y = 0, 26, columns at x = 0, 48, 61); each window's semantic map is
+    resized to the window, summed into the image and divided by the number
+    of windows per pixel."""
     model = build_tiny(load('voc2012_vits14_m2f')).eval()
     batch = shapes_batch(shapes_root, 'validation', 1)
     with torch.no_grad():
