@@ -11,7 +11,6 @@ import dinov2_seg.models  # noqa: F401  (registers modules; safe globals)
 from mmseg.utils import register_all_modules
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_VOC = REPO.parent / 'shared' / 'data' / 'voc2012_mini'
 
 # A small custom architecture for tests that only need *a* DINOv2: the same
 # code paths as the presets at a fraction of the cost.
@@ -38,6 +37,16 @@ def shapes_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp('shapes')
     generate_shapes_dataset(
         str(root), num_train=8, num_val=4, size=(90, 125), seed=1)
+    return root
+
+
+@pytest.fixture(scope='session')
+def voc_root(tmp_path_factory) -> Path:
+    """A small dataset in the VOC 2012 layout (palette PNG labels with 255
+    borders; train and val splits of 3 images)."""
+    from fabricate import fabricate_voc_dataset
+    root = tmp_path_factory.mktemp('VOC2012')
+    fabricate_voc_dataset(root)
     return root
 
 
