@@ -15,7 +15,9 @@ from mmseg.models.decode_heads import Mask2FormerHead
 from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
 
-from conftest import REPO, TINY_ARCH, check, run
+from conftest import (REPO, TINY_ARCH, assert_every_scale_and_flip, check,
+                      predictions_miou, reported_miou, run,
+                      run_test_tool_recording_views, shapes_labels)
 from dinov2_seg.datasets.synthetic import SHAPES_CLASSES, SHAPES_PALETTE
 
 EMBED = {'vits14': 384, 'vitb14': 768, 'vitl14': 1024, 'vitg14': 1536}
@@ -237,15 +239,24 @@ def test_train_then_test_tools(tmp_path, shapes_root):
     checkpoint = work / 'iter_4.pth'
     assert checkpoint.is_file()
 
-    log = check(run('tools/test.py', config, checkpoint, '--work-dir', work))
+    preds = tmp_path / 'preds'
+    log = check(
+        run('tools/test.py', config, checkpoint, '--work-dir', work, '--out',
+            preds))
     for name in SHAPES_CLASSES:
         assert re.search(rf'\|\s+{name}\s+\|', log), name
+    assert reported_miou(log) == pytest.approx(
+        predictions_miou(preds, shapes_labels(shapes_root)), abs=0.01)
+    # The recipe's multi-scale flip test, on its first two scales (ratios
+    # 0.5 and 0.75 of (2048, 512): short sides 256 and 384), sliding 512
+    # windows at stride 341: one window, then two.
+    log, record = run_test_tool_recording_views(tmp_path, config, checkpoint,
+                                                '--work-dir', work, '--tta',
+                                                '--cfg-options',
+                                                'tta_scale_count=2')
     assert re.search(r'mIoU: [\d.]+', log)
-    # The recipe's multi-scale flip test, on its first two scales.
-    log = check(
-        run('tools/test.py', config, checkpoint, '--work-dir', work, '--tta',
-            '--cfg-options', 'tta_scale_count=2'))
-    assert re.search(r'mIoU: [\d.]+', log)
+    assert_every_scale_and_flip(record, [(256, 356), (384, 533)], images=4)
+    assert sum(record['backbone_images']) == 4 * 2 * (1 + 2)
 
 
 @pytest.mark.parametrize('name', M2F_CONFIGS)
