@@ -190,3 +190,42 @@ def test_corrupt_and_missing_images_name_the_file(tmp_path, label_file):
     missing = tmp_path / 'missing.jpg'
     with pytest.raises(FileNotFoundError, match=str(missing)):
         run_pipeline(missing, label_file)
+
+
+def broken_pngs(tmp_path):
+    png = cv2.imencode('.png', np.full((30, 40), 3, np.uint8))[1].tobytes()
+    contents = {
+        'not_an_image.png': b'plain text, not a PNG',
+        'truncated.png': png[:len(png) // 2],
+        'empty.png': b'',
+    }
+    for name, content in contents.items():
+        (tmp_path / name).write_bytes(content)
+        yield tmp_path / name
+
+
+def test_corrupt_labels_name_the_file(tmp_path):
+    image = tmp_path / 'image.jpg'
+    cv2.imwrite(str(image), np.full((30, 40, 3), 128, np.uint8))
+    for label in broken_pngs(tmp_path):
+        with pytest.raises(OSError) as err:
+            run_pipeline(image, label)
+        assert f'Cannot read the label map {label} (' in str(err.value)
+        assert 'class indices' in str(err.value)
+    missing = tmp_path / 'missing.png'
+    with pytest.raises(FileNotFoundError, match=str(missing)):
+        run_pipeline(image, missing)
+
+
+def test_corrupt_label_in_a_dataset_names_the_file(tmp_path, shapes_root):
+    """Through the demo config's dataset, as training and testing read it."""
+    root = tmp_path / 'shapes'
+    shutil.copytree(shapes_root, root)
+    label = root / 'annotations' / 'validation' / 'v0001.png'
+    label.write_bytes(label.read_bytes()[:100])
+    cfg = Config.fromfile(str(DEMO))
+    cfg.val_dataloader.dataset.data_root = str(root)
+    dataset = DATASETS.build(cfg.val_dataloader.dataset)
+    dataset[0]
+    with pytest.raises(OSError, match=f'Cannot read the label map {label}'):
+        dataset[1]
