@@ -133,3 +133,32 @@ def test_download_tool_lists_and_refuses_unknown_names():
     result = run('tools/download_checkpoints.py', 'dinov2_vitx14*')
     assert result.returncode == 2
     assert "unknown file(s) ['dinov2_vitx14*']" in result.stderr
+
+
+def test_download_tool_keeps_existing_files(tmp_path):
+    kept = tmp_path / 'dinov2_vits14_pretrain.pth'
+    kept.write_bytes(b'already here')
+    output = check(
+        run('tools/download_checkpoints.py', 'dinov2_vits14_pretrain.pth',
+            '--dest', tmp_path))
+    assert f'{kept} exists, kept' in output
+    assert kept.read_bytes() == b'already here'
+
+
+def test_downloads_leave_no_partial_file(tmp_path):
+    """What the tool relies on torch.hub's download_url_to_file for: the
+    file appears complete or not at all (file:// URLs, no network)."""
+    from torch.hub import download_url_to_file
+    source = tmp_path / 'source.pth'
+    source.write_bytes(bytes(range(256)) * 1000)
+    dest = tmp_path / 'dest'
+    dest.mkdir()
+    download_url_to_file(
+        source.as_uri(), str(dest / 'copy.pth'), progress=False)
+    assert (dest / 'copy.pth').read_bytes() == source.read_bytes()
+    with pytest.raises(OSError):
+        download_url_to_file(
+            (tmp_path / 'gone.pth').as_uri(),
+            str(dest / 'gone.pth'),
+            progress=False)
+    assert sorted(p.name for p in dest.iterdir()) == ['copy.pth']

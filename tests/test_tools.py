@@ -193,6 +193,8 @@ def test_distributed_two_processes(tmp_path, config):
         timeout=600)
     log = check(train)
     assert 'Distributed training: True' in log
+    # The head's SyncBN (no CPU kernel) runs as BN, per process.
+    assert 'SyncBN layers run as BN' in log
     assert 'GPU number: 2' in log  # mmengine's wording for world size
     assert 'Iter(train) [6/6]' in log and 'mIoU' in log
     assert (work / 'iter_6.pth').is_file()
