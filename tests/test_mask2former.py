@@ -189,9 +189,8 @@ def test_training_learns_with_a_frozen_backbone(shapes_root):
 def test_slide_prediction_covers_the_original_image(shapes_root):
     model = build_tiny(load('voc2012_vits14_m2f')).eval()
     windows = []
-    model.neck.register_forward_hook(
-        lambda module, args, out: windows.extend([out[0].shape[-2:]] *
-                                                 len(out[0])))
+    model.neck.register_forward_hook(lambda module, args, out: windows.extend(
+        [out[0].shape[-2:]] * len(out[0])))
     batch = shapes_batch(shapes_root, 'validation', 1)
     assert batch['inputs'][0].shape[-2:] == (90, 125)
     with torch.no_grad():
@@ -273,7 +272,6 @@ def test_config(name):
     head = cfg.model.decode_head
     assert head.type == 'DinoMask2FormerHead'
     assert head.num_classes == CLASSES[ds]
-    assert head.loss_cls.class_weight == [1.0] * CLASSES[ds] + [0.1]
     assert (head.num_queries, head.transformer_decoder.num_layers,
             head.pixel_decoder.encoder.num_layers) == (100, 9, 6)
     assert cfg.model.type == 'BatchedEncoderDecoder'
@@ -311,6 +309,11 @@ def test_config(name):
     assert model.neck.in_channels == model.backbone.embed_dim == EMBED[arch]
     assert model.num_classes == CLASSES[ds]
     assert model.decode_head.cls_embed.out_features == CLASSES[ds] + 1
+    # Derived by the head: one weight per class, 0.1 for "no object".
+    assert model.decode_head.class_weight == [1.0] * CLASSES[ds] + [0.1]
+    assert model.decode_head.loss_cls.class_weight == [1.0] * CLASSES[ds] + [
+        0.1
+    ]
     assert model.backbone.frozen
     assert not any(p.requires_grad for p in model.backbone.parameters())
 
@@ -384,3 +387,20 @@ def test_slide_prediction_averages_each_windows_map(shapes_root):
     assert set(count.unique().tolist()) == {1, 2, 3, 4, 6}
     torch.testing.assert_close(
         result, (total / count)[0], atol=1e-5, rtol=1e-5)
+
+
+def test_class_weight_must_fit_the_class_count():
+    cfg = load('voc2012_vits14_m2f')
+    head = dict(cfg.model.decode_head, num_classes=5)
+    with torch.device('meta'):
+        built = MODELS.build(head)
+        assert built.loss_cls.class_weight == [1.0] * 5 + [0.1]
+        with pytest.raises(
+                ValueError,
+                match=re.escape('loss_cls.class_weight has 22 entries, but '
+                                'num_classes=5 needs 6')):
+            MODELS.build(
+                dict(
+                    head,
+                    loss_cls=dict(
+                        head['loss_cls'], class_weight=[1.0] * 21 + [0.1])))

@@ -264,10 +264,11 @@ def test_official_test_and_tta_sizes_suit_the_adapter(tmp_path):
     packed = Compose(steps)(dict(img_path=str(image)))
     assert tuple(packed['inputs'].shape[1:]) == (896, 1408)
     tta = cfg.tta_pipeline[1]['transforms']
+    assert tta[1] == [dict(type='ResizeToMultiple', size_divisor=32)]
     views = Compose([cfg.tta_pipeline[0]])(dict(img_path=str(image)))
     shapes = []
     for resize in tta[0]:
-        view = Compose([resize, *tta[2]])(dict(views))
+        view = Compose([resize, *tta[1]])(dict(views))
         shapes.append(view['img'].shape[:2])
     assert all(h % 32 == 0 and w % 32 == 0 for h, w in shapes)
     assert shapes[2] == (896, 1408)  # ratio 1.0 is the single-scale size
