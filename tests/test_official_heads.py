@@ -55,21 +55,19 @@ def test_class_count_mismatch_names_both_counts(tmp_path):
         '(150, 384, 1, 1)' in message
 
 
-def test_head_of_another_backbone_size_is_named(tmp_path):
-    head = tmp_path / 'dinov2_vitb14_ade20k_linear_head.pth'
-    fabricate_head_file(head, 768, 1, 150)
+@pytest.mark.parametrize('name,embed_dim,levels',
+                         [('dinov2_vitb14_ade20k_linear_head.pth', 768, 1),
+                          ('dinov2_vits14_ade20k_ms_head.pth', 384, 4)])
+def test_head_of_another_size_or_recipe_is_named(tmp_path, name, embed_dim,
+                                                 levels):
+    """A ViT-B head, or an ms head (four levels), into the ViT-S linear
+    config."""
+    head = tmp_path / name
+    fabricate_head_file(head, embed_dim, levels, 150)
     model = build('ade20k_vits14_linear', 'unused.pth')
     with pytest.raises(
-            ValueError, match='head reads 768 channels, the config 384'):
-        load_segmentor_checkpoint(model, str(head))
-
-
-def test_ms_head_into_linear_config_is_named(tmp_path):
-    head = tmp_path / 'dinov2_vits14_ade20k_ms_head.pth'
-    fabricate_head_file(head, 384, 4, 150)
-    model = build('ade20k_vits14_linear', 'unused.pth')
-    with pytest.raises(
-            ValueError, match='head reads 1536 channels, the config 384'):
+            ValueError,
+            match=f'head reads {embed_dim * levels} channels, the config 384'):
         load_segmentor_checkpoint(model, str(head))
 
 

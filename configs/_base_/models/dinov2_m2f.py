@@ -14,6 +14,14 @@
 # backbone, its blocks (4 evenly spaced, ending at the last: fine levels
 # get shallower, more local features), the neck width and the classes.
 _base_ = ['./segmentor.py']
+# The transformer decoder's self- and cross-attention.
+_decoder_attention = dict(
+    embed_dims=256,
+    num_heads=8,
+    attn_drop=0.0,
+    proj_drop=0.0,
+    dropout_layer=None,
+    batch_first=True)
 model = dict(
     # Four evenly spaced blocks, one per pyramid level; only the neck and
     # the head learn.
@@ -71,20 +79,8 @@ model = dict(
             return_intermediate=True,
             num_layers=9,
             layer_cfg=dict(
-                self_attn_cfg=dict(
-                    embed_dims=256,
-                    num_heads=8,
-                    attn_drop=0.0,
-                    proj_drop=0.0,
-                    dropout_layer=None,
-                    batch_first=True),
-                cross_attn_cfg=dict(
-                    embed_dims=256,
-                    num_heads=8,
-                    attn_drop=0.0,
-                    proj_drop=0.0,
-                    dropout_layer=None,
-                    batch_first=True),
+                self_attn_cfg=_decoder_attention,
+                cross_attn_cfg=_decoder_attention,
                 ffn_cfg=dict(
                     embed_dims=256,
                     feedforward_channels=2048,

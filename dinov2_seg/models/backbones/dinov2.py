@@ -39,22 +39,13 @@ class DinoViTBase(BaseModule):
     adapter). ``frozen`` keeps these parts in eval mode without gradients.
 
     Args:
-        arch (str | dict): A preset (``vits14``, ``vitb14``, ``vitl14``,
-            ``vitg14`` and their ``_reg4`` variants) or a dict with the keys
-            of ``ARCH_SETTINGS['vits14']``.
-        img_size (int): Pretraining resolution, which sets the size of the
-            stored positional embedding (518 for the released models).
-        patch_size (int): Patch size. Defaults to 14.
+        arch, img_size, patch_size, drop_path_rate, layer_scale_init,
+            init_cfg: As for :class:`DinoVisionTransformer`.
         frozen (bool): Keep these parts in eval mode without gradients.
-        drop_path_rate (float): Stochastic depth rate at the last block
-            (linearly increasing), only useful when fine-tuning.
-        layer_scale_init (float): Initial LayerScale value.
         interpolate_offset (float, optional): Positional-embedding resize
             offset; defaults to the arch's.
         interpolate_antialias (bool, optional): Antialiased resize; defaults
             to the arch's.
-        init_cfg (dict, optional): ``dict(type='Pretrained', checkpoint=...)``
-            loads a backbone file (path or URL) strictly.
     """
     # Prefixes of the keys loaded from a backbone file (None: all of them).
     backbone_file_keys: Optional[Tuple[str, ...]] = None
