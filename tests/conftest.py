@@ -95,18 +95,20 @@ def reported_miou(log: str) -> float:
     return float(re.search(r'mIoU: ([\d.]+)', log).group(1))
 
 
-def predictions_miou(pred_dir: Path, labels: dict) -> float:
+def predictions_miou(pred_dir: Path,
+                     labels: dict,
+                     num_classes: int = 5) -> float:
     """mIoU of the label PNGs that ``tools/test.py --out`` wrote for the
-    shapes data (its encoding: class + 1) against ``labels``."""
+    shapes data (its encoding: class + 1) against ``labels``, for a model
+    of ``num_classes`` classes (the shapes data's 5 by default)."""
     import cv2
-    from dinov2_seg.datasets import SHAPES_CLASSES
     written = {p.stem: p for p in pred_dir.glob('*.png')}
     assert sorted(written) == sorted(labels)
     pairs = [
         (cv2.imread(str(written[k]), cv2.IMREAD_UNCHANGED).astype(np.int64) -
          1, labels[k]) for k in labels
     ]
-    return miou_percent(pairs, len(SHAPES_CLASSES))
+    return miou_percent(pairs, num_classes)
 
 
 def shapes_labels(root: Path, split: str = 'validation') -> dict:

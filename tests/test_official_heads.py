@@ -4,7 +4,8 @@ import torch
 from mmengine.config import Config
 from mmseg.registry import MODELS
 
-from conftest import REPO, check, run
+from conftest import (REPO, check, predictions_miou, reported_miou, run,
+                      shapes_labels)
 from dinov2_seg.checkpoints import load_segmentor_checkpoint
 from fabricate import fabricate_head_file, fabricate_official_file
 
@@ -85,11 +86,15 @@ def test_tools_test_accepts_meta_files(tmp_path, vits14_file, shapes_root):
     user with Meta's downloads runs it."""
     head = tmp_path / 'dinov2_vits14_ade20k_linear_head.pth'
     fabricate_head_file(head, 384, 1, 150)
+    preds = tmp_path / 'preds'
     log = check(
         run('tools/test.py', 'configs/ade20k_vits14_linear.py', head,
-            '--work-dir', tmp_path / 'work', '--cfg-options',
+            '--work-dir', tmp_path / 'work', '--out', preds, '--cfg-options',
             f'model.backbone.init_cfg.checkpoint={vits14_file[0]}',
             f'test_dataloader.dataset.data_root={shapes_root}',
             'test_dataloader.num_workers=0',
             'test_dataloader.persistent_workers=False'))
-    assert 'Iter(test) [4/4]' in log and 'mIoU' in log
+    assert 'Iter(test) [4/4]' in log
+    # Scored over ADE20K's 150 classes on the shapes labels (classes 0-4).
+    assert reported_miou(log) == pytest.approx(
+        predictions_miou(preds, shapes_labels(shapes_root), 150), abs=0.01)
