@@ -173,3 +173,28 @@ def assert_every_scale_and_flip(record: dict, sizes, images: int) -> None:
             }
             assert set(pair) == {False, True}, (path, size)
             assert torch.equal(pair[True], pair[False].flip(-1))
+
+
+def write_config(path: Path, data_root: Path, extra: str = '') -> Path:
+    """A fork of the demo config with a tiny backbone and a 6-iteration
+    schedule, as a user would write one."""
+    path.write_text(f"""
+_base_ = [{str(REPO / 'configs' / 'demo_shapes_vits14_linear.py')!r}]
+data_root = {str(data_root)!r}
+loader = dict(num_workers=0, persistent_workers=False,
+              dataset=dict(data_root=data_root))
+train_dataloader = dict(loader, batch_size=2)
+val_dataloader = loader
+test_dataloader = val_dataloader
+model = dict(
+    backbone=dict(arch=dict(_delete_=True, **{TINY_ARCH!r})),
+    decode_head=dict(in_channels=[{TINY_ARCH['embed_dim']}]))
+param_scheduler = [dict(type='PolyLR', power=1.0, by_epoch=False, begin=0,
+                        end=6)]
+train_cfg = dict(max_iters=6, val_interval=6)
+default_hooks = dict(logger=dict(interval=1),
+                     checkpoint=dict(interval=3, max_keep_ckpts=3))
+randomness = dict(seed=0)
+{extra}
+""")
+    return path
