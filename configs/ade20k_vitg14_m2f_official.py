@@ -68,8 +68,7 @@ model = dict(
             layer_cfg=dict(
                 self_attn_cfg=_attention,
                 cross_attn_cfg=_attention,
-                ffn_cfg=_ffn)),
-        loss_cls=dict(class_weight=[1.0] * num_classes + [0.1])),
+                ffn_cfg=_ffn))),
     # (not in the file) ViT-Adapter's ADE20K 896 test: slide windows of the
     # crop size with stride 512.
     test_cfg=dict(crop_size=crop_size, stride=(512, 512)))
@@ -103,7 +102,8 @@ train_dataloader = dict(dataset=dict(pipeline=train_pipeline))
 val_dataloader = dict(dataset=dict(pipeline=test_pipeline))
 test_dataloader = val_dataloader
 # `--tta`: ViT-Adapter's multi-scale + flip test (not in the file), the
-# same ratios of the 896 scale, each rounded to a multiple of 32.
+# same ratios of the 896 scale, each rounded to a multiple of 32 before the
+# flips (the order of Meta's MultiScaleFlipAug).
 tta_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(
@@ -115,12 +115,7 @@ tta_pipeline = [
                     scale=(int(3584 * r), int(896 * r)),
                     keep_ratio=True) for r in _base_.img_ratios
             ],
-            [
-                dict(type='RandomFlip', prob=0., direction='horizontal'),
-                dict(type='RandomFlip', prob=1., direction='horizontal')
-            ],
             [dict(type='ResizeToMultiple', size_divisor=32)],
-            [dict(type='LoadAnnotations')],
-            [dict(type='PackSegInputs')],
+            *_base_.tta_flip_stages,
         ])
 ]

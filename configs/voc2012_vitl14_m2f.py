@@ -1,18 +1,7 @@
-# Frozen DINOv2 ViT-L/14 + Mask2Former head.
-# This project's recipe; Meta released no Mask2Former for it.
-# - Blocks 5, 11, 17, 23 of 24, evenly spaced and ending at the last
-#   (the blocks where Meta's ViT-Adapter taps a ViT-g, scaled to the
-#   depth), feed the stride 4/8/16/32 levels of a ViTDet-style simple
-#   feature pyramid (256 channels): fine levels get shallower, more local
-#   features, the coarse level the last block.
-# - mmseg's Mask2Former head: 100 queries, 6 deformable pixel-decoder
-#   layers, 9 masked-attention decoder layers, Hungarian matching.
-# - Training: 512 crops as the linear recipe; AdamW lr 1e-4, wd 0.05,
-#   gradient clipping 0.01 (mmseg's Mask2Former); 1500 warm-up iterations,
-#   poly 0.9, 40k iterations at 2 images per GPU x 8, the official heads'
-#   budget, since only the neck and head learn.
-# - Test: slide 512/341; `tools/test.py --tta` adds scales 0.5-1.75 of
-#   (2048, 512) and flips.
+# Frozen DINOv2 ViT-L/14 + Mask2Former on PASCAL VOC 2012:
+# this project's recipe (_base_/models/dinov2_m2f.py; Meta released no
+# Mask2Former for it), with
+# blocks 5, 11, 17 and 23 of 24 feeding the feature pyramid.
 _base_ = [
     '_base_/models/dinov2_vitl14.py',
     '_base_/models/dinov2_m2f.py',
@@ -20,10 +9,7 @@ _base_ = [
     '_base_/schedules/schedule_m2f_40k.py',
     '_base_/default_runtime.py',
 ]
-num_classes = 21
 model = dict(
     backbone=dict(_base_.backbone, out_indices=[5, 11, 17, 23]),
     neck=dict(in_channels=_base_.embed_dim),
-    decode_head=dict(
-        num_classes=num_classes,
-        loss_cls=dict(class_weight=[1.0] * num_classes + [0.1])))
+    decode_head=dict(num_classes=21))

@@ -1,10 +1,12 @@
-"""Files in the layouts of Meta's releases, filled with random tensors.
+"""Files in the layouts of Meta's releases, filled with random tensors, and
+a small dataset in the layout and formats of the PASCAL VOC release.
 
 Names and shapes are written out from the published architecture (FACTS)
 rather than read from the project's modules, so a test that loads them
 checks the project against the official layout.
 """
 from collections import OrderedDict
+from pathlib import Path
 
 import torch
 
@@ -332,3 +334,69 @@ def fabricate_meta_m2f_file(path, seed=0, **overrides) -> dict:
         mmcv_version='1.5.0', CLASSES=tuple(f'c{i}' for i in range(classes)))
     torch.save(dict(meta=meta, state_dict=state), path)
     return state
+
+
+def voc_palette() -> list:
+    """PASCAL VOC's 256-colour palette (the colour of index i spreads its
+    bits over the high bits of R, G and B), as in its label PNGs."""
+    palette = []
+    for index in range(256):
+        r = g = b = 0
+        for shift in range(8):
+            r |= ((index >> 0) & 1) << (7 - shift)
+            g |= ((index >> 1) & 1) << (7 - shift)
+            b |= ((index >> 2) & 1) << (7 - shift)
+            index >>= 3
+        palette += [r, g, b]
+    return palette
+
+
+def fabricate_voc_dataset(root, splits=None, size=(75, 110), seed=0) -> dict:
+    """A small dataset in the VOC 2012 release's layout and formats:
+    ``JPEGImages/<id>.jpg``, ``SegmentationClass/<id>.png`` as palette
+    ("P") PNGs whose pixel values are class indices (0 background, 1-20
+    objects, 255 the void border drawn around every object) and
+    ``ImageSets/Segmentation/<split>.txt``.
+
+    Returns:
+        dict: the label array of every image id.
+    """
+    import cv2
+    import numpy as np
+    from PIL import Image
+
+    splits = splits or {'train': 3, 'val': 3}
+    rng = np.random.default_rng(seed)
+    root = Path(root)
+    for folder in ('JPEGImages', 'SegmentationClass',
+                   'ImageSets/Segmentation'):
+        (root / folder).mkdir(parents=True, exist_ok=True)
+    palette = voc_palette()
+    labels = {}
+    for split, count in splits.items():
+        ids = [f'2007_{split}_{i:03d}' for i in range(count)]
+        for name in ids:
+            label = np.zeros(size, np.uint8)
+            for _ in range(2):
+                cls = int(rng.integers(1, 21))
+                centre = (int(rng.integers(20, size[1] - 20)),
+                          int(rng.integers(20, size[0] - 20)))
+                axes = (int(rng.integers(8, 18)), int(rng.integers(8, 18)))
+                mask = np.zeros(size, np.uint8)
+                cv2.ellipse(mask, centre, axes, 0, 0, 360, 1, -1)
+                border = cv2.dilate(mask, np.ones((5, 5), np.uint8)) - mask
+                label[border.astype(bool)] = 255
+                label[mask.astype(bool)] = cls
+            colours = np.asarray(palette, np.uint8).reshape(256, 3)[label]
+            image = np.clip(
+                colours.astype(float) * 0.6 + 60 +
+                rng.normal(0, 10, colours.shape), 0, 255).astype(np.uint8)
+            Image.fromarray(image).save(
+                root / 'JPEGImages' / f'{name}.jpg', quality=95)
+            png = Image.fromarray(label, mode='P')
+            png.putpalette(palette)
+            png.save(root / 'SegmentationClass' / f'{name}.png')
+            labels[name] = label
+        (root / 'ImageSets' / 'Segmentation' / f'{split}.txt').write_text(
+            ''.join(f'{name}\n' for name in ids))
+    return labels

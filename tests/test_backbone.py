@@ -2,11 +2,11 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from dinov2_seg.models.backbones import ARCH_SETTINGS, DinoVisionTransformer
 from dinov2_seg.models.backbones.dinov2 import center_pad
 from fabricate import fabricate_official_file, official_manifest
+from reference import reference_features
 
 
 @pytest.mark.parametrize('arch', sorted(ARCH_SETTINGS))
@@ -40,76 +40,6 @@ def test_register_variants_use_their_own_interpolation():
 def test_unknown_arch_is_a_clear_error():
     with pytest.raises(KeyError, match="Unknown DINOv2 arch 'vitx14'"):
         DinoVisionTransformer(arch='vitx14')
-
-
-# --------------------------------------------------------------------------
-# An independent reference of the official forward pass, written from the
-# published formulas with plain tensor ops.
-# --------------------------------------------------------------------------
-def reference_features(sd, x, num_heads, registers, offset, antialias,
-                       blocks_to_take):
-    patch = 14
-    height, width = x.shape[-2:]
-    new_h = math.ceil(height / patch) * patch
-    new_w = math.ceil(width / patch) * patch
-    top, left = (new_h - height) // 2, (new_w - width) // 2
-    padded = x.new_zeros(x.shape[0], 3, new_h, new_w)
-    padded[:, :, top:top + height, left:left + width] = x
-
-    tokens = F.conv2d(
-        padded,
-        sd['patch_embed.proj.weight'],
-        sd['patch_embed.proj.bias'],
-        stride=patch)
-    batch, dim, gh, gw = tokens.shape
-    tokens = tokens.flatten(2).transpose(1, 2)
-    pos = sd['pos_embed']
-    side = int(math.sqrt(pos.shape[1] - 1))
-    grid = pos[:, 1:].reshape(1, side, side, dim).permute(0, 3, 1, 2)
-    if gh == gw == side:
-        patch_pos = grid
-    elif offset:
-        patch_pos = F.interpolate(
-            grid,
-            scale_factor=((gh + offset) / side, (gw + offset) / side),
-            mode='bicubic',
-            antialias=antialias)
-    else:
-        patch_pos = F.interpolate(
-            grid, size=(gh, gw), mode='bicubic', antialias=antialias)
-    patch_pos = patch_pos.permute(0, 2, 3, 1).reshape(1, gh * gw, dim)
-    seq = torch.cat([sd['cls_token'].expand(batch, -1, -1), tokens], 1)
-    seq = seq + torch.cat([pos[:, :1], patch_pos], 1)
-    if registers:
-        seq = torch.cat([
-            seq[:, :1], sd['register_tokens'].expand(batch, -1, -1), seq[:, 1:]
-        ], 1)
-
-    def ln(t, name):
-        return F.layer_norm(t, (dim, ), sd[name + '.weight'],
-                            sd[name + '.bias'], 1e-6)
-
-    outputs = []
-    depth = 1 + max(int(k.split('.')[1]) for k in sd if k.startswith('blocks'))
-    head_dim = dim // num_heads
-    for i in range(depth):
-        b = f'blocks.{i}.'
-        h = ln(seq, b + 'norm1')
-        qkv = h @ sd[b + 'attn.qkv.weight'].T + sd[b + 'attn.qkv.bias']
-        q, k, v = qkv.reshape(batch, -1, 3, num_heads,
-                              head_dim).permute(2, 0, 3, 1, 4)
-        attn = (q @ k.transpose(-1, -2) / math.sqrt(head_dim)).softmax(-1)
-        h = (attn @ v).transpose(1, 2).reshape(batch, -1, dim)
-        h = h @ sd[b + 'attn.proj.weight'].T + sd[b + 'attn.proj.bias']
-        seq = seq + sd[b + 'ls1.gamma'] * h
-        h = ln(seq, b + 'norm2')
-        h = F.gelu(h @ sd[b + 'mlp.fc1.weight'].T + sd[b + 'mlp.fc1.bias'])
-        h = h @ sd[b + 'mlp.fc2.weight'].T + sd[b + 'mlp.fc2.bias']
-        seq = seq + sd[b + 'ls2.gamma'] * h
-        if i in blocks_to_take:
-            out = ln(seq, 'norm')[:, 1 + registers:]
-            outputs.append(out.reshape(batch, gh, gw, dim).permute(0, 3, 1, 2))
-    return outputs
 
 
 @pytest.mark.parametrize('arch', ['vits14', 'vits14_reg4'])

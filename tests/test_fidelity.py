@@ -20,7 +20,7 @@ from conftest import REPO
 from dinov2_seg.apis.inference import inference_segmentor, init_segmentor
 from dinov2_seg.models.backbones import ARCH_SETTINGS
 from fabricate import fabricate_head_file, fabricate_official_file
-from test_backbone import reference_features
+from reference import reference_features
 
 MEAN = np.array([123.675, 116.28, 103.53])
 STD = np.array([58.395, 57.12, 57.375])

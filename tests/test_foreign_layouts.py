@@ -1,11 +1,11 @@
-"""Backbone weights in Hugging Face's and timm's layouts load as Meta's."""
+"""Backbone weights in Hugging Face's and timm's layouts load as Meta's
+(timm's own files: tests/test_timm_parity.py)."""
 import pytest
 import torch
 import transformers
 
 from dinov2_seg.checkpoints.foreign import convert_timm, to_official_layout
 from dinov2_seg.models.backbones import ARCH_SETTINGS, DinoVisionTransformer
-from fabricate import fabricate_official_file
 
 SMALL = dict(ARCH_SETTINGS['vits14'], depth=4)
 REGISTERS = dict(
@@ -74,41 +74,6 @@ def test_transformers_files_give_transformers_features(tmp_path, arch,
             got = ours(arch, checkpoint)(x)
         for g, w in zip(got, want):
             torch.testing.assert_close(g, w, atol=1e-4, rtol=1e-4)
-
-
-def to_timm_layout(state):
-    """timm's DINOv2 conversion, restated from its documentation: no mask
-    token; register models fold pos_embed[:, 0] into cls_token and rename
-    the registers; SwiGLU's w12/w3 become a packed fc1/fc2."""
-    state = dict(state)
-    state.pop('mask_token')
-    if 'register_tokens' in state:
-        state['reg_token'] = state.pop('register_tokens')
-        state['cls_token'] = state['cls_token'] + state['pos_embed'][:, 0]
-        state['pos_embed'] = state['pos_embed'][:, 1:]
-    return {
-        k.replace('mlp.w12', 'mlp.fc1').replace('mlp.w3', 'mlp.fc2'): v
-        for k, v in state.items()
-    }
-
-
-@pytest.mark.parametrize('arch', ['vits14', 'vits14_reg4', 'swiglu'])
-def test_timm_files_give_official_features(tmp_path, arch):
-    if arch == 'swiglu':
-        settings = SWIGLU
-        official = DinoVisionTransformer(arch=settings).state_dict()
-        torch.save(official, tmp_path / 'official.pth')
-    else:
-        settings = dict(ARCH_SETTINGS[arch], depth=4)
-        official = fabricate_official_file(
-            arch, tmp_path / 'official.pth', depth=4)
-    torch.save(to_timm_layout(official), tmp_path / 'timm.pth')
-    x = torch.randn(1, 3, 45, 71)
-    with torch.no_grad():
-        want = ours(settings, tmp_path / 'official.pth')(x)
-        got = ours(settings, tmp_path / 'timm.pth')(x)
-    for g, w in zip(got, want):
-        torch.testing.assert_close(g, w, atol=1e-5, rtol=1e-5)
 
 
 def test_official_layout_passes_unchanged():

@@ -8,10 +8,9 @@ import torch
 from mmengine.config import Config
 from mmseg.registry import MODELS
 
-from conftest import TINY_ARCH
+from conftest import TINY_ARCH, check, run, write_config
 from dinov2_seg.checkpoints import load_segmentor_checkpoint
 from dinov2_seg.models.backbones import DinoVisionTransformer
-from test_tools import check, run, write_config
 
 
 def backbone_file(path, seed):

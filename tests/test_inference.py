@@ -4,9 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import REPO
+from conftest import REPO, check, run
 from fabricate import fabricate_head_file, fabricate_official_file
-from test_tools import check, run
 
 
 @pytest.fixture(scope='module')
@@ -108,11 +107,14 @@ def test_python_api_matches_the_notebook_flow(meta_files):
         0, 255, (40, 55, 3), dtype=np.uint8)
     labels = inference_segmentor(model, image)
     assert labels.shape == (40, 55) and labels.dtype == np.int64
-    colours = render_segmentation(labels, model.dataset_meta['palette'])
-    assert colours.shape == (40, 55, 3)
-    palette = np.asarray(model.dataset_meta['palette'])
-    assert (colours == palette[labels]).all()
     assert model.dataset_meta['classes'][15] == 'person'
+    # VOC's colours: background black, aeroplane (1) (128, 0, 0), person
+    # (15) (192, 128, 128), tvmonitor (20) (0, 64, 128).
+    colours = render_segmentation(
+        np.array([[0, 1], [15, 20]]), model.dataset_meta['palette'])
+    assert colours.dtype == np.uint8
+    assert colours.tolist() == [[[0, 0, 0], [128, 0, 0]],
+                                [[192, 128, 128], [0, 64, 128]]]
 
 
 def test_readme_lists_every_official_file():
@@ -131,3 +133,32 @@ def test_download_tool_lists_and_refuses_unknown_names():
     result = run('tools/download_checkpoints.py', 'dinov2_vitx14*')
     assert result.returncode == 2
     assert "unknown file(s) ['dinov2_vitx14*']" in result.stderr
+
+
+def test_download_tool_keeps_existing_files(tmp_path):
+    kept = tmp_path / 'dinov2_vits14_pretrain.pth'
+    kept.write_bytes(b'already here')
+    output = check(
+        run('tools/download_checkpoints.py', 'dinov2_vits14_pretrain.pth',
+            '--dest', tmp_path))
+    assert f'{kept} exists, kept' in output
+    assert kept.read_bytes() == b'already here'
+
+
+def test_downloads_leave_no_partial_file(tmp_path):
+    """What the tool relies on torch.hub's download_url_to_file for: the
+    file appears complete or not at all (file:// URLs, no network)."""
+    from torch.hub import download_url_to_file
+    source = tmp_path / 'source.pth'
+    source.write_bytes(bytes(range(256)) * 1000)
+    dest = tmp_path / 'dest'
+    dest.mkdir()
+    download_url_to_file(
+        source.as_uri(), str(dest / 'copy.pth'), progress=False)
+    assert (dest / 'copy.pth').read_bytes() == source.read_bytes()
+    with pytest.raises(OSError):
+        download_url_to_file(
+            (tmp_path / 'gone.pth').as_uri(),
+            str(dest / 'gone.pth'),
+            progress=False)
+    assert sorted(p.name for p in dest.iterdir()) == ['copy.pth']

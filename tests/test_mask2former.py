@@ -6,14 +6,18 @@ import re
 
 import pytest
 import torch
+import torch.nn.functional as F
 from mmengine.config import Config
 from mmengine.dataset import pseudo_collate
 from mmengine.optim import build_optim_wrapper
 from mmseg.datasets import BaseSegDataset
+from mmseg.models.decode_heads import Mask2FormerHead
 from mmseg.registry import MODELS
+from mmseg.structures import SegDataSample
 
-from conftest import REPO, TINY_ARCH
-from test_tools import check, run
+from conftest import (REPO, TINY_ARCH, assert_every_scale_and_flip, check,
+                      predictions_miou, reported_miou, run,
+                      run_test_tool_recording_views, shapes_labels)
 from dinov2_seg.datasets.synthetic import SHAPES_CLASSES, SHAPES_PALETTE
 
 EMBED = {'vits14': 384, 'vitb14': 768, 'vitl14': 1024, 'vitg14': 1536}
@@ -185,9 +189,8 @@ def test_training_learns_with_a_frozen_backbone(shapes_root):
 def test_slide_prediction_covers_the_original_image(shapes_root):
     model = build_tiny(load('voc2012_vits14_m2f')).eval()
     windows = []
-    model.neck.register_forward_hook(
-        lambda module, args, out: windows.extend([out[0].shape[-2:]] *
-                                                 len(out[0])))
+    model.neck.register_forward_hook(lambda module, args, out: windows.extend(
+        [out[0].shape[-2:]] * len(out[0])))
     batch = shapes_batch(shapes_root, 'validation', 1)
     assert batch['inputs'][0].shape[-2:] == (90, 125)
     with torch.no_grad():
@@ -235,15 +238,24 @@ def test_train_then_test_tools(tmp_path, shapes_root):
     checkpoint = work / 'iter_4.pth'
     assert checkpoint.is_file()
 
-    log = check(run('tools/test.py', config, checkpoint, '--work-dir', work))
+    preds = tmp_path / 'preds'
+    log = check(
+        run('tools/test.py', config, checkpoint, '--work-dir', work, '--out',
+            preds))
     for name in SHAPES_CLASSES:
         assert re.search(rf'\|\s+{name}\s+\|', log), name
+    assert reported_miou(log) == pytest.approx(
+        predictions_miou(preds, shapes_labels(shapes_root)), abs=0.01)
+    # The recipe's multi-scale flip test, on its first two scales (ratios
+    # 0.5 and 0.75 of (2048, 512): short sides 256 and 384), sliding 512
+    # windows at stride 341: one window, then two.
+    log, record = run_test_tool_recording_views(tmp_path, config, checkpoint,
+                                                '--work-dir', work, '--tta',
+                                                '--cfg-options',
+                                                'tta_scale_count=2')
     assert re.search(r'mIoU: [\d.]+', log)
-    # The recipe's multi-scale flip test, on its first two scales.
-    log = check(
-        run('tools/test.py', config, checkpoint, '--work-dir', work, '--tta',
-            '--cfg-options', 'tta_scale_count=2'))
-    assert re.search(r'mIoU: [\d.]+', log)
+    assert_every_scale_and_flip(record, [(256, 356), (384, 533)], images=4)
+    assert sum(record['backbone_images']) == 4 * 2 * (1 + 2)
 
 
 @pytest.mark.parametrize('name', M2F_CONFIGS)
@@ -260,7 +272,6 @@ def test_config(name):
     head = cfg.model.decode_head
     assert head.type == 'DinoMask2FormerHead'
     assert head.num_classes == CLASSES[ds]
-    assert head.loss_cls.class_weight == [1.0] * CLASSES[ds] + [0.1]
     assert (head.num_queries, head.transformer_decoder.num_layers,
             head.pixel_decoder.encoder.num_layers) == (100, 9, 6)
     assert cfg.model.type == 'BatchedEncoderDecoder'
@@ -298,6 +309,11 @@ def test_config(name):
     assert model.neck.in_channels == model.backbone.embed_dim == EMBED[arch]
     assert model.num_classes == CLASSES[ds]
     assert model.decode_head.cls_embed.out_features == CLASSES[ds] + 1
+    # Derived by the head: one weight per class, 0.1 for "no object".
+    assert model.decode_head.class_weight == [1.0] * CLASSES[ds] + [0.1]
+    assert model.decode_head.loss_cls.class_weight == [1.0] * CLASSES[ds] + [
+        0.1
+    ]
     assert model.backbone.frozen
     assert not any(p.requires_grad for p in model.backbone.parameters())
 
@@ -305,3 +321,86 @@ def test_config(name):
 def test_every_m2f_config_is_checked():
     found = {p.stem for p in (REPO / 'configs').glob('*_m2f.py')}
     assert found == set(M2F_CONFIGS)
+
+
+# DinoMask2FormerHead.predict against the formula of Meta's model (mmseg
+# 0.x): per-query class probabilities without the "no object" column times
+# the sigmoid of the mask logits, summed over queries at the mask
+# resolution (stride 4), then resized bilinearly to the input.
+def semantic_map(cls_scores, mask_logits, size):
+    probs = cls_scores.softmax(-1)[..., :-1]  # (B, Q, C)
+    masks = mask_logits.sigmoid()  # (B, Q, h, w)
+    seg = (probs[:, :, :, None, None] * masks[:, :, None]).sum(1)
+    return F.interpolate(seg, size=size, mode='bilinear', align_corners=False)
+
+
+def head_outputs(model, image):
+    """The last decoder layer's class scores and mask logits for one
+    window, from the backbone, neck and head modules themselves."""
+    metas = [dict(img_shape=tuple(image.shape[-2:]))]
+    samples = [SegDataSample(metainfo=m) for m in metas]
+    cls_scores, mask_logits = model.decode_head(
+        model.extract_feat(image), samples)
+    return cls_scores[-1], mask_logits[-1]
+
+
+def test_predict_combines_at_stride_4_then_resizes(shapes_root):
+    model = build_tiny(load('ade20k_vits14_m2f')).eval()
+    image = torch.randn(
+        2, 3, 64, 96, generator=torch.Generator().manual_seed(3))
+    metas = [dict(img_shape=(64, 96), pad_shape=(64, 96))] * 2
+    with torch.no_grad():
+        feats = model.extract_feat(image)
+        got = model.decode_head.predict(feats, metas, dict(mode='whole'))
+        cls_scores, mask_logits = head_outputs(model, image)
+        # mmseg's own order (masks resized before the sigmoid and the sum).
+        stock = Mask2FormerHead.predict(model.decode_head, feats, metas,
+                                        dict(mode='whole'))
+    assert mask_logits.shape[-2:] == (16, 24)  # stride 4
+    want = semantic_map(cls_scores, mask_logits, (64, 96))
+    assert got.shape == (2, NUM_SHAPES, 64, 96)
+    torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-5)
+    # The order matters: mmseg's differs, so the comparison has teeth.
+    assert (stock - want).abs().max() > 1e-3
+
+
+def test_slide_prediction_averages_each_windows_map(shapes_root):
+    """64-pixel windows at stride 48 over a 90x125 image overlap (rows at
+    y = 0, 26, columns at x = 0, 48, 61); each window's semantic map is
+    resized to the window, summed into the image and divided by the number
+    of windows per pixel."""
+    model = build_tiny(load('voc2012_vits14_m2f')).eval()
+    batch = shapes_batch(shapes_root, 'validation', 1)
+    with torch.no_grad():
+        result = model.val_step(batch)[0].seg_logits.data
+        inputs = model.data_preprocessor(batch)['inputs']
+        height, width = inputs.shape[-2:]
+        total = torch.zeros(1, NUM_SHAPES, height, width)
+        count = torch.zeros(1, 1, height, width)
+        for top in (0, height - 64):
+            for left in (0, 48, width - 64):
+                window = inputs[:, :, top:top + 64, left:left + 64]
+                total[..., top:top + 64, left:left + 64] += semantic_map(
+                    *head_outputs(model, window), (64, 64))
+                count[..., top:top + 64, left:left + 64] += 1
+    assert (height, width) == (90, 125)
+    assert set(count.unique().tolist()) == {1, 2, 3, 4, 6}
+    torch.testing.assert_close(
+        result, (total / count)[0], atol=1e-5, rtol=1e-5)
+
+
+def test_class_weight_must_fit_the_class_count():
+    cfg = load('voc2012_vits14_m2f')
+    head = dict(cfg.model.decode_head, num_classes=5)
+    with torch.device('meta'):
+        built = MODELS.build(head)
+        assert built.loss_cls.class_weight == [1.0] * 5 + [0.1]
+        with pytest.raises(
+                ValueError,
+                match=re.escape('loss_cls.class_weight has 22 entries, but '
+                                'num_classes=5 needs 6')):
+            MODELS.build(
+                dict(
+                    head,
+                    loss_cls=dict(
+                        head['loss_cls'], class_weight=[1.0] * 21 + [0.1])))

@@ -4,7 +4,8 @@ import torch
 from mmengine.config import Config
 from mmseg.registry import MODELS
 
-from conftest import REPO
+from conftest import (REPO, check, predictions_miou, reported_miou, run,
+                      shapes_labels)
 from dinov2_seg.checkpoints import load_segmentor_checkpoint
 from fabricate import fabricate_head_file, fabricate_official_file
 
@@ -55,21 +56,19 @@ def test_class_count_mismatch_names_both_counts(tmp_path):
         '(150, 384, 1, 1)' in message
 
 
-def test_head_of_another_backbone_size_is_named(tmp_path):
-    head = tmp_path / 'dinov2_vitb14_ade20k_linear_head.pth'
-    fabricate_head_file(head, 768, 1, 150)
+@pytest.mark.parametrize('name,embed_dim,levels',
+                         [('dinov2_vitb14_ade20k_linear_head.pth', 768, 1),
+                          ('dinov2_vits14_ade20k_ms_head.pth', 384, 4)])
+def test_head_of_another_size_or_recipe_is_named(tmp_path, name, embed_dim,
+                                                 levels):
+    """A ViT-B head, or an ms head (four levels), into the ViT-S linear
+    config."""
+    head = tmp_path / name
+    fabricate_head_file(head, embed_dim, levels, 150)
     model = build('ade20k_vits14_linear', 'unused.pth')
     with pytest.raises(
-            ValueError, match='head reads 768 channels, the config 384'):
-        load_segmentor_checkpoint(model, str(head))
-
-
-def test_ms_head_into_linear_config_is_named(tmp_path):
-    head = tmp_path / 'dinov2_vits14_ade20k_ms_head.pth'
-    fabricate_head_file(head, 384, 4, 150)
-    model = build('ade20k_vits14_linear', 'unused.pth')
-    with pytest.raises(
-            ValueError, match='head reads 1536 channels, the config 384'):
+            ValueError,
+            match=f'head reads {embed_dim * levels} channels, the config 384'):
         load_segmentor_checkpoint(model, str(head))
 
 
@@ -85,14 +84,17 @@ def test_head_file_without_backbone_file_is_explained(tmp_path):
 def test_tools_test_accepts_meta_files(tmp_path, vits14_file, shapes_root):
     """`tools/test.py CONFIG HEAD.pth` with the backbone file beside it, as a
     user with Meta's downloads runs it."""
-    from test_tools import check, run
     head = tmp_path / 'dinov2_vits14_ade20k_linear_head.pth'
     fabricate_head_file(head, 384, 1, 150)
+    preds = tmp_path / 'preds'
     log = check(
         run('tools/test.py', 'configs/ade20k_vits14_linear.py', head,
-            '--work-dir', tmp_path / 'work', '--cfg-options',
+            '--work-dir', tmp_path / 'work', '--out', preds, '--cfg-options',
             f'model.backbone.init_cfg.checkpoint={vits14_file[0]}',
             f'test_dataloader.dataset.data_root={shapes_root}',
             'test_dataloader.num_workers=0',
             'test_dataloader.persistent_workers=False'))
-    assert 'Iter(test) [4/4]' in log and 'mIoU' in log
+    assert 'Iter(test) [4/4]' in log
+    # Scored over ADE20K's 150 classes on the shapes labels (classes 0-4).
+    assert reported_miou(log) == pytest.approx(
+        predictions_miou(preds, shapes_labels(shapes_root), 150), abs=0.01)

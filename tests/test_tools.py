@@ -12,48 +12,26 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from mmengine.config import Config
+from mmseg.registry import MODELS
 
-from conftest import REPO, TINY_ARCH
+from conftest import (REPO, assert_every_scale_and_flip, check, miou_percent,
+                      predictions_miou, reported_miou, run,
+                      run_test_tool_recording_views, shapes_labels,
+                      write_config)
+from dinov2_seg.datasets import SHAPES_CLASSES
 
 
-def write_config(path: Path, data_root: Path, extra: str = '') -> Path:
-    """A fork of the demo config with a tiny backbone and a 6-iteration
-    schedule, as a user would write one."""
-    path.write_text(f"""
-_base_ = [{str(REPO / 'configs' / 'demo_shapes_vits14_linear.py')!r}]
-data_root = {str(data_root)!r}
-loader = dict(num_workers=0, persistent_workers=False,
-              dataset=dict(data_root=data_root))
-train_dataloader = dict(loader, batch_size=2)
-val_dataloader = loader
-test_dataloader = val_dataloader
-model = dict(
-    backbone=dict(arch=dict(_delete_=True, **{TINY_ARCH!r})),
-    decode_head=dict(in_channels=[{TINY_ARCH['embed_dim']}]))
-param_scheduler = [dict(type='PolyLR', power=1.0, by_epoch=False, begin=0,
-                        end=6)]
-train_cfg = dict(max_iters=6, val_interval=6)
-default_hooks = dict(logger=dict(interval=1),
-                     checkpoint=dict(interval=3, max_keep_ckpts=3))
-randomness = dict(seed=0)
-{extra}
-""")
+def save_model(config: Path, path: Path, values: dict = None) -> Path:
+    """A whole-model checkpoint of the config's randomly initialised
+    model, with the given tensors set to the given values."""
+    torch.manual_seed(0)
+    state = MODELS.build(Config.fromfile(str(config)).model).state_dict()
+    with torch.no_grad():
+        for key, value in (values or {}).items():
+            state[key].copy_(torch.as_tensor(value))
+    torch.save(dict(state_dict=state, meta={}), path)
     return path
-
-
-def run(*args, timeout=600):
-    result = subprocess.run([sys.executable, *map(str, args)],
-                            cwd=REPO,
-                            capture_output=True,
-                            text=True,
-                            timeout=timeout)
-    return result
-
-
-def check(result):
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output[-6000:]
-    return output
 
 
 @pytest.fixture
@@ -75,28 +53,58 @@ def test_train_then_test(tmp_path, config, shapes_root):
         run('tools/test.py', config, work / 'iter_6.pth', '--work-dir', work,
             '--out', preds, '--show-dir', 'vis'))
     assert 'per class results' in log
-    for cls in ('sky', 'ground', 'disc', 'box', 'triangle'):
+    for cls in SHAPES_CLASSES:
         assert re.search(rf'\|\s+{cls}\s+\|\s+(nan|[\d.]+)\s+\|', log), cls
     metrics = json.loads(
         sorted(work.glob('*/*.json'))[-1].read_text().splitlines()[-1])
-    assert {'aAcc', 'mIoU', 'mAcc'} <= set(metrics)
-    assert 0 <= metrics['mIoU'] <= 100
 
+    labels = shapes_labels(shapes_root)
     written = sorted(preds.glob('*.png'))
-    assert [p.stem for p in written] == ['v0000', 'v0001', 'v0002', 'v0003']
-    label = cv2.imread(
-        str(shapes_root / 'annotations' / 'validation' / 'v0000.png'),
-        cv2.IMREAD_UNCHANGED)
-    pred = cv2.imread(str(written[0]), cv2.IMREAD_UNCHANGED)
-    assert pred.shape == label.shape
+    assert [p.stem for p in written] == sorted(labels)
     # Written in the dataset's own label encoding (reduce_zero_label: +1).
-    assert set(np.unique(pred)) <= set(range(1, 6))
+    assert all(
+        set(np.unique(cv2.imread(str(p), cv2.IMREAD_UNCHANGED))) <= set(
+            range(1, 6)) for p in written)
+    # The reported mIoU is that of the written predictions.
+    want = predictions_miou(preds, labels)
+    assert metrics['mIoU'] == pytest.approx(want, abs=0.01)
+    assert reported_miou(log) == pytest.approx(want, abs=0.01)
     painted = sorted((work / 'vis').rglob('*.png'))
     assert len(painted) == 4
-    assert cv2.imread(str(painted[0])).shape[1] == 2 * label.shape[1]
+    assert cv2.imread(str(painted[0])).shape[1] == 2 * labels['v0000'].shape[1]
 
 
-def test_multi_scale_flip_tta(tmp_path, shapes_root):
+def test_known_miou_of_a_constant_prediction(tmp_path, config, shapes_root):
+    """A model that predicts "ground" everywhere (zero classifier weights,
+    one positive bias) scores what the labels alone say: ground's IoU is
+    its share of the labelled pixels, every other class present scores 0."""
+    ground = SHAPES_CLASSES.index('ground')
+    head = {
+        'decode_head.conv_seg.weight': 0,
+        'decode_head.conv_seg.bias': torch.eye(len(SHAPES_CLASSES))[ground]
+    }
+    checkpoint = save_model(config, tmp_path / 'ground.pth', head)
+    log = check(
+        run('tools/test.py', config, checkpoint, '--work-dir',
+            tmp_path / 'work'))
+
+    labels = list(shapes_labels(shapes_root).values())
+    valid = sum((label != 255).sum() for label in labels)
+    ground_share = sum((label == ground).sum() for label in labels) / valid
+    want = miou_percent(
+        ((np.full_like(label, ground), label) for label in labels),
+        len(SHAPES_CLASSES))
+    assert 0 < want < ground_share * 100  # other classes are present
+    assert reported_miou(log) == pytest.approx(want, abs=0.01)
+    accuracy = float(re.search(r'aAcc: ([\d.]+)', log).group(1))
+    assert accuracy == pytest.approx(100 * ground_share, abs=0.01)
+    row = re.search(r'\|\s+ground\s+\|\s+([\d.]+)\s+\|', log)
+    assert float(row.group(1)) == pytest.approx(100 * ground_share, abs=0.01)
+
+
+def test_multi_scale_flip_tta_runs_every_view(tmp_path, shapes_root):
+    """--tta gives the model each image at every scale, unflipped and
+    mirrored, and slides over each view."""
     extra = """
 tta_pipeline = [
     dict(type='LoadImageFromFile'),
@@ -109,14 +117,16 @@ tta_pipeline = [
         [dict(type='PackSegInputs')]])]
 """
     config = write_config(tmp_path / 'tta.py', shapes_root, extra)
-    work = tmp_path / 'work'
-    check(
-        run('tools/train.py', config, '--work-dir', work, '--cfg-options',
-            'train_cfg.max_iters=3', 'train_cfg.val_interval=100'))
-    log = check(
-        run('tools/test.py', config, work / 'iter_3.pth', '--work-dir', work,
-            '--tta'))
-    assert 'mIoU' in log
+    checkpoint = save_model(config, tmp_path / 'model.pth')
+    log, record = run_test_tool_recording_views(tmp_path, config, checkpoint,
+                                                '--work-dir',
+                                                tmp_path / 'work', '--tta')
+    assert re.search(r'mIoU: [\d.]+', log)
+    # 90x125 images; keep-ratio resizes to short side 224 and 336.
+    assert_every_scale_and_flip(record, [(224, 311), (336, 467)], images=4)
+    # Windows of 224 at stride 149: 1 x 2 at the first scale, 2 x 3 at the
+    # second, for 2 flips of 4 images.
+    assert sum(record['backbone_images']) == 4 * 2 * (1 * 2 + 2 * 3)
 
 
 def test_tta_on_a_linear_config_is_explained(tmp_path, config):
@@ -159,6 +169,8 @@ def test_distributed_two_processes(tmp_path, config):
         timeout=600)
     log = check(train)
     assert 'Distributed training: True' in log
+    # The head's SyncBN (no CPU kernel) runs as BN, per process.
+    assert 'SyncBN layers run as BN' in log
     assert 'GPU number: 2' in log  # mmengine's wording for world size
     assert 'Iter(train) [6/6]' in log and 'mIoU' in log
     assert (work / 'iter_6.pth').is_file()

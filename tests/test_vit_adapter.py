@@ -9,6 +9,7 @@ from dinov2_seg.models.backbones.dinov2_layers import SwiGLUFFN
 from dinov2_seg.models.backbones.vit_adapter import even_interaction_indexes
 
 from conftest import TINY_SWIGLU_ARCH
+from reference import layer_norm, linear, resize_pos_embed, vit_block
 
 ARCH = TINY_SWIGLU_ARCH
 
@@ -162,24 +163,63 @@ def test_swiglu_fused_equals_separate_projections():
 
 # An independent reference of Meta's ViT-Adapter forward
 # (dinov2/eval/segmentation_m2f/models/backbones/vit_adapter.py and
-# adapter_modules.py), written from its formulas on the same weights: the
-# deformable attention sampled with grid_sample directly, the conv FFN split
-# into levels by Meta's 16:4:1 token fractions.
-def ref_deform_attn(attn, query, ref, feat, shapes):
+# adapter_modules.py), written from its formulas with plain tensor ops on
+# the model's state_dict: every setting that leaves no trace in the shapes
+# (norm eps, conv strides and padding, the conv FFN's 16:4:1 split of the
+# prior levels, the bicubic resize of the positional embedding, where the
+# class and register tokens go) is restated here. The deformable attention
+# samples with grid_sample directly.
+LN_EPS, BN_EPS = 1e-6, 1e-5  # Meta's partial(nn.LayerNorm, eps=1e-6); BN
+
+
+def batch_norm(x, sd, name, eps=BN_EPS):
+    shape = (1, -1, 1, 1)
+    return ((x - sd[name + '.running_mean'].view(shape)) /
+            torch.sqrt(sd[name + '.running_var'].view(shape) + eps) *
+            sd[name + '.weight'].view(shape) + sd[name + '.bias'].view(shape))
+
+
+def conv_bn_relu(x, sd, conv, norm, stride, bn_eps):
+    x = F.conv2d(x, sd[conv + '.weight'], stride=stride, padding=1)
+    return F.relu(batch_norm(x, sd, norm, bn_eps))
+
+
+def spatial_prior(sd, x, bn_eps):
+    """Stem (3 conv-BN-ReLU, strides 2, 1, 1, then a 3x3 max-pool of
+    stride 2) and three stride-2 conv-BN-ReLU, each level projected to the
+    ViT width by a 1x1 conv: c1 at stride 4, c2..c4 at 8, 16, 32."""
+    p = 'spm.'
+    for index, stride in ((0, 2), (3, 1), (6, 1)):
+        x = conv_bn_relu(x, sd, f'{p}stem.{index}', f'{p}stem.{index + 1}',
+                         stride, bn_eps)
+    c = [F.max_pool2d(x, kernel_size=3, stride=2, padding=1)]
+    for level in (2, 3, 4):
+        c.append(
+            conv_bn_relu(c[-1], sd, f'{p}conv{level}.0', f'{p}conv{level}.1',
+                         2, bn_eps))
+    return [
+        F.conv2d(level, sd[f'{p}fc{i + 1}.weight'], sd[f'{p}fc{i + 1}.bias'])
+        for i, level in enumerate(c)
+    ]
+
+
+def deform_attn(sd, p, query, ref, feat, shapes, heads, points):
     batch, num_q, _ = query.shape
-    heads, levels, points = attn.num_heads, attn.num_levels, attn.num_points
-    value = attn.value_proj(feat).view(batch, feat.shape[1], heads, -1)
-    offsets = attn.sampling_offsets(query).view(batch, num_q, heads, levels,
-                                                points, 2)
-    weights = attn.attention_weights(query).view(batch, num_q, heads,
-                                                 levels * points)
-    weights = weights.softmax(-1).view(batch, num_q, heads, levels, points)
-    out = 0
-    start = 0
+    levels = len(shapes)
+    value = linear(feat, sd, p + 'value_proj')
+    head_dim = value.shape[-1] // heads
+    offsets = linear(query, sd,
+                     p + 'sampling_offsets').view(batch, num_q, heads, levels,
+                                                  points, 2)
+    weights = linear(query, sd, p + 'attention_weights').view(
+        batch, num_q, heads,
+        levels * points).softmax(-1).view(batch, num_q, heads, levels, points)
+    out, start = 0, 0
     for level, (h, w) in enumerate(shapes):
-        v = value[:, start:start + h * w].permute(0, 2, 3, 1).reshape(
-            batch * heads, -1, h, w)
+        v = value[:, start:start + h * w].reshape(batch, h, w, heads, head_dim)
+        v = v.permute(0, 3, 4, 1, 2).reshape(batch * heads, head_dim, h, w)
         start += h * w
+        # Offsets are in cells of the level; locations in [0, 1] as (x, y).
         loc = ref[:, :, None, 0, None, :] + offsets[:, :, :, level] / \
             torch.tensor([w, h], dtype=torch.float32)
         grid = (2 * loc - 1).permute(0, 2, 1, 3,
@@ -190,13 +230,14 @@ def ref_deform_attn(attn, query, ref, feat, shapes):
             grid,
             mode='bilinear',
             padding_mode='zeros',
-            align_corners=False)  # (B*heads, C, Q, P)
-        wl = weights[:, :, :,
-                     level].permute(0, 2, 1,
-                                    3).reshape(batch * heads, 1, num_q, points)
-        out = out + (sampled * wl).sum(-1)
-    out = out.view(batch, -1, num_q).transpose(1, 2)
-    return attn.output_proj(out)
+            align_corners=False)  # (B * heads, head_dim, Q, P)
+        weight = weights[:, :, :,
+                         level].permute(0, 2, 1,
+                                        3).reshape(batch * heads, 1, num_q,
+                                                   points)
+        out = out + (sampled * weight).sum(-1)
+    out = out.view(batch, heads * head_dim, num_q).transpose(1, 2)
+    return linear(out, sd, p + 'output_proj')
 
 
 def ref_points(shapes):
@@ -210,101 +251,170 @@ def ref_points(shapes):
     return torch.cat(pts)[None, :, None]
 
 
-def ref_cffn(ffn, x, hc, wc):
-    x = ffn.fc1(x)
+def conv_ffn(sd, p, x, hc, wc):
+    """fc1, a 3x3 depth-wise conv on each prior level (Meta splits the
+    tokens 16:4:1 and reshapes them to 2x, 1x and 0.5x the stride-16
+    grid), GELU, fc2."""
+    x = linear(x, sd, p + 'fc1')
     batch, n, c = x.shape
     n21 = n // 21
     parts = [(x[:, :16 * n21], 2 * hc, 2 * wc),
              (x[:, 16 * n21:20 * n21], hc, wc),
              (x[:, 20 * n21:], hc // 2, wc // 2)]
-    conv = ffn.dwconv.dwconv
     x = torch.cat([
-        conv(p.transpose(1, 2).reshape(batch, c, h, w)).flatten(2).transpose(
-            1, 2) for p, h, w in parts
+        F.conv2d(
+            part.transpose(1, 2).reshape(batch, c, h, w),
+            sd[p + 'dwconv.dwconv.weight'],
+            sd[p + 'dwconv.dwconv.bias'],
+            padding=1,
+            groups=c).flatten(2).transpose(1, 2) for part, h, w in parts
     ], 1)
-    return ffn.fc2(F.gelu(x))
+    return linear(F.gelu(x), sd, p + 'fc2')
 
 
-def ref_extract(ext, c, x, tok_shape, prior_shapes, hc, wc):
-    c = c + ref_deform_attn(ext.attn, ext.query_norm(c),
-                            ref_points(prior_shapes), ext.feat_norm(x),
-                            [tok_shape])
-    return c + ref_cffn(ext.ffn, ext.ffn_norm(c), hc, wc)
+def extract(sd, p, c, x, tok_shape, prior_shapes, hc, wc, settings):
+    c = c + deform_attn(
+        sd, p + 'attn.', layer_norm(c, sd, p + 'query_norm',
+                                    settings['ln_eps']),
+        ref_points(prior_shapes),
+        layer_norm(x, sd, p + 'feat_norm', settings['ln_eps']), [tok_shape],
+        settings['deform_heads'], 4)
+    return c + conv_ffn(sd, p + 'ffn.',
+                        layer_norm(c, sd, p + 'ffn_norm', settings['ln_eps']),
+                        hc, wc)
 
 
-def reference_adapter(model, x):
-    _, _, h, w = x.shape
-    dim = model.embed_dim
+def reference_adapter(sd, x, settings):
+    """Meta's ViTAdapter.forward on the state_dict ``sd``; ``settings``:
+    vit_heads, deform_heads, registers, stages ([first, last] blocks),
+    ln_eps, bn_eps."""
+    ln_eps = settings['ln_eps']
+    batch, _, h, w = x.shape
+    dim = sd['cls_token'].shape[-1]
     prior_shapes = [(h // 8, w // 8), (h // 16, w // 16), (h // 32, w // 32)]
     tok = (h // 14, w // 14)
     hc, wc = h // 16, w // 16
-    spm = model.spm
-    c1 = spm.stem(x)
-    c2 = spm.conv2(c1)
-    c3 = spm.conv3(c2)
-    c4 = spm.conv4(c3)
-    c1 = spm.fc1(c1)
-    cs = [
-        fc(c).view(1, dim, -1).transpose(1, 2) + model.level_embed[i]
-        for i, (fc, c) in enumerate(((spm.fc2, c2), (spm.fc3, c3), (spm.fc4,
-                                                                    c4)))
-    ]
-    c = torch.cat(cs, 1)
-    tokens = model.patch_embed.proj(x).flatten(2).transpose(1, 2)
-    grid = int((model.pos_embed.shape[1] - 1)**0.5)
-    pos = model.pos_embed[:, 1:].reshape(1, grid, grid,
-                                         dim).permute(0, 3, 1, 2)
-    pos = F.interpolate(
-        pos, size=tok, mode='bicubic',
-        align_corners=False).reshape(1, dim, -1).transpose(1, 2)
-    cls = model.cls_token + model.pos_embed[:, :1]
-    x_tok = tokens + pos
+    c1, c2, c3, c4 = spatial_prior(sd, x, settings['bn_eps'])
+    c = torch.cat([
+        level.flatten(2).transpose(1, 2) + sd['level_embed'][i]
+        for i, level in enumerate((c2, c3, c4))
+    ], 1)
+    # No padding: the patch embedding drops the remainder; the positional
+    # embedding is resized to the token grid by size, without antialias.
+    x_tok = F.conv2d(
+        x,
+        sd['patch_embed.proj.weight'],
+        sd['patch_embed.proj.bias'],
+        stride=14).flatten(2).transpose(1, 2)
+    x_tok = x_tok + resize_pos_embed(sd['pos_embed'], tok, 0.0, False)
+    prefix = (sd['cls_token'] + sd['pos_embed'][:, :1]).expand(batch, -1, -1)
+    if settings['registers']:
+        prefix = torch.cat(
+            [prefix, sd['register_tokens'].expand(batch, -1, -1)], 1)
     outs = []
-    for stage, (first, last) in zip(model.interactions,
-                                    model.interaction_indexes):
-        inj = stage.injector
-        x_tok = x_tok + inj.gamma * ref_deform_attn(
-            inj.attn, inj.query_norm(x_tok), ref_points(
-                [tok]), inj.feat_norm(c), prior_shapes)
-        seq = torch.cat([cls, x_tok], 1)
-        for block in model.blocks[first:last + 1]:
-            seq = block(seq)
-        cls, x_tok = seq[:, :1], seq[:, 1:]
-        c = ref_extract(stage.extractor, c, x_tok, tok, prior_shapes, hc, wc)
-        if stage.extra_extractors is not None:
-            for ext in stage.extra_extractors:
-                c = ref_extract(ext, c, x_tok, tok, prior_shapes, hc, wc)
-        outs.append(x_tok.transpose(1, 2).view(1, dim, *tok))
+    for i, (first, last) in enumerate(settings['stages']):
+        p = f'interactions.{i}.'
+        x_tok = x_tok + sd[p + 'injector.gamma'] * deform_attn(
+            sd, p + 'injector.attn.',
+            layer_norm(x_tok, sd, p + 'injector.query_norm', ln_eps),
+            ref_points([tok]),
+            layer_norm(c, sd, p + 'injector.feat_norm', ln_eps), prior_shapes,
+            settings['deform_heads'], 4)
+        seq = torch.cat([prefix, x_tok], 1)
+        for block in range(first, last + 1):
+            seq = vit_block(sd, f'blocks.{block}.', seq, settings['vit_heads'])
+        prefix, x_tok = seq[:, :prefix.shape[1]], seq[:, prefix.shape[1]:]
+        c = extract(sd, p + 'extractor.', c, x_tok, tok, prior_shapes, hc, wc,
+                    settings)
+        if i == len(settings['stages']) - 1:
+            for extra in (0, 1):
+                c = extract(sd, f'{p}extra_extractors.{extra}.', c, x_tok, tok,
+                            prior_shapes, hc, wc, settings)
+        outs.append(x_tok.transpose(1, 2).reshape(batch, dim, *tok))
     n2, n3 = 4 * hc * wc, hc * wc
-    c2 = c[:, :n2].transpose(1, 2).view(1, dim, 2 * hc, 2 * wc)
-    c3 = c[:, n2:n2 + n3].transpose(1, 2).view(1, dim, hc, wc)
-    c4 = c[:, n2 + n3:].transpose(1, 2).view(1, dim, hc // 2, wc // 2)
-    c1 = model.up(c2) + c1
+    c2 = c[:, :n2].transpose(1, 2).reshape(batch, dim, 2 * hc, 2 * wc)
+    c3 = c[:, n2:n2 + n3].transpose(1, 2).reshape(batch, dim, hc, wc)
+    c4 = c[:, n2 + n3:].transpose(1, 2).reshape(batch, dim, hc // 2, wc // 2)
+    c1 = F.conv_transpose2d(c2, sd['up.weight'], sd['up.bias'], stride=2) + c1
     sizes = [(4 * hc, 4 * wc), (2 * hc, 2 * wc), (hc, wc), (hc // 2, wc // 2)]
     feats = [
         f + F.interpolate(o, size=s, mode='bilinear', align_corners=False)
         for f, o, s in zip((c1, c2, c3, c4), outs, sizes)
     ]
-    return [getattr(model, f'norm{i + 1}')(f) for i, f in enumerate(feats)]
+    return [
+        batch_norm(f, sd, f'norm{i + 1}', settings['bn_eps'])
+        for i, f in enumerate(feats)
+    ]
 
 
-def test_forward_equals_a_reference_of_metas_adapter():
-    model = tiny_adapter(arch=dict(ARCH, depth=8)).eval()
+def randomised_adapter(registers: int):
+    """An 8-block adapter whose every parameter and BN statistic matters
+    (open gates, non-zero sampling offsets and attention logits, norms away
+    from the identity)."""
+    model = tiny_adapter(
+        arch=dict(ARCH, depth=8, num_register_tokens=registers)).eval()
     generator = torch.Generator().manual_seed(1)
     with torch.no_grad():
         for name, param in model.named_parameters():
             if name.endswith(('gamma', 'sampling_offsets.weight',
-                              'attention_weights.weight')):
+                              'attention_weights.weight', 'level_embed',
+                              'register_tokens')):
                 param.copy_(
                     torch.randn(param.shape, generator=generator) * 0.3)
+            elif name.endswith('norm.weight') or '_norm.' in name:
+                param.uniform_(0.5, 1.5, generator=generator)
+                if name.endswith('bias'):
+                    param.sub_(1)
         for module in model.modules():
             if isinstance(module, torch.nn.BatchNorm2d):
                 module.running_mean.normal_(0, 0.1, generator=generator)
                 module.running_var.uniform_(0.5, 1.5, generator=generator)
-        x = torch.randn(1, 3, 96, 160, generator=generator)
+                module.weight.uniform_(0.5, 1.5, generator=generator)
+                module.bias.normal_(0, 0.1, generator=generator)
+    return model
+
+
+def relative_error(ours, reference) -> float:
+    """Largest difference of any pyramid level, relative to its largest
+    value: float32 after 8 blocks and 6 extractors differs in summation
+    order by a few 1e-4."""
+    return max(((o - r).abs().max() / r.abs().max()).item()
+               for o, r in zip(ours, reference))
+
+
+SETTINGS = dict(
+    vit_heads=ARCH['num_heads'],
+    deform_heads=2,
+    stages=[[0, 1], [2, 3], [4, 5], [6, 7]],
+    ln_eps=LN_EPS,
+    bn_eps=BN_EPS)
+
+
+@pytest.mark.parametrize('batch,registers', [(1, 0), (2, 4)])
+def test_forward_equals_a_reference_of_metas_adapter(batch, registers):
+    model = randomised_adapter(registers)
+    assert model.interaction_indexes == SETTINGS['stages']
+    settings = dict(SETTINGS, registers=registers)
+    generator = torch.Generator().manual_seed(2)
+    x = torch.randn(batch, 3, 96, 160, generator=generator)
+    with torch.no_grad():
         ours = model(x)
-        reference = reference_adapter(model, x)
-    assert model.interaction_indexes == [[0, 1], [2, 3], [4, 5], [6, 7]]
-    for mine, ref in zip(ours, reference):
-        # float32 after 8 blocks and 6 extractors: summation order differs.
-        torch.testing.assert_close(mine, ref, atol=2e-4, rtol=1e-4)
+        reference = reference_adapter(model.state_dict(), x, settings)
+    assert [tuple(o.shape) for o in ours] == [(batch, 64, 24, 40),
+                                              (batch, 64, 12, 20),
+                                              (batch, 64, 6, 10),
+                                              (batch, 64, 3, 5)]
+    assert relative_error(ours, reference) < 1e-3
+
+
+@pytest.mark.parametrize('wrong', [dict(ln_eps=1e-5), dict(bn_eps=1e-6)])
+def test_reference_comparison_detects_another_norm_eps(wrong):
+    """The comparison has teeth: the reference with another LayerNorm or
+    BatchNorm eps is well outside its tolerance."""
+    model = randomised_adapter(0)
+    x = torch.randn(1, 3, 96, 160, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        ours = model(x)
+        other = reference_adapter(model.state_dict(), x,
+                                  dict(SETTINGS, registers=0, **wrong))
+    assert relative_error(ours, other) > 3e-3

@@ -1,18 +1,26 @@
-"""Features of timm's DINOv2 for a Meta-layout file (run with .venv-timm).
+"""timm's side of the timm tests (run with .venv-timm; imports only torch
+and timm).
 
-python tests/timm_reference.py CHECKPOINT TIMM_MODEL INPUT.pt OUTPUT.pt BLOCKS
+python tests/timm_reference.py features CHECKPOINT TIMM_MODEL INPUT.pt \
+    OUTPUT.pt BLOCKS
+    Features of timm's DINOv2 for a Meta-layout file.
+python tests/timm_reference.py export TIMM_MODEL SETTINGS_JSON STATE.pt \
+    INPUT.pt OUTPUT.pt BLOCKS
+    A timm model built with SETTINGS (e.g. a smaller depth), its weights
+    randomised: its state_dict as timm saves it, and its features.
 
 Runs in its own environment: timm needs torchvision, and no torchvision
-wheel on PyPI works beside the CPU torch of the main environment. Imports
-only torch and timm.
+wheel on PyPI works beside the CPU torch of the main environment.
 
-The weights go through timm's own converter for Meta's layout. The input is
-center-padded to a multiple of 14 as the official segmentation wiring does.
-timm resizes position embeddings with plain bicubic + antialias, which is
-what Meta's register models do; Meta's original models instead use scale
-factors with a +0.1 offset and no antialias, so for them the embedding that
-timm receives is resized that way (everything else is timm's).
+For ``features`` the weights go through timm's own converter for Meta's
+layout. The input is center-padded to a multiple of 14 as the official
+segmentation wiring does. timm resizes position embeddings with plain
+bicubic + antialias, which is what Meta's register models do; Meta's
+original models instead use scale factors with a +0.1 offset and no
+antialias, so for them the embedding that timm receives is resized that way
+(everything else is timm's).
 """
+import json
 import math
 import sys
 
@@ -22,8 +30,18 @@ import torch.nn.functional as F
 from timm.models.vision_transformer import checkpoint_filter_fn
 
 
-def main() -> None:
-    checkpoint, name, input_path, output_path, blocks = sys.argv[1:6]
+def intermediates(model, x, blocks: str) -> list:
+    with torch.no_grad():
+        feats = model.forward_intermediates(
+            x,
+            indices=[int(b) for b in blocks.split(',')],
+            norm=True,
+            output_fmt='NCHW',
+            intermediates_only=True)
+    return [f.contiguous() for f in feats]
+
+
+def features(checkpoint, name, input_path, output_path, blocks) -> None:
     official = torch.load(checkpoint, weights_only=True)
     x = torch.load(input_path, weights_only=True)
     height, width = x.shape[-2:]
@@ -49,15 +67,21 @@ def main() -> None:
         state['pos_embed'] = torch.cat(
             [pos[:, :1], grid.flatten(2).transpose(1, 2)], 1)
     model.load_state_dict(state, strict=True)
-    with torch.no_grad():
-        feats = model.forward_intermediates(
-            x,
-            indices=[int(b) for b in blocks.split(',')],
-            norm=True,
-            output_fmt='NCHW',
-            intermediates_only=True)
-    torch.save([f.contiguous() for f in feats], output_path)
+    torch.save(intermediates(model, x, blocks), output_path)
+
+
+def export(name, settings, state_path, input_path, output_path,
+           blocks) -> None:
+    model = timm.create_model(
+        name, pretrained=False, num_classes=0, **json.loads(settings)).eval()
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # make every tensor matter, norms and scales too
+        for param in model.parameters():
+            param.add_(0.05 * torch.randn(param.shape, generator=generator))
+    torch.save(model.state_dict(), state_path)
+    x = torch.load(input_path, weights_only=True)
+    torch.save(intermediates(model, x, blocks), output_path)
 
 
 if __name__ == '__main__':
-    main()
+    {'features': features, 'export': export}[sys.argv[1]](*sys.argv[2:])

@@ -10,28 +10,10 @@ import fnmatch
 import os
 import os.path as osp
 import sys
-import urllib.request
+
+from torch.hub import download_url_to_file
 
 from dinov2_seg.checkpoints.catalog import OFFICIAL_FILES
-
-
-def download(url: str, path: str) -> None:
-    """Fetch to a temporary name and rename when complete, so that an
-    interrupted download never leaves a truncated checkpoint behind."""
-    partial = path + '.part'
-    with urllib.request.urlopen(url) as response, open(partial, 'wb') as out:
-        total = int(response.headers.get('Content-Length', 0))
-        done = 0
-        while chunk := response.read(1 << 20):
-            out.write(chunk)
-            done += len(chunk)
-            if total:
-                print(
-                    f'\r  {done / total:6.1%} of {total / 2**20:.0f} MiB',
-                    end='',
-                    flush=True)
-    print()
-    os.replace(partial, path)
 
 
 def main() -> int:
@@ -64,7 +46,9 @@ def main() -> int:
             print(f'{path} exists, kept (--force to download again)')
             continue
         print(f'{OFFICIAL_FILES[name].url} -> {path}')
-        download(OFFICIAL_FILES[name].url, path)
+        # Written to a temporary name and renamed when complete: an
+        # interrupted download leaves no truncated checkpoint behind.
+        download_url_to_file(OFFICIAL_FILES[name].url, path)
     return 0
 
 

@@ -1,7 +1,9 @@
 default_scope = 'mmseg'
-# Registers the DINOv2 backbone and heads, and lets torch>=2.6 resume from
-# mmengine checkpoints.
-custom_imports = dict(imports=['dinov2_seg'], allow_failed_imports=False)
+# Registers the DINOv2 backbones, neck, heads and label loading, and lets
+# torch>=2.6 resume from mmengine checkpoints.
+custom_imports = dict(
+    imports=['dinov2_seg.models', 'dinov2_seg.datasets'],
+    allow_failed_imports=False)
 env_cfg = dict(
     cudnn_benchmark=True,
     mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0),

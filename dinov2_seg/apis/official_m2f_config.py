@@ -12,6 +12,8 @@ from typing import Any, List, Optional, Sequence, Tuple
 
 from mmengine.config import Config
 
+from dinov2_seg.arch_settings import resolve_arch
+
 _MISSING = object()
 
 
@@ -148,7 +150,6 @@ def _normalise(value: Any) -> Any:
 
 def compare_m2f_configs(official: Config, ours: Config) -> List[dict]:
     """One row per setting: ``name``, ``official``, ``ours``, ``same``."""
-    from dinov2_seg.models.backbones.dinov2 import resolve_arch
     official = official.to_dict()
     ours_view = ours.to_dict()
     ours_view['arch'] = resolve_arch(ours.model.backbone.arch)

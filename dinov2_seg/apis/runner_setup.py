@@ -3,12 +3,15 @@ import copy
 import logging
 import os
 import os.path as osp
-from typing import Any, Optional
+from typing import Optional
 
 import torch
 import torch.distributed as dist
 from mmengine.config import Config
 from mmengine.logging import print_log
+from mmengine.model import MMDistributedDataParallel, revert_sync_batchnorm
+from mmengine.registry import MODEL_WRAPPERS
+from torch import nn
 
 
 def load_config(path: str,
@@ -32,19 +35,20 @@ def load_config(path: str,
     return cfg
 
 
-def _replace_sync_bn(node: Any) -> int:
-    """Turn every ``SyncBN`` norm config into ``BN``; return how many."""
-    count = 0
-    if isinstance(node, dict):
-        if node.get('type') == 'SyncBN':
-            node['type'] = 'BN'
-            count += 1
-        for value in node.values():
-            count += _replace_sync_bn(value)
-    elif isinstance(node, (list, tuple)):
-        for value in node:
-            count += _replace_sync_bn(value)
-    return count
+@MODEL_WRAPPERS.register_module()
+class CPUDistributedDataParallel(MMDistributedDataParallel):
+    """mmengine's DDP wrapper for processes without CUDA: torch's
+    SyncBatchNorm has no CPU kernel (and DDP refuses it on CPU), so the
+    model's SyncBN layers become BN, with statistics per process."""
+
+    def __init__(self, module: nn.Module, **kwargs):
+        if any(isinstance(m, nn.SyncBatchNorm) for m in module.modules()):
+            print_log(
+                'No CUDA: SyncBN layers run as BN for this CPU run (torch '
+                'has no CPU SyncBatchNorm); statistics are per process.',
+                logger='current',
+                level=logging.WARNING)
+        super().__init__(module=revert_sync_batchnorm(module), **kwargs)
 
 
 def prepare_cpu_distributed(cfg: Config) -> None:
@@ -53,8 +57,9 @@ def prepare_cpu_distributed(cfg: Config) -> None:
     mmengine assumes GPUs for data parallelism: its init_dist calls
     ``torch.cuda.set_device`` and its DDP wrapper passes ``device_ids``, and
     torch's SyncBatchNorm has no CPU kernel. On CPU we therefore start the
-    gloo process group ourselves (mmengine then skips its own), build DDP
-    without device ids, and use plain BN in the heads.
+    gloo process group ourselves (mmengine then skips its own) and wrap the
+    model in :class:`CPUDistributedDataParallel` (no device ids, SyncBN
+    reverted to BN).
     """
     if cfg.launcher != 'pytorch' or torch.cuda.is_available():
         return
@@ -64,14 +69,11 @@ def prepare_cpu_distributed(cfg: Config) -> None:
         type='MMDistributedDataParallel',
         broadcast_buffers=False,
         find_unused_parameters=cfg.get('find_unused_parameters', False))
+    if wrapper.get('type', 'MMDistributedDataParallel') == \
+            'MMDistributedDataParallel':
+        wrapper['type'] = 'CPUDistributedDataParallel'
     wrapper['device_ids'] = None
     cfg.model_wrapper_cfg = wrapper
-    if _replace_sync_bn(cfg.model):
-        print_log(
-            'No CUDA: SyncBN layers are built as BN for this CPU run (torch '
-            'has no CPU SyncBatchNorm); statistics are per process.',
-            logger='current',
-            level=logging.WARNING)
 
 
 def shutdown_distributed() -> None:

@@ -17,7 +17,9 @@ from urllib.parse import urlparse
 import torch
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
-from mmseg.registry import HOOKS
+# mmengine's root registry: found from the mmseg scope too, and importing
+# dinov2_seg (light tools) then needs neither mmseg nor mmcv.
+from mmengine.registry import HOOKS
 from torch import nn
 
 BACKBONE_FILE_KEY = 'backbone_file'

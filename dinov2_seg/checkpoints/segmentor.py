@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from .frozen_backbone import (BACKBONE_SHA256_KEY, check_backbone_file,
                               frozen_backbone_keys)
 from .meta_m2f import convert_meta_m2f, is_meta_m2f_layout
-from .official import check_state_dict
+from .strict_check import check_state_dict
 
 
 def _hints(expected: Mapping[str, Tensor], found: Mapping[str,

@@ -1,21 +1,5 @@
-# ADE20K, linear recipe. 150 classes; label 0 ("other") is ignored through
-# ADE20KDataset's reduce_zero_label. Expected layout under data_root:
-#   images/{training,validation}/*.jpg
-#   annotations/{training,validation}/*.png
-_base_ = ['./recipe_linear.py']
-dataset_type = 'ADE20KDataset'
-data_root = 'data/ade/ADEChallengeData2016'
-train_dataloader = dict(
-    dataset=dict(
-        type=dataset_type,
-        data_root=data_root,
-        data_prefix=dict(
-            img_path='images/training', seg_map_path='annotations/training')))
-val_dataloader = dict(
-    dataset=dict(
-        type=dataset_type,
-        data_root=data_root,
-        data_prefix=dict(
-            img_path='images/validation',
-            seg_map_path='annotations/validation')))
+# ADE20K (ade20k.py) with the linear recipe's pipelines and loaders.
+_base_ = ['./recipe_linear.py', './ade20k.py']
+train_dataloader = dict(dataset=_base_.ade20k_train)
+val_dataloader = dict(dataset=_base_.ade20k_val)
 test_dataloader = val_dataloader

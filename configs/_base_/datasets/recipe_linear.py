@@ -41,3 +41,14 @@ val_dataloader = dict(
 test_dataloader = val_dataloader
 val_evaluator = dict(type='IoUMetric', iou_metrics=['mIoU'])
 test_evaluator = val_evaluator
+# The multi-scale flip test of the recipes that have one (`tools/test.py
+# --tta`): after the recipe's resize to each test scale, both flips, then
+# the labels (at the original resolution) and the packing.
+tta_flip_stages = [
+    [
+        dict(type='RandomFlip', prob=0., direction='horizontal'),
+        dict(type='RandomFlip', prob=1., direction='horizontal')
+    ],
+    [dict(type='LoadAnnotations')],
+    [dict(type='PackSegInputs')],
+]

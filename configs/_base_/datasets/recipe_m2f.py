@@ -10,18 +10,10 @@ tta_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(
         type='TestTimeAug',
-        transforms=[
-            [
-                dict(
-                    type='Resize',
-                    scale=(int(2048 * r), int(512 * r)),
-                    keep_ratio=True) for r in img_ratios
-            ],
-            [
-                dict(type='RandomFlip', prob=0., direction='horizontal'),
-                dict(type='RandomFlip', prob=1., direction='horizontal')
-            ],
-            [dict(type='LoadAnnotations')],
-            [dict(type='PackSegInputs')],
-        ])
+        transforms=[[
+            dict(
+                type='Resize',
+                scale=(int(2048 * r), int(512 * r)),
+                keep_ratio=True) for r in img_ratios
+        ], *_base_.tta_flip_stages])
 ]

@@ -1,24 +1,7 @@
-# PASCAL VOC 2012, Mask2Former recipe: 21 classes (background included),
-# 255 is the ignored boundary. Trains on VOC train only, as the linear
-# recipe (voc2012_ms.py shows how to add SBD). Expected layout under
-# data_root:
-#   JPEGImages/*.jpg, SegmentationClass/*.png,
-#   ImageSets/Segmentation/{train,val}.txt
-_base_ = ['./recipe_m2f.py']
-dataset_type = 'PascalVOCDataset'
-data_root = 'data/VOCdevkit/VOC2012'
-train_dataloader = dict(
-    dataset=dict(
-        type=dataset_type,
-        data_root=data_root,
-        data_prefix=dict(
-            img_path='JPEGImages', seg_map_path='SegmentationClass'),
-        ann_file='ImageSets/Segmentation/train.txt'))
-val_dataloader = dict(
-    dataset=dict(
-        type=dataset_type,
-        data_root=data_root,
-        data_prefix=dict(
-            img_path='JPEGImages', seg_map_path='SegmentationClass'),
-        ann_file='ImageSets/Segmentation/val.txt'))
+# PASCAL VOC 2012 (voc2012.py) with the Mask2Former recipe's pipelines and
+# loaders. Trains on VOC train only, as the linear recipe (voc2012_ms.py
+# shows how to add SBD).
+_base_ = ['./recipe_m2f.py', './voc2012.py']
+train_dataloader = dict(dataset=_base_.voc2012_train)
+val_dataloader = dict(dataset=_base_.voc2012_val)
 test_dataloader = val_dataloader

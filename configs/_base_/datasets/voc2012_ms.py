@@ -1,16 +1,9 @@
-# PASCAL VOC 2012, ms recipe: trains on VOC train plus the SBD augmented set,
-# as the official ms heads did. Besides the voc2012_linear.py layout it needs
+# PASCAL VOC 2012 (voc2012.py), ms recipe: trains on VOC train plus the SBD
+# augmented set, as the official ms heads did. Besides VOC's layout it needs
 #   SegmentationClassAug/*.png and ImageSets/Segmentation/aug.txt
 # (mmseg's tools/dataset_converters/voc_aug.py creates both from SBD).
-_base_ = ['./recipe_ms.py']
-dataset_type = 'PascalVOCDataset'
-data_root = 'data/VOCdevkit/VOC2012'
-voc_train = dict(
-    type=dataset_type,
-    data_root=data_root,
-    data_prefix=dict(img_path='JPEGImages', seg_map_path='SegmentationClass'),
-    ann_file='ImageSets/Segmentation/train.txt',
-    pipeline=_base_.train_pipeline)
+_base_ = ['./recipe_ms.py', './voc2012.py']
+voc_train = dict(_base_.voc2012_train, pipeline=_base_.train_pipeline)
 sbd_aug = dict(
     voc_train,
     data_prefix=dict(
@@ -19,11 +12,5 @@ sbd_aug = dict(
 train_dataloader = dict(
     dataset=dict(
         _delete_=True, type='ConcatDataset', datasets=[voc_train, sbd_aug]))
-val_dataloader = dict(
-    dataset=dict(
-        type=dataset_type,
-        data_root=data_root,
-        data_prefix=dict(
-            img_path='JPEGImages', seg_map_path='SegmentationClass'),
-        ann_file='ImageSets/Segmentation/val.txt'))
+val_dataloader = dict(dataset=_base_.voc2012_val)
 test_dataloader = val_dataloader

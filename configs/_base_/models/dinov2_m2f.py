@@ -6,20 +6,23 @@
 # point-sampled mask losses), with the sizes and loss weights of mmseg's
 # mask2former_r50_8xb2-160k_ade20k-512x512 recipe. Slide inference with
 # 512 crops and stride 341, as the linear recipe.
+# Only the neck and the head learn. Training: 512 crops as the linear
+# recipe, with schedules/schedule_m2f_40k.py; test: slide 512/341, and
+# `tools/test.py --tta` adds scales 0.5-1.75 of (2048, 512) and flips
+# (datasets/recipe_m2f.py).
 # Defaults to ViT-S sizes and 150 classes; top-level configs set the
-# backbone blocks, the neck width and the classes. The "no object" class
-# weight makes loss_cls.class_weight num_classes + 1 long: change both.
-num_classes = 150
+# backbone, its blocks (4 evenly spaced, ending at the last: fine levels
+# get shallower, more local features), the neck width and the classes.
+_base_ = ['./segmentor.py']
+# The transformer decoder's self- and cross-attention.
+_decoder_attention = dict(
+    embed_dims=256,
+    num_heads=8,
+    attn_drop=0.0,
+    proj_drop=0.0,
+    dropout_layer=None,
+    batch_first=True)
 model = dict(
-    type='BatchedEncoderDecoder',
-    data_preprocessor=dict(
-        type='SegDataPreProcessor',
-        mean=[123.675, 116.28, 103.53],
-        std=[58.395, 57.12, 57.375],
-        bgr_to_rgb=True,
-        pad_val=0,
-        seg_pad_val=255,
-        size=(512, 512)),
     # Four evenly spaced blocks, one per pyramid level; only the neck and
     # the head learn.
     backbone=dict(
@@ -35,7 +38,7 @@ model = dict(
         strides=[4, 8, 16, 32],
         feat_channels=256,
         out_channels=256,
-        num_classes=num_classes,
+        num_classes=150,
         num_queries=100,
         # The stride 8/16/32 levels feed the decoder's attention; stride 4
         # only the per-pixel mask embedding.
@@ -76,20 +79,8 @@ model = dict(
             return_intermediate=True,
             num_layers=9,
             layer_cfg=dict(
-                self_attn_cfg=dict(
-                    embed_dims=256,
-                    num_heads=8,
-                    attn_drop=0.0,
-                    proj_drop=0.0,
-                    dropout_layer=None,
-                    batch_first=True),
-                cross_attn_cfg=dict(
-                    embed_dims=256,
-                    num_heads=8,
-                    attn_drop=0.0,
-                    proj_drop=0.0,
-                    dropout_layer=None,
-                    batch_first=True),
+                self_attn_cfg=_decoder_attention,
+                cross_attn_cfg=_decoder_attention,
                 ffn_cfg=dict(
                     embed_dims=256,
                     feedforward_channels=2048,
@@ -99,14 +90,15 @@ model = dict(
                     dropout_layer=None,
                     add_identity=True)),
             init_cfg=None),
-        # Queries matched to no segment learn "no object" at a tenth of the
-        # weight, so the many unmatched queries do not swamp the classes.
+        # class_weight: [1.0] * num_classes + [0.1], derived by the head
+        # (queries matched to no segment learn "no object" at a tenth of
+        # the weight, so that the many unmatched ones do not swamp the
+        # classes).
         loss_cls=dict(
             type='mmdet.CrossEntropyLoss',
             use_sigmoid=False,
             loss_weight=2.0,
-            reduction='mean',
-            class_weight=[1.0] * num_classes + [0.1]),
+            reduction='mean'),
         loss_mask=dict(
             type='mmdet.CrossEntropyLoss',
             use_sigmoid=True,
@@ -140,9 +132,4 @@ model = dict(
                         pred_act=True,
                         eps=1.0)
                 ]),
-            sampler=dict(type='mmdet.MaskPseudoSampler'))),
-    train_cfg=dict(),
-    # Batched windows merged at the original size (see dinov2_linear.py).
-    test_cfg=dict(
-        mode='slide', crop_size=(512, 512), stride=(341, 341),
-        fast_inference=True, window_batch_size=8))
+            sampler=dict(type='mmdet.MaskPseudoSampler'))))

@@ -8,7 +8,7 @@
 #   backbone features are fixed, so the same compute as the linear and ms
 #   heads keeps the recipes comparable.
 # - The 1500-iteration warm-up (not in mmseg's Mask2Former recipe) is the
-#   official heads' and shields the freshly initialised decoder from large
+#   official heads' (schedule_40k.py) and shields the freshly initialised decoder from large
 #   early updates; poly power 0.9 to 0 is mmseg's Mask2Former decay.
 _base_ = ['./schedule_40k.py']
 optim_wrapper = dict(
@@ -31,14 +31,8 @@ optim_wrapper = dict(
             'level_embed': dict(lr_mult=1.0, decay_mult=0.0),
         },
         norm_decay_mult=0.0))
+# The official warm-up, then mmseg's Mask2Former poly power.
 param_scheduler = [
-    dict(
-        type='LinearLR', start_factor=1e-6, by_epoch=False, begin=0, end=1500),
-    dict(
-        type='PolyLR',
-        power=0.9,
-        eta_min=0.0,
-        by_epoch=False,
-        begin=0,
-        end=40000),
+    _base_.param_scheduler[0],
+    dict(_base_.param_scheduler[1], power=0.9),
 ]

@@ -1,4 +1,6 @@
-from .dinov2 import ARCH_SETTINGS, DinoVisionTransformer
+from .dinov2 import ARCH_SETTINGS, DinoViTBase, DinoVisionTransformer
 from .vit_adapter import ViTAdapter
 
-__all__ = ['ARCH_SETTINGS', 'DinoVisionTransformer', 'ViTAdapter']
+__all__ = [
+    'ARCH_SETTINGS', 'DinoViTBase', 'DinoVisionTransformer', 'ViTAdapter'
+]

@@ -5,29 +5,27 @@ Attribute names and module order (``spm.stem.1``, ``injector.attn.value_proj``
 its tensors load by name; only the ViT blocks need renaming
 (``checkpoints/meta_m2f.py``).
 """
-import math
 from typing import List, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from mmcv.cnn import build_norm_layer
 from mmcv.cnn.bricks import DropPath
-from mmcv.ops.multi_scale_deform_attn import (
-    MultiScaleDeformableAttnFunction, multi_scale_deformable_attn_pytorch)
+from mmcv.ops import MultiScaleDeformableAttention
 from torch import Tensor, nn
 
 # Three levels of spatial-prior features at strides 8, 16 and 32.
 PRIOR_STRIDES = (8, 16, 32)
 
 
-class DeformableAttention(nn.Module):
-    """Multi-scale deformable attention of the adapter's injector/extractor.
+class DeformableAttention(MultiScaleDeformableAttention):
+    """mmcv's multi-scale deformable attention as the adapter's injector and
+    extractor use it: batch-first, no dropout, values projected to
+    ``value_ratio * dim``. Its parameters carry the names of Meta's files.
 
-    mmcv's ``MultiScaleDeformableAttention`` projects values to the full
-    width and adds the residual itself; the adapter projects values to
-    ``value_ratio * dim`` and applies its own (gated) residual, so only the
-    sampling kernel is taken from mmcv: its CUDA op on GPU tensors, its
-    PyTorch path on CPU.
+    mmcv's ``forward`` adds ``identity`` (by default the query) to the
+    output; the extractor passes its residual there, the injector a zero
+    because it gates the attention before adding it.
 
     Args:
         dim (int): Query and feature width.
@@ -43,70 +41,20 @@ class DeformableAttention(nn.Module):
                  num_levels: int,
                  num_points: int = 4,
                  value_ratio: float = 1.0):
-        super().__init__()
         value_dim = int(dim * value_ratio)
+        # mmcv checks dim, but the heads split the projected values.
         if value_dim % num_heads:
             raise ValueError(f'value width {value_dim} (dim {dim} x ratio '
                              f'{value_ratio}) is not divisible by '
                              f'{num_heads} heads')
-        self.num_heads = num_heads
-        self.num_levels = num_levels
-        self.num_points = num_points
-        self.sampling_offsets = nn.Linear(
-            dim, num_heads * num_levels * num_points * 2)
-        self.attention_weights = nn.Linear(dim,
-                                           num_heads * num_levels * num_points)
-        self.value_proj = nn.Linear(dim, value_dim)
-        self.output_proj = nn.Linear(value_dim, dim)
-        self.reset_parameters()
-
-    def reset_parameters(self) -> None:
-        """Deformable-DETR initialisation: each head starts by looking in
-        its own direction, ``point + 1`` steps away."""
-        nn.init.zeros_(self.sampling_offsets.weight)
-        angles = torch.arange(self.num_heads) * (2 * math.pi / self.num_heads)
-        directions = torch.stack([angles.cos(), angles.sin()], -1)
-        directions = directions / directions.abs().max(-1, keepdim=True)[0]
-        steps = torch.arange(1, self.num_points + 1, dtype=torch.float32)
-        bias = directions[:, None, None, :] * steps[None, None, :, None]
-        bias = bias.expand(-1, self.num_levels, -1, -1)
-        with torch.no_grad():
-            self.sampling_offsets.bias.copy_(bias.reshape(-1))
-        nn.init.zeros_(self.attention_weights.weight)
-        nn.init.zeros_(self.attention_weights.bias)
-        for linear in (self.value_proj, self.output_proj):
-            nn.init.xavier_uniform_(linear.weight)
-            nn.init.zeros_(linear.bias)
-
-    def forward(self, query: Tensor, reference_points: Tensor, feat: Tensor,
-                spatial_shapes: Tensor, level_start_index: Tensor) -> Tensor:
-        """Attend from ``query`` (B, Lq, C) to ``feat`` (B, sum(h*w), C)
-        around ``reference_points`` (1 or B, Lq, 1, 2) in [0, 1] (x, y)."""
-        batch, num_queries, _ = query.shape
-        value = self.value_proj(feat).view(batch, feat.shape[1],
-                                           self.num_heads, -1)
-        offsets = self.sampling_offsets(query).view(batch, num_queries,
-                                                    self.num_heads,
-                                                    self.num_levels,
-                                                    self.num_points, 2)
-        weights = self.attention_weights(query).view(
-            batch, num_queries, self.num_heads,
-            self.num_levels * self.num_points).softmax(-1).view(
-                batch, num_queries, self.num_heads, self.num_levels,
-                self.num_points)
-        # Offsets are in cells of each level: normalise by (w, h).
-        normaliser = spatial_shapes.flip(-1).to(offsets.dtype)
-        locations = (
-            reference_points[:, :, None, :, None, :] +
-            offsets / normaliser[None, None, None, :, None, :])
-        if value.is_cuda:
-            output = MultiScaleDeformableAttnFunction.apply(
-                value, spatial_shapes, level_start_index, locations, weights,
-                64)
-        else:
-            output = multi_scale_deformable_attn_pytorch(
-                value, spatial_shapes, locations, weights)
-        return self.output_proj(output)
+        super().__init__(
+            embed_dims=dim,
+            num_heads=num_heads,
+            num_levels=num_levels,
+            num_points=num_points,
+            dropout=0.0,
+            batch_first=True,
+            value_proj_ratio=value_ratio)
 
 
 def reference_points(shapes: Sequence[Tuple[int, int]],
@@ -131,8 +79,8 @@ def level_index(shapes: Sequence[Tuple[int, int]],
     return spatial, torch.cat([sizes.new_zeros(1), sizes.cumsum(0)[:-1]])
 
 
-def unflatten_levels(x: Tensor, shapes: Sequence[Tuple[int, int]]
-                     ) -> List[Tensor]:
+def unflatten_levels(x: Tensor, shapes: Sequence[Tuple[int,
+                                                       int]]) -> List[Tensor]:
     """Split a flattened (B, sum(h*w), C) multi-level sequence into NCHW
     maps of the given (h, w) shapes."""
     parts = x.split([h * w for h, w in shapes], dim=1)
@@ -185,9 +133,14 @@ class Injector(nn.Module):
 
     def forward(self, tokens: Tensor, prior: Tensor, points: Tensor,
                 spatial: Tensor, starts: Tensor) -> Tensor:
+        query = self.query_norm(tokens)
         attended = self.attn(
-            self.query_norm(tokens), points, self.feat_norm(prior), spatial,
-            starts)
+            query,
+            value=self.feat_norm(prior),
+            identity=query.new_zeros(()),
+            reference_points=points,
+            spatial_shapes=spatial,
+            level_start_index=starts)
         return tokens + self.gamma * attended
 
 
@@ -210,9 +163,13 @@ class Extractor(nn.Module):
     def forward(self, prior: Tensor, tokens: Tensor, points: Tensor,
                 spatial: Tensor, starts: Tensor,
                 prior_shapes: Sequence[Tuple[int, int]]) -> Tensor:
-        prior = prior + self.attn(
-            self.query_norm(prior), points, self.feat_norm(tokens), spatial,
-            starts)
+        prior = self.attn(
+            self.query_norm(prior),
+            value=self.feat_norm(tokens),
+            identity=prior,
+            reference_points=points,
+            spatial_shapes=spatial,
+            level_start_index=starts)
         return prior + self.drop_path(
             self.ffn(self.ffn_norm(prior), prior_shapes))
 

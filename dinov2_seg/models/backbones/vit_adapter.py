@@ -1,6 +1,5 @@
 """ViT-Adapter (Chen et al., ICLR 2023) around the DINOv2 ViT, as in Meta's
 ViT-g + Mask2Former ADE20K model."""
-import warnings
 from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -9,13 +8,14 @@ from mmcv.cnn import build_norm_layer
 from mmseg.registry import MODELS
 from torch import Tensor, nn
 
-from dinov2_seg.checkpoints import load_backbone_checkpoint
+from dinov2_seg.arch_settings import resolve_arch
 from .adapter_modules import (PRIOR_STRIDES, DeformableAttention,
                               InteractionBlock, SpatialPriorModule,
                               level_index, reference_points, unflatten_levels)
-from .dinov2 import DinoVisionTransformer, resolve_arch
+from .dinov2 import DinoViTBase
 
-# The ViT parts of the model; everything else is the adapter's.
+# The ViT parts of the model, loaded from a DINOv2 backbone file; everything
+# else is the adapter's.
 VIT_KEYS = ('cls_token', 'pos_embed', 'register_tokens', 'patch_embed.',
             'blocks.')
 
@@ -35,7 +35,7 @@ def even_interaction_indexes(depth: int, stages: int = 4) -> List[List[int]]:
 
 
 @MODELS.register_module()
-class ViTAdapter(DinoVisionTransformer):
+class ViTAdapter(DinoViTBase):
     """DINOv2 ViT with a ViT-Adapter, returning a 4-level pyramid at strides
     4, 8, 16 and 32 (each ``embed_dim`` channels, batch-normalised).
 
@@ -75,6 +75,7 @@ class ViTAdapter(DinoVisionTransformer):
             :class:`DinoVisionTransformer`); its final norm and mask token
             are not used by the adapter.
     """
+    backbone_file_keys = VIT_KEYS
 
     def __init__(self,
                  arch: Union[str, dict] = 'vitg14',
@@ -96,19 +97,18 @@ class ViTAdapter(DinoVisionTransformer):
         if interaction_indexes is None:
             interaction_indexes = even_interaction_indexes(depth)
         self._check_indexes(interaction_indexes, depth)
+        # The adapter works on the raw block outputs (no final norm) and was
+        # trained with the plain size-based bicubic resize of the positional
+        # embedding, whatever the arch's own.
         super().__init__(
             arch=arch,
             img_size=img_size,
             patch_size=patch_size,
-            out_indices=[depth - 1],
             frozen=frozen,
             drop_path_rate=drop_path_rate,
+            interpolate_offset=0.0,
+            interpolate_antialias=False,
             init_cfg=init_cfg)
-        # The adapter works on the raw block outputs and was trained with
-        # the plain size-based bicubic resize of the positional embedding.
-        del self.norm, self.mask_token
-        self.interpolate_offset = 0.0
-        self.interpolate_antialias = False
         self.interaction_indexes = [list(i) for i in interaction_indexes]
         self.add_vit_feature = add_vit_feature
         dim = self.embed_dim
@@ -156,30 +156,8 @@ class ViTAdapter(DinoVisionTransformer):
                     nn.init.zeros_(module.bias)
         for module in self.interactions.modules():
             if isinstance(module, DeformableAttention):
-                module.reset_parameters()
+                module.init_weights()
         nn.init.normal_(self.level_embed)
-
-    def init_weights(self) -> None:
-        """Load the ViT strictly from ``init_cfg``'s backbone file (the
-        adapter keeps its initialisation), or warn that it stays random."""
-        if self.init_cfg and self.init_cfg.get('type') == 'Pretrained':
-            load_backbone_checkpoint(
-                self, self.init_cfg['checkpoint'], keep=is_vit_key)
-        else:
-            warnings.warn(
-                f'ViTAdapter(arch={self.arch!r}) has no ViT checkpoint '
-                'configured, so the ViT is randomly initialised. Set '
-                "model.backbone.init_cfg=dict(type='Pretrained', "
-                "checkpoint='checkpoints/dinov2_<arch>_pretrain.pth'), or "
-                'load a whole segmentor checkpoint.')
-        self._is_init = True
-
-    def train(self, mode: bool = True) -> 'ViTAdapter':
-        nn.Module.train(self, mode)
-        if self.frozen:
-            self.patch_embed.eval()
-            self.blocks.eval()
-        return self
 
     def forward(self, x: Tensor) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
         height, width = x.shape[2:]
@@ -205,13 +183,7 @@ class ViTAdapter(DinoVisionTransformer):
             [level + embed for level, embed in zip(levels, self.level_embed)],
             dim=1)
 
-        tokens, _ = self.patch_embed(x)
-        pos_embed = self.interpolate_pos_embed(token_shape)
-        prefix = self.cls_token.expand(batch, -1, -1) + pos_embed[:, :1]
-        tokens = tokens + pos_embed[:, 1:]
-        if self.register_tokens is not None:
-            prefix = torch.cat(
-                [prefix, self.register_tokens.expand(batch, -1, -1)], 1)
+        prefix, tokens, _ = self.embed(x)
 
         vit_maps = []
         for stage, (first, last) in zip(self.interactions,

@@ -4,6 +4,7 @@ from typing import List, Tuple
 
 import torch
 import torch.nn.functional as F
+from mmengine.config import ConfigDict
 from mmseg.models.decode_heads import Mask2FormerHead
 from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
@@ -21,7 +22,35 @@ class DinoMask2FormerHead(Mask2FormerHead):
     (mmseg 0.x) combines classes and masks at the mask resolution (stride 4)
     and then resizes the semantic map to the input; the two differ near
     boundaries, so this head does the latter. Training is mmseg's unchanged.
+
+    Args:
+        num_classes (int): Number of classes.
+        loss_cls (dict): The classification loss. Its ``class_weight`` has
+            one entry per class and a last one for "no object"; when left
+            out it is ``[1.0] * num_classes + [no_object_weight]``.
+        no_object_weight (float): The "no object" weight of the default
+            ``class_weight`` (Mask2Former's 0.1: the many queries matched to
+            no segment would otherwise swamp the classes).
+        **kwargs: The other arguments of mmseg's ``Mask2FormerHead``.
     """
+
+    def __init__(self,
+                 num_classes: int,
+                 loss_cls: dict,
+                 no_object_weight: float = 0.1,
+                 **kwargs):
+        # mmdet reads loss_cls.class_weight as an attribute.
+        loss_cls = ConfigDict(loss_cls)
+        weights = loss_cls.get('class_weight')
+        if weights is None:
+            loss_cls.class_weight = [1.0] * num_classes + [no_object_weight]
+        elif len(weights) != num_classes + 1:
+            raise ValueError(
+                f'loss_cls.class_weight has {len(weights)} entries, but '
+                f'num_classes={num_classes} needs {num_classes + 1} (one per '
+                'class, then "no object"); leave it out for '
+                f'[1.0] * {num_classes} + [{no_object_weight}]')
+        super().__init__(num_classes=num_classes, loss_cls=loss_cls, **kwargs)
 
     def predict_logits(self, x: Tuple[Tensor], batch_img_metas: List[dict],
                        test_cfg: dict) -> Tensor:
