@@ -103,8 +103,8 @@ def test_plots_are_real_images_of_the_documented_size(tmp_path):
     # least, 5 in tall.
     expected = {
         'per_class_iou.png': (800, round(100 * (1.5 + 0.18 * 3))),
-        'confusion_matrix.png': (round(100 * (4 + 0.45 * 3)),
-                                 round(100 * (2.5 + 0.45 * 3))),
+        'confusion_matrix.png':
+        (round(100 * (4 + 0.45 * 3)), round(100 * (2.5 + 0.45 * 3))),
         'class_distribution.png': (600, 500),
     }
     for name, size in expected.items():

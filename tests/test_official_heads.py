@@ -94,5 +94,5 @@ def test_tools_test_accepts_meta_files(tmp_path, vits14_file, shapes_root):
             f'model.backbone.init_cfg.checkpoint={vits14_file[0]}',
             f'test_dataloader.dataset.data_root={shapes_root}',
             'test_dataloader.num_workers=0',
-            'test_dataloader.persistent_workers=False'))
+            'test_dataloader.persistent_workers=False', '--verbose'))
     assert 'Iter(test) [4/4]' in log and 'mIoU' in log

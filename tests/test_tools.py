@@ -63,7 +63,7 @@ def config(tmp_path, shapes_root):
 
 def test_train_then_test(tmp_path, config, shapes_root):
     work = tmp_path / 'work'
-    log = check(run('tools/train.py', config, '--work-dir', work))
+    log = check(run('tools/train.py', config, '--work-dir', work, '--verbose'))
     assert 'Iter(train) [6/6]' in log
     assert 'mIoU' in log
     assert (work / 'iter_6.pth').is_file()
@@ -131,7 +131,9 @@ def test_resume_continues_from_the_last_checkpoint(tmp_path, config):
         run('tools/train.py', config, '--work-dir', work, '--cfg-options',
             'train_cfg.max_iters=3', 'train_cfg.val_interval=100'))
     assert (work / 'iter_3.pth').is_file()
-    log = check(run('tools/train.py', config, '--work-dir', work, '--resume'))
+    log = check(
+        run('tools/train.py', config, '--work-dir', work, '--resume',
+            '--verbose'))
     assert 'resumed epoch: 0, iter: 3' in log
     assert 'Iter(train) [4/6]' in log
     assert 'Iter(train) [1/6]' not in log
@@ -150,13 +152,15 @@ def free_port() -> int:
 def test_distributed_two_processes(tmp_path, config):
     work = tmp_path / 'work'
     env = dict(os.environ, PYTHON=sys.executable, PORT=str(free_port()))
-    train = subprocess.run(
-        ['bash', 'tools/dist_train.sh', config, '2', '--work-dir', work],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600)
+    train = subprocess.run([
+        'bash', 'tools/dist_train.sh', config, '2', '--work-dir', work,
+        '--verbose'
+    ],
+                           cwd=REPO,
+                           env=env,
+                           capture_output=True,
+                           text=True,
+                           timeout=600)
     log = check(train)
     assert 'Distributed training: True' in log
     assert 'GPU number: 2' in log  # mmengine's wording for world size
@@ -166,7 +170,7 @@ def test_distributed_two_processes(tmp_path, config):
         run('-m',
             'torch.distributed.run', '--nproc_per_node', '2', '--master_port',
             free_port(), 'tools/test.py', config, work / 'iter_6.pth',
-            '--launcher', 'pytorch', '--work-dir', work))
+            '--launcher', 'pytorch', '--work-dir', work, '--verbose'))
     assert 'Iter(test) [2/2]' in log  # 4 images split over 2 processes
 
 

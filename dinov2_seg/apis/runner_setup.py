@@ -10,6 +10,8 @@ import torch.distributed as dist
 from mmengine.config import Config
 from mmengine.logging import print_log
 
+from dinov2_seg.engine.vis_backends import expand_vis_backends
+
 
 def load_config(path: str,
                 cfg_options: Optional[dict] = None,
@@ -24,6 +26,7 @@ def load_config(path: str,
     cfg.launcher = launcher
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
+    expand_vis_backends(cfg)
     if work_dir is not None:
         cfg.work_dir = work_dir
     elif cfg.get('work_dir') is None:

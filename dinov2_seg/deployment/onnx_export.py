@@ -1,0 +1,151 @@
+"""Export the network of one slide window (DINOv2 backbone + linear/ms head)
+to ONNX, and check the file with onnxruntime.
+
+The exported graph is the segmentor's ``encode_decode`` for a window of a
+fixed size: a normalised RGB image (N, 3, H, W) in, class logits at the
+window's resolution (N, C, H, W) out, N free. Resizing, normalisation,
+sliding and the multi-scale flip test stay outside the graph (see
+:mod:`dinov2_seg.deployment.onnx_inference`).
+"""
+import contextlib
+from typing import Iterator, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+# torch.onnx's exporter (torch.export based, the default since torch 2.9)
+# writes this opset and can only convert upwards from it.
+MIN_OPSET = 18
+
+
+class NotExportableError(ValueError):
+    """The config's model has parts this exporter cannot put in ONNX."""
+
+
+def check_exportable(model: Union[nn.Module, dict]) -> None:
+    """Raise :class:`NotExportableError` unless ``model`` (a segmentor or
+    its config) is a DinoVisionTransformer with a BNHead and no neck."""
+    if isinstance(model, nn.Module):
+        backbone = type(model.backbone).__name__
+        head = type(model.decode_head).__name__
+        with_neck = getattr(model, 'with_neck', False)
+    else:
+        backbone = model['backbone']['type']
+        head = model['decode_head']['type']
+        with_neck = model.get('neck') is not None
+    if backbone == 'ViTAdapter' or 'Mask2Former' in head:
+        raise NotExportableError(
+            f'{backbone} + {head}: Mask2Former and ViT-Adapter models cannot '
+            'be exported to ONNX here. Their multi-scale deformable '
+            "attention is mmcv's MultiScaleDeformableAttnFunction on GPU, a "
+            'compiled op without an ONNX symbolic in mmcv 2.x (MMDeploy '
+            'ships it as a custom op for ONNX Runtime / TensorRT), and the '
+            "Mask2Former pixel decoder (mmdet's MSDeformAttnPixelDecoder) "
+            'reads feature shapes through torch._shape_as_tensor, which '
+            'torch.export cannot trace. Export a linear or ms config (e.g. '
+            'configs/ade20k_vitl14_ms.py), or use MMDeploy.')
+    if (backbone, head, with_neck) != ('DinoVisionTransformer', 'BNHead',
+                                       False):
+        raise NotExportableError(
+            'Exports support DinoVisionTransformer + BNHead (the linear '
+            f'and ms configs), not {backbone} + {head}'
+            f'{" with a neck" if with_neck else ""}')
+
+
+@contextlib.contextmanager
+def fixed_position_embedding(backbone: nn.Module,
+                             size: Tuple[int, int]) -> Iterator[None]:
+    """Give the backbone its positional embedding for ``size`` as a
+    constant while exporting.
+
+    The embedding is resized bicubically from the pretraining grid with
+    scale factors computed from the input shape, which the exporter would
+    trace into Resize nodes that ONNX Runtime does not compute as torch
+    does (border handling; antialiasing of the register models). For a
+    fixed window it is a constant, computed here by the backbone itself.
+    """
+    patch = backbone.patch_size
+    grid = tuple(-(-side // patch) for side in size)  # after center padding
+    with torch.no_grad():
+        table = backbone.interpolate_pos_embed(grid).detach().clone()
+    backbone.interpolate_pos_embed = lambda _: table
+    try:
+        yield
+    finally:
+        del backbone.interpolate_pos_embed
+
+
+class WindowLogits(nn.Module):
+    """``segmentor.encode_decode`` of one window of a fixed size."""
+
+    def __init__(self, segmentor: nn.Module, size: Tuple[int, int]):
+        super().__init__()
+        self.segmentor = segmentor
+        self.size = tuple(size)
+
+    def forward(self, image: Tensor) -> Tensor:
+        return self.segmentor.encode_decode(image, [dict(img_shape=self.size)])
+
+
+def export_onnx(segmentor: nn.Module,
+                out: str,
+                size: Tuple[int, int],
+                opset: int = MIN_OPSET) -> None:
+    """Write ``segmentor``'s window network for ``size`` (H, W) to
+    ``out``, with a free batch dimension.
+
+    Raises:
+        NotExportableError: for Mask2Former, ViT-Adapter and other models.
+        ValueError: for an opset below :data:`MIN_OPSET`.
+    """
+    check_exportable(segmentor)
+    if opset < MIN_OPSET:
+        raise ValueError(f'--opset {opset}: torch.onnx writes opset '
+                         f'{MIN_OPSET} and converts only to newer ones')
+    segmentor = segmentor.eval()
+    network = WindowLogits(segmentor, size).eval()
+    example = torch.zeros(2, 3, *size)
+    batch = torch.export.Dim('batch', min=1)
+    with fixed_position_embedding(segmentor.backbone, size), \
+            torch.no_grad():
+        program = torch.onnx.export(
+            network, (example, ),
+            dynamo=True,
+            opset_version=opset,
+            input_names=['image'],
+            output_names=['logits'],
+            dynamic_shapes={'image': {
+                0: batch
+            }},
+            external_data=False)
+        program.save(out)
+
+
+def random_windows(size: Tuple[int, int],
+                   count: int = 2,
+                   seed: int = 0) -> np.ndarray:
+    """Normalised-image-like input for the check: N(0, 1) pixels."""
+    generator = np.random.default_rng(seed)
+    return generator.standard_normal((count, 3, *size)).astype(np.float32)
+
+
+def compare_with_onnxruntime(
+        segmentor: nn.Module,
+        onnx_file: str,
+        windows: np.ndarray,
+        providers: Optional[Sequence[str]] = None) -> float:
+    """Run ``windows`` through PyTorch and onnxruntime; return the largest
+    absolute difference of the logits."""
+    import onnxruntime
+    session = onnxruntime.InferenceSession(
+        onnx_file, providers=list(providers or ['CPUExecutionProvider']))
+    found = session.run(None, {'image': windows})[0]
+    size = tuple(windows.shape[2:])
+    with torch.no_grad():
+        expected = WindowLogits(segmentor.eval(),
+                                size)(torch.from_numpy(windows)).numpy()
+    if found.shape != expected.shape:
+        raise ValueError(f'{onnx_file} gives logits of shape {found.shape}, '
+                         f'PyTorch {expected.shape}')
+    return float(np.abs(found - expected).max())
