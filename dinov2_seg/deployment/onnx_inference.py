@@ -7,16 +7,16 @@ test around an onnxruntime session, giving the labels of
                               scales=3)
     labels = segmentor(cv2.imread('image.jpg'))  # (H, W) class indices
 
-The steps around the network follow mmseg 1.x, in the same order and with
-the same operations (torch's bilinear resize), so that the labels agree
-with the PyTorch model up to the network's float differences.
+The steps around the network are the PyTorch model's (the config's
+pipeline, the data preprocessor's normalisation, the slide windows and their
+merging at the original size), so the labels agree with it up to the
+network's float differences. They need torch and mmcv, not the model.
 """
 import copy
-from typing import List, Optional, Sequence, Union
+from typing import Optional, Sequence, Union
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from mmcv.transforms import Compose
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
@@ -24,6 +24,8 @@ from torch import Tensor
 
 from dinov2_seg.apis.inference import _dataset_meta, _without_annotations
 from dinov2_seg.apis.runner_setup import select_tta_scales
+from dinov2_seg.models.segmentors.window_merge import (apply_taps, axis_taps,
+                                                       slide_window_spans)
 
 ImageType = Union[str, np.ndarray]
 
@@ -113,38 +115,31 @@ class OnnxSegmentor:
         views, samples = data['inputs'], data['data_samples']
         if not isinstance(views, list):
             views, samples = [views], [samples]
-        logits = [
-            self.view_logits(view, sample.metainfo)
-            for view, sample in zip(views, samples)
-        ]
         if not self.multi_view:
-            return logits[0].argmax(0).numpy().astype(np.int64)
-        # mmseg's SegTTAModel: the mean of the views' class probabilities.
-        probabilities = sum(view.softmax(0) for view in logits) / len(logits)
+            logits = self.view_logits(views[0], samples[0].metainfo)
+            return logits.argmax(0).numpy().astype(np.int64)
+        # mmseg's SegTTAModel: the mean of the views' class probabilities
+        # (summed view by view, so only one view's logits are held).
+        probabilities = 0
+        for view, sample in zip(views, samples):
+            probabilities = probabilities + self.view_logits(
+                view, sample.metainfo).softmax(0)
+        probabilities = probabilities / len(views)
         return probabilities.argmax(0).numpy().astype(np.int64)
 
     def view_logits(self, view: Tensor, meta: dict) -> Tensor:
-        """Logits (C, H, W) of one resized (and maybe flipped) view, flipped
-        back and resized to the original image, as mmseg's
-        ``EncoderDecoder.postprocess_result`` does."""
+        """(C, H, W) logits of one resized (and maybe flipped) view at the
+        original image size: the windows' head logits mapped through the
+        resize to the window, the overlap average, the un-flip and the
+        resize to the original image (mmseg's slide inference and
+        ``postprocess_result``), folded into per-window taps as
+        :class:`~dinov2_seg.models.segmentors.BatchedEncoderDecoder`
+        does."""
         image = view.float()
         if self.bgr_to_rgb:
             image = image[[2, 1, 0]]
-        image = ((image - self.mean) / self.std)[None]
-        logits = self.slide(image)
-        if meta.get('flip'):
-            dims = (3, ) if meta['flip_direction'] == 'horizontal' else (2, )
-            logits = logits.flip(dims=dims)
-        return F.interpolate(
-            logits,
-            size=meta['ori_shape'],
-            mode='bilinear',
-            align_corners=self.align_corners)[0]
-
-    def window_boxes(self, height: int, width: int) -> List[tuple]:
-        """(y1, y2, x1, x2) of each window, as mmseg's slide_inference
-        places them: a regular grid whose last row and column are moved
-        back inside the image."""
+        image = (image - self.mean) / self.std
+        height, width = image.shape[1:]
         (crop_h, crop_w), (stride_h, stride_w) = self.crop, self.stride
         if height < crop_h or width < crop_w:
             raise ValueError(
@@ -152,31 +147,32 @@ class OnnxSegmentor:
                 f'{crop_h}x{crop_w} window: slide inference would run the '
                 'network on a smaller input, which a fixed-size ONNX export '
                 'cannot take')
-        rows = max(height - crop_h + stride_h - 1, 0) // stride_h + 1
-        cols = max(width - crop_w + stride_w - 1, 0) // stride_w + 1
-        boxes = []
-        for row in range(rows):
-            for col in range(cols):
-                y2 = min(row * stride_h + crop_h, height)
-                x2 = min(col * stride_w + crop_w, width)
-                boxes.append((y2 - crop_h, y2, x2 - crop_w, x2))
-        return boxes
-
-    def slide(self, image: Tensor) -> Tensor:
-        """(1, C, H, W) logits of a normalised (1, 3, H, W) image: the
-        windows' logits summed where they overlap, divided by the count."""
-        height, width = image.shape[2:]
-        boxes = self.window_boxes(height, width)
-        total, count = None, torch.zeros(1, 1, height, width)
-        for start in range(0, len(boxes), self.max_windows):
-            chunk = boxes[start:start + self.max_windows]
-            windows = torch.cat(
-                [image[:, :, y1:y2, x1:x2] for y1, y2, x1, x2 in chunk])
-            outputs = torch.from_numpy(
+        rows = slide_window_spans(height, crop_h, stride_h)
+        cols = slide_window_spans(width, crop_w, stride_w)
+        boxes = [(r, c) for r in range(len(rows)) for c in range(len(cols))]
+        flip = meta.get('flip', False)
+        direction = meta.get('flip_direction')
+        out_h, out_w = meta['ori_shape'][:2]
+        output, taps = None, None
+        for first in range(0, len(boxes), self.max_windows):
+            chunk = boxes[first:first + self.max_windows]
+            windows = torch.stack([
+                image[:, rows[r][0]:rows[r][1], cols[c][0]:cols[c][1]]
+                for r, c in chunk
+            ])
+            logits = torch.from_numpy(
                 self.session.run(None, {self.input_name: windows.numpy()})[0])
-            if total is None:
-                total = torch.zeros(1, outputs.shape[1], height, width)
-            for (y1, y2, x1, x2), logits in zip(chunk, outputs):
-                total[:, :, y1:y2, x1:x2] += logits
-                count[:, :, y1:y2, x1:x2] += 1
-        return total / count
+            if taps is None:
+                head_h, head_w = logits.shape[2:]
+                taps = (axis_taps(rows, head_h, height, (0, 0), flip
+                                  and direction == 'vertical', out_h,
+                                  self.align_corners),
+                        axis_taps(cols, head_w, width, (0, 0), flip
+                                  and direction == 'horizontal', out_w,
+                                  self.align_corners))
+                output = logits.new_zeros(logits.shape[1], out_h, out_w)
+            for (r, c), window in zip(chunk, logits):
+                row, col = taps[0][r], taps[1][c]
+                output[:, row.start:row.stop,
+                       col.start:col.stop] += apply_taps(window, row, col)
+        return output
