@@ -104,13 +104,25 @@ def test_onnx_slide_inference_gives_the_labels_of_inference_segmentor(
 
 
 def test_tolerance_failure_exits_non_zero(meta_files, tmp_path):
+    import onnx
     config, head, backbone = meta_files
+    out = tmp_path / 'small.onnx'
     result = run('tools/export_onnx.py', config, head, '--backbone', backbone,
-                 '--size', '84', '112', '--tolerance', '1e-12', '--out',
-                 tmp_path / 'small.onnx')
+                 '--size', '84', '112', '--opset', '19', '--tolerance',
+                 '1e-12', '--out', out)
     assert result.returncode == 1
     assert '84x112 windows' in result.stdout
     assert re.search(r'\(tolerance 1e-12\): FAILED', result.stdout)
+    assert onnx.load(str(out)).opset_import[0].version == 19
+
+
+def test_opset_below_18_is_refused(meta_files, tmp_path):
+    config, head, backbone = meta_files
+    result = run('tools/export_onnx.py', config, head, '--backbone', backbone,
+                 '--opset', '17', '--out', tmp_path / 'x.onnx')
+    assert result.returncode != 0
+    assert ('--opset 17: torch.onnx writes opset 18 and converts only to '
+            'newer ones') in result.stderr
 
 
 def test_window_size_must_match_the_config(exported, meta_files, tmp_path):
@@ -126,6 +138,19 @@ def test_window_size_must_match_the_config(exported, meta_files, tmp_path):
             str(out),
             str(config),
             cfg_options={'model.test_cfg.crop_size': (512, 512)})
+
+
+def test_images_smaller_than_the_window_are_refused(exported, meta_files):
+    from dinov2_seg.deployment import OnnxSegmentor
+    out, _ = exported
+    config, _, _ = meta_files
+    segmentor = OnnxSegmentor(str(out), str(config))
+    view = torch.zeros(3, 500, 900, dtype=torch.uint8)
+    with pytest.raises(
+            ValueError,
+            match='The resized image is 500x900, '
+            'smaller than the 640x640 window'):
+        segmentor.view_logits(view, dict(ori_shape=(50, 90)))
 
 
 def test_mask2former_is_refused_with_the_reason(tmp_path, meta_files):

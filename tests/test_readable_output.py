@@ -176,3 +176,68 @@ def test_tensorboard_backend_from_the_command_line(tmp_path, shapes_root):
         np.testing.assert_allclose([v for _, v in found],
                                    [v for _, v in expected],
                                    rtol=1e-6)
+
+
+def test_backend_names_become_configs():
+    from mmengine.config import Config
+
+    from dinov2_seg.engine.vis_backends import expand_vis_backends
+    cfg = Config(
+        dict(
+            visualizer=dict(
+                type='SegLocalVisualizer',
+                vis_backends=['LocalVisBackend', 'WandbVisBackend'])))
+    expand_vis_backends(cfg)
+    assert cfg.visualizer.vis_backends == [
+        dict(type='LocalVisBackend'),
+        dict(type='WandbVisBackend')
+    ]
+
+
+def test_verbose_config_key_keeps_mmengine_console():
+    from mmengine.config import Config
+    from mmengine.runner import Runner
+
+    from dinov2_seg.engine import QuietConsoleRunner, runner_for_console
+    cfg = Config(
+        dict(custom_hooks=[dict(type='FrozenBackboneCheckpointHook')]))
+    assert runner_for_console(cfg) is QuietConsoleRunner
+    assert [h['type'] for h in cfg.custom_hooks
+            ] == ['FrozenBackboneCheckpointHook', 'ProgressBarHook']
+    assert runner_for_console(Config(dict(verbose=True))) is Runner
+    assert runner_for_console(Config(), verbose=True) is Runner
+
+
+def test_progress_lines_without_a_terminal(capsys):
+    from dinov2_seg.engine.hooks.progress_bar_hook import _Phase
+    phase = _Phase('train', 100, 0, 'iters', 0.1, every_seconds=3600)
+    for done in range(1, 26):
+        phase.update(done, f'loss {1 / done:.4f}')
+    phase.finish()
+    lines = capsys.readouterr().out.splitlines()
+    # At 10 and 20 (each 10% of the loop), then once at the end.
+    assert [re.search(r' (\d+)/100 iters', line).group(1)
+            for line in lines] == ['10', '20', '25']
+    assert 'eta' in lines[0]
+    assert 'loss 0.1000' in lines[0]
+    # every_seconds=0: a line at every update.
+    phase = _Phase('val', 4, 0, 'images', 0.5, every_seconds=0)
+    for done in range(1, 5):
+        phase.update(done)
+    phase.finish()
+    assert len(capsys.readouterr().out.splitlines()) == 4
+
+
+def test_progress_bar_redraws_in_a_terminal(capsys, monkeypatch):
+    from dinov2_seg.engine.hooks.progress_bar_hook import _Phase
+    monkeypatch.setenv('TTY_COMPATIBLE', '1')  # rich: treat as a terminal
+    phase = _Phase('train', 3, 0, 'iters', 0.1, every_seconds=3600)
+    for done in range(1, 4):
+        phase.update(done, 'loss 0.5000')
+    phase.finish()
+    out = capsys.readouterr().out
+    # Drawn in place (cursor controls, no new line per update), ending on
+    # the full bar.
+    plain = re.sub(r'\x1b\[[0-9;?]*[A-Za-z]', '', out)
+    assert '0/3 iters' in plain and '3/3 iters' in plain
+    assert plain.count('\n') <= 2

@@ -10,6 +10,7 @@ from mmengine.config import DictAction
 from dinov2_seg.deployment.onnx_export import (MIN_OPSET, check_exportable,
                                                compare_with_onnxruntime,
                                                export_onnx, random_windows)
+from dinov2_seg.engine import hide_library_noise
 from .inference import init_segmentor
 from .runner_setup import load_config
 
@@ -53,6 +54,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
+    hide_library_noise()
     cfg = load_config(args.config, args.cfg_options)
     # Before loading any weights: a Mask2Former file is large.
     check_exportable(cfg.model)

@@ -11,6 +11,8 @@ normalisation and the multi-scale flip test stay outside the graph (see
 245 MB for ADE20K).
 """
 import contextlib
+import logging
+import warnings
 from typing import Iterator, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -91,6 +93,23 @@ class WindowLogits(nn.Module):
         return self.segmentor.decode_head(self.segmentor.extract_feat(image))
 
 
+@contextlib.contextmanager
+def _quiet_exporter() -> Iterator[None]:
+    """Keep torch.onnx's notes that concern other models (torchvision's
+    detection ops it skips, a deprecation inside torch) off the console."""
+    registration = logging.getLogger(
+        'torch.onnx._internal.exporter._registration')
+    level = registration.level
+    registration.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings(
+                'ignore', message=r'.*isinstance\(treespec, LeafSpec\)')
+            yield
+    finally:
+        registration.setLevel(level)
+
+
 def export_onnx(segmentor: nn.Module,
                 out: str,
                 size: Tuple[int, int],
@@ -111,7 +130,7 @@ def export_onnx(segmentor: nn.Module,
     example = torch.zeros(2, 3, *size)
     batch = torch.export.Dim('batch', min=1)
     with fixed_position_embedding(segmentor.backbone, size), \
-            torch.no_grad():
+            torch.no_grad(), _quiet_exporter():
         program = torch.onnx.export(
             network, (example, ),
             dynamo=True,
@@ -121,7 +140,8 @@ def export_onnx(segmentor: nn.Module,
             dynamic_shapes={'image': {
                 0: batch
             }},
-            external_data=False)
+            external_data=False,
+            verbose=False)
         program.save(out)
 
 

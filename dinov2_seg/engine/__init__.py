@@ -1,7 +1,8 @@
-from .console import ConsoleFilter, QuietConsoleRunner, runner_for_console
+from .console import (ConsoleFilter, QuietConsoleRunner, hide_library_noise,
+                      runner_for_console)
 from .hooks import ProgressBarHook
 
 __all__ = [
     'ConsoleFilter', 'ProgressBarHook', 'QuietConsoleRunner',
-    'runner_for_console'
+    'hide_library_noise', 'runner_for_console'
 ]

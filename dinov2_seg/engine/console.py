@@ -103,14 +103,20 @@ class QuietConsoleRunner(Runner):
         return logger
 
 
+def hide_library_noise() -> None:
+    """Ignore the Python warnings of :data:`LIBRARY_NOISE` in this process
+    (and the data loader workers it forks)."""
+    for pattern in LIBRARY_NOISE:
+        warnings.filterwarnings('ignore', message=f'.*{pattern}')
+
+
 def runner_for_console(cfg: Config, verbose: bool = False) -> Type[Runner]:
     """The runner class for ``cfg``: mmengine's own when ``verbose`` (or the
     config's ``verbose``) is set, else the quiet console with a progress bar
     (added to ``cfg.custom_hooks``)."""
     if verbose or cfg.get('verbose', False):
         return Runner
-    for pattern in LIBRARY_NOISE:
-        warnings.filterwarnings('ignore', message=f'.*{pattern}')
+    hide_library_noise()
     hooks = cfg.get('custom_hooks') or []
     if not any(h.get('type') == 'ProgressBarHook' for h in hooks):
         cfg.custom_hooks = [*hooks, dict(type='ProgressBarHook')]
