@@ -22,9 +22,9 @@ from mmengine.config import Config
 from mmengine.registry import init_default_scope
 from torch import Tensor
 
-from dinov2_seg.apis.inference import _dataset_meta, _without_annotations
+from dinov2_seg.apis.inference import _dataset_meta, without_annotations
 from dinov2_seg.apis.runner_setup import select_tta_scales
-from dinov2_seg.models.segmentors.window_merge import (apply_taps, axis_taps,
+from dinov2_seg.models.segmentors.window_merge import (apply_bands, axis_bands,
                                                        slide_window_spans)
 
 ImageType = Union[str, np.ndarray]
@@ -97,7 +97,7 @@ class OnnxSegmentor:
         else:
             cfg.tta_scale_count = scales
             pipeline = select_tta_scales(cfg, cfg.filename or 'the config')
-        self.pipeline = _without_annotations(pipeline)
+        self.pipeline = without_annotations(pipeline)
         self.multi_view = scales is not None
         self.dataset_meta = _dataset_meta(cfg)
 
@@ -132,7 +132,7 @@ class OnnxSegmentor:
         original image size: the windows' head logits mapped through the
         resize to the window, the overlap average, the un-flip and the
         resize to the original image (mmseg's slide inference and
-        ``postprocess_result``), folded into per-window taps as
+        ``postprocess_result``), folded into per-window band matrices as
         :class:`~dinov2_seg.models.segmentors.BatchedEncoderDecoder`
         does."""
         image = view.float()
@@ -153,7 +153,7 @@ class OnnxSegmentor:
         flip = meta.get('flip', False)
         direction = meta.get('flip_direction')
         out_h, out_w = meta['ori_shape'][:2]
-        output, taps = None, None
+        output, bands = None, None
         for first in range(0, len(boxes), self.max_windows):
             chunk = boxes[first:first + self.max_windows]
             windows = torch.stack([
@@ -162,17 +162,17 @@ class OnnxSegmentor:
             ])
             logits = torch.from_numpy(
                 self.session.run(None, {self.input_name: windows.numpy()})[0])
-            if taps is None:
+            if bands is None:
                 head_h, head_w = logits.shape[2:]
-                taps = (axis_taps(rows, head_h, height, (0, 0), flip
-                                  and direction == 'vertical', out_h,
-                                  self.align_corners),
-                        axis_taps(cols, head_w, width, (0, 0), flip
-                                  and direction == 'horizontal', out_w,
-                                  self.align_corners))
+                bands = (axis_bands(rows, head_h, height, (0, 0), flip
+                                    and direction == 'vertical', out_h,
+                                    self.align_corners),
+                         axis_bands(cols, head_w, width, (0, 0), flip
+                                    and direction == 'horizontal', out_w,
+                                    self.align_corners))
                 output = logits.new_zeros(logits.shape[1], out_h, out_w)
             for (r, c), window in zip(chunk, logits):
-                row, col = taps[0][r], taps[1][c]
+                row, col = bands[0][r], bands[1][c]
                 output[:, row.start:row.stop,
-                       col.start:col.stop] += apply_taps(window, row, col)
+                       col.start:col.stop] += apply_bands(window, row, col)
         return output
