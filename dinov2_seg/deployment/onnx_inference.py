@@ -150,9 +150,6 @@ class OnnxSegmentor:
         rows = slide_window_spans(height, crop_h, stride_h)
         cols = slide_window_spans(width, crop_w, stride_w)
         boxes = [(r, c) for r in range(len(rows)) for c in range(len(cols))]
-        flip = meta.get('flip', False)
-        direction = meta.get('flip_direction')
-        out_h, out_w = meta['ori_shape'][:2]
         output, bands = None, None
         for first in range(0, len(boxes), self.max_windows):
             chunk = boxes[first:first + self.max_windows]
@@ -163,16 +160,27 @@ class OnnxSegmentor:
             logits = torch.from_numpy(
                 self.session.run(None, {self.input_name: windows.numpy()})[0])
             if bands is None:
-                head_h, head_w = logits.shape[2:]
-                bands = (axis_bands(rows, head_h, height, (0, 0), flip
-                                    and direction == 'vertical', out_h,
-                                    self.align_corners),
-                         axis_bands(cols, head_w, width, (0, 0), flip
-                                    and direction == 'horizontal', out_w,
-                                    self.align_corners))
-                output = logits.new_zeros(logits.shape[1], out_h, out_w)
+                bands = self._bands(rows, cols, (height, width),
+                                    logits.shape[2:], meta)
+                output = logits.new_zeros(logits.shape[1],
+                                          *meta['ori_shape'][:2])
             for (r, c), window in zip(chunk, logits):
                 row, col = bands[0][r], bands[1][c]
                 output[:, row.start:row.stop,
                        col.start:col.stop] += apply_bands(window, row, col)
         return output
+
+    def _bands(self, rows: list, cols: list, size: tuple, head_size: tuple,
+               meta: dict) -> tuple:
+        """Per-window row and column maps from the head output to the
+        original image (the fast slide path's, on the CPU)."""
+        flip = meta.get('flip', False) and meta.get('flip_direction')
+        out_h, out_w = meta['ori_shape'][:2]
+
+        def along(spans, head, canvas, out, direction):
+            return axis_bands(
+                tuple(spans), int(head), canvas, (0, 0), flip == direction,
+                out, self.align_corners, torch.device('cpu'))
+
+        return (along(rows, head_size[0], size[0], out_h, 'vertical'),
+                along(cols, head_size[1], size[1], out_w, 'horizontal'))
