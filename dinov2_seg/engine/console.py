@@ -29,6 +29,7 @@ LIBRARY_NOISE = (
     r'Default ``avg_non_ignore`` is False',
     # The visualisation hook is off unless --show/--show-dir is given.
     r'The draw is False',
+    # mmseg's IoUMetric has no default metric-name prefix.
     r'The prefix is not set in metric class',
 )
 _NOISE = re.compile('|'.join(LIBRARY_NOISE))
