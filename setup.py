@@ -20,11 +20,26 @@ setup(
         'mmdet>=3.3.0,<3.4',
         'numpy',
         'opencv-python',
+        # The charts of tools/test.py --plot-dir and tools/plot_curves.py,
+        # and the console's progress bars (both also come with mmengine).
+        'matplotlib',
+        'rich',
         # Imported by mmseg at import time but not declared by its wheel.
         'ftfy',
         'regex',
     ],
-    # transformers: reference implementation and file layout for the tests
-    # of Hugging Face weights (it brings safetensors).
-    extras_require={'test': ['pytest', 'pytest-timeout', 'transformers']},
+    extras_require={
+        # tools/export_onnx.py and OnnxSegmentor: torch.onnx's exporter
+        # (torch.export based) needs onnxscript; onnxruntime checks the file.
+        'export': ['onnx', 'onnxscript', 'onnxruntime'],
+        # visualizer.vis_backends=[LocalVisBackend,TensorboardVisBackend]
+        'tensorboard': ['tensorboard'],
+        # transformers: reference implementation and file layout for the
+        # tests of Hugging Face weights (it brings safetensors); the export
+        # and TensorBoard tests run with their extras.
+        'test': [
+            'pytest', 'pytest-timeout', 'transformers', 'onnx', 'onnxscript',
+            'onnxruntime', 'tensorboard'
+        ],
+    },
 )

@@ -58,7 +58,7 @@ def test_resume_test_and_api_rebuild_the_backbone(frozen_run, tmp_path):
     config, weights, work = frozen_run
     log = check(
         run('tools/train.py', config, '--work-dir', work, '--resume',
-            '--cfg-options', 'train_cfg.max_iters=6',
+            '--verbose', '--cfg-options', 'train_cfg.max_iters=6',
             'default_hooks.checkpoint.interval=2'))
     assert 'resumed' in log.lower() and 'Iter(train) [6/6]' in log
     assert 'Iter(train) [1/6]' not in log

@@ -232,7 +232,7 @@ randomness = dict(seed=0)
 def test_train_then_test_tools(tmp_path, shapes_root):
     config = write_tiny_config(tmp_path / 'tiny_m2f.py', shapes_root)
     work = tmp_path / 'work'
-    log = check(run('tools/train.py', config, '--work-dir', work))
+    log = check(run('tools/train.py', config, '--work-dir', work, '--verbose'))
     assert 'Iter(train) [4/4]' in log
     assert 'decode.loss_dice' in log
     checkpoint = work / 'iter_4.pth'

@@ -93,7 +93,7 @@ def test_tools_test_accepts_meta_files(tmp_path, vits14_file, shapes_root):
             f'model.backbone.init_cfg.checkpoint={vits14_file[0]}',
             f'test_dataloader.dataset.data_root={shapes_root}',
             'test_dataloader.num_workers=0',
-            'test_dataloader.persistent_workers=False'))
+            'test_dataloader.persistent_workers=False', '--verbose'))
     assert 'Iter(test) [4/4]' in log
     # Scored over ADE20K's 150 classes on the shapes labels (classes 0-4).
     assert reported_miou(log) == pytest.approx(

@@ -41,7 +41,7 @@ def config(tmp_path, shapes_root):
 
 def test_train_then_test(tmp_path, config, shapes_root):
     work = tmp_path / 'work'
-    log = check(run('tools/train.py', config, '--work-dir', work))
+    log = check(run('tools/train.py', config, '--work-dir', work, '--verbose'))
     assert 'Iter(train) [6/6]' in log
     assert 'mIoU' in log
     assert (work / 'iter_6.pth').is_file()
@@ -141,7 +141,9 @@ def test_resume_continues_from_the_last_checkpoint(tmp_path, config):
         run('tools/train.py', config, '--work-dir', work, '--cfg-options',
             'train_cfg.max_iters=3', 'train_cfg.val_interval=100'))
     assert (work / 'iter_3.pth').is_file()
-    log = check(run('tools/train.py', config, '--work-dir', work, '--resume'))
+    log = check(
+        run('tools/train.py', config, '--work-dir', work, '--resume',
+            '--verbose'))
     assert 'resumed epoch: 0, iter: 3' in log
     assert 'Iter(train) [4/6]' in log
     assert 'Iter(train) [1/6]' not in log
@@ -160,13 +162,15 @@ def free_port() -> int:
 def test_distributed_two_processes(tmp_path, config):
     work = tmp_path / 'work'
     env = dict(os.environ, PYTHON=sys.executable, PORT=str(free_port()))
-    train = subprocess.run(
-        ['bash', 'tools/dist_train.sh', config, '2', '--work-dir', work],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600)
+    train = subprocess.run([
+        'bash', 'tools/dist_train.sh', config, '2', '--work-dir', work,
+        '--verbose'
+    ],
+                           cwd=REPO,
+                           env=env,
+                           capture_output=True,
+                           text=True,
+                           timeout=600)
     log = check(train)
     assert 'Distributed training: True' in log
     # The head's SyncBN (no CPU kernel) runs as BN, per process.
@@ -179,7 +183,10 @@ def test_distributed_two_processes(tmp_path, config):
             'torch.distributed.run', '--nproc_per_node', '2', '--master_port',
             free_port(), 'tools/test.py', config, work / 'iter_6.pth',
             '--launcher', 'pytorch', '--work-dir', work))
-    assert 'Iter(test) [2/2]' in log  # 4 images split over 2 processes
+    # 4 images split over 2 processes; the first one draws the bar and
+    # prints the results, once.
+    assert re.search(r'test .* 2/2 images', log)
+    assert len(re.findall(r'^aAcc: [\d.]+  mIoU: [\d.]+', log, re.M)) == 1
 
 
 def test_missing_dataset_stops_before_training(tmp_path):

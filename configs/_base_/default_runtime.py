@@ -1,8 +1,11 @@
 default_scope = 'mmseg'
-# Registers the DINOv2 backbones, neck, heads and label loading, and lets
-# torch>=2.6 resume from mmengine checkpoints.
+# Registers the DINOv2 backbones, neck, heads, label loading and the
+# confusion-matrix metric (tools/test.py --plot-dir), and lets torch>=2.6
+# resume from mmengine checkpoints.
 custom_imports = dict(
-    imports=['dinov2_seg.models', 'dinov2_seg.datasets'],
+    imports=[
+        'dinov2_seg.models', 'dinov2_seg.datasets', 'dinov2_seg.evaluation'
+    ],
     allow_failed_imports=False)
 env_cfg = dict(
     cudnn_benchmark=True,

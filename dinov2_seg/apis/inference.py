@@ -26,6 +26,7 @@ from mmseg.visualization import SegLocalVisualizer
 from torch import nn
 
 from dinov2_seg.checkpoints import load_segmentor_checkpoint
+from dinov2_seg.checkpoints.from_module import load_backbone_from_module
 from .runner_setup import select_tta_scales
 
 ImageType = Union[str, np.ndarray]
@@ -60,7 +61,7 @@ def without_annotations(pipeline: list) -> list:
 
 def init_segmentor(config: Union[str, Config],
                    checkpoint: Optional[str] = None,
-                   backbone: Optional[str] = None,
+                   backbone: Optional[Union[str, nn.Module]] = None,
                    scales: Optional[int] = None,
                    device: str = 'cpu',
                    cfg_options: Optional[dict] = None,
@@ -72,7 +73,10 @@ def init_segmentor(config: Union[str, Config],
         checkpoint: A training checkpoint, or one of Meta's ``*_head.pth``
             files (then the backbone comes from ``backbone`` or from the
             config's backbone ``init_cfg``).
-        backbone: A DINOv2 backbone file; overrides the config's.
+        backbone: A DINOv2 backbone file, or a DINOv2 model in memory
+            (Meta's torch.hub model, timm's or transformers'); overrides
+            the config's. A model's weights are converted and checked as a
+            file of its layout would be.
         scales: ``None`` for single-scale inference (the config's
             test_pipeline); N in 1..5 for the multi-scale + flip test with
             the first N scales of an ms config (HEAD_SCALE_COUNT).
@@ -94,13 +98,16 @@ def init_segmentor(config: Union[str, Config],
     init_default_scope(cfg.get('default_scope', 'mmseg'))
     if amp:
         cfg.model.test_cfg.amp = True
-    if backbone is not None:
+    in_memory = isinstance(backbone, nn.Module)
+    if backbone is not None and not in_memory:
         cfg.model.backbone.init_cfg = dict(
             type='Pretrained', checkpoint=backbone)
     model = MODELS.build(cfg.model)
+    if in_memory:
+        load_backbone_from_module(model.backbone, backbone)
     if checkpoint is not None:
-        load_segmentor_checkpoint(model, checkpoint)
-    else:
+        load_segmentor_checkpoint(model, checkpoint, backbone_loaded=in_memory)
+    elif not in_memory:
         model.backbone.init_weights()
     if scales is None:
         pipeline = copy.deepcopy(cfg.test_pipeline)

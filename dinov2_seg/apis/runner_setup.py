@@ -13,6 +13,8 @@ from mmengine.model import MMDistributedDataParallel, revert_sync_batchnorm
 from mmengine.registry import MODEL_WRAPPERS
 from torch import nn
 
+from dinov2_seg.engine.vis_backends import expand_vis_backends
+
 
 def load_config(path: str,
                 cfg_options: Optional[dict] = None,
@@ -27,6 +29,7 @@ def load_config(path: str,
     cfg.launcher = launcher
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
+    expand_vis_backends(cfg)
     if work_dir is not None:
         cfg.work_dir = work_dir
     elif cfg.get('work_dir') is None:

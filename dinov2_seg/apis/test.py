@@ -6,11 +6,11 @@ from typing import List, Optional
 
 from mmengine.config import DictAction
 from mmengine.model import is_model_wrapper
-from mmengine.runner import Runner
 
 from dinov2_seg.checkpoints import load_segmentor_checkpoint
 
 from dinov2_seg.datasets.layout import check_dataset_paths
+from dinov2_seg.engine import runner_for_console
 from .runner_setup import (load_config, prepare_cpu_distributed,
                            select_tta_scales, set_local_rank,
                            shutdown_distributed)
@@ -51,6 +51,15 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         action='store_true',
         help='mixed precision (bfloat16 where supported, else float16) for '
         'the backbone; the head and the merging stay float32')
+    parser.add_argument(
+        '--plot-dir',
+        help='write per-class IoU, confusion-matrix and class-distribution '
+        'charts (PNG) and the confusion matrix (CSV) to this directory')
+    parser.add_argument(
+        '--verbose',
+        action='store_true',
+        help="mmengine's full log on the console (default: progress bars, "
+        'warnings and results; the full log is always in the work dir)')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     return parser.parse_args(argv)
 
@@ -80,6 +89,20 @@ def enable_test_amp(cfg, config_path: str) -> None:
     cfg.model.test_cfg.amp = True
 
 
+def enable_plots(cfg, plot_dir: str) -> None:
+    """Evaluate with ConfusionIoUMetric: mmseg's IoUMetric (same numbers)
+    that also keeps the confusion matrix and draws the charts."""
+    evaluator = cfg.test_evaluator
+    metrics = evaluator if isinstance(evaluator, list) else [evaluator]
+    found = [m for m in metrics if m.get('type') == 'IoUMetric']
+    if not found:
+        raise ValueError(
+            "--plot-dir needs test_evaluator to hold mmseg's IoUMetric "
+            f"(type='IoUMetric'); this config has "
+            f'{[m.get("type") for m in metrics]}')
+    found[0].update(type='ConfusionIoUMetric', plot_dir=plot_dir)
+
+
 def enable_tta(cfg, config_path: str) -> None:
     cfg.test_dataloader.dataset.pipeline = select_tta_scales(cfg, config_path)
     cfg.tta_model.module = cfg.model
@@ -99,12 +122,14 @@ def main(argv: Optional[List[str]] = None) -> dict:
         enable_visualization(cfg, args.show, args.show_dir, args.wait_time)
     if args.tta:
         enable_tta(cfg, args.config)
+    if args.plot_dir:
+        enable_plots(cfg, args.plot_dir)
     if args.out is not None:
         cfg.test_evaluator['output_dir'] = args.out
         cfg.test_evaluator['keep_results'] = True
     check_dataset_paths(cfg, ['test_dataloader'])
     prepare_cpu_distributed(cfg)
-    runner = Runner.from_cfg(cfg)
+    runner = runner_for_console(cfg, args.verbose).from_cfg(cfg)
     # Loaded here rather than through cfg.load_from: mmengine would accept
     # a head file non-strictly and leave the backbone random.
     model = runner.model.module if is_model_wrapper(runner.model) else \

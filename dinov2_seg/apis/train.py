@@ -8,6 +8,7 @@ from mmengine.logging import print_log
 from mmengine.runner import Runner
 
 from dinov2_seg.datasets.layout import check_dataset_paths
+from dinov2_seg.engine import runner_for_console
 from .runner_setup import (load_config, prepare_cpu_distributed,
                            set_local_rank, shutdown_distributed)
 
@@ -35,6 +36,11 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         choices=['none', 'pytorch', 'slurm', 'mpi'],
         default='none',
         help='job launcher')
+    parser.add_argument(
+        '--verbose',
+        action='store_true',
+        help="mmengine's full log on the console (default: progress bars, "
+        'warnings and results; the full log is always in the work dir)')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     return parser.parse_args(argv)
 
@@ -65,7 +71,7 @@ def main(argv: Optional[List[str]] = None) -> Runner:
     check_dataset_paths(cfg, ['train_dataloader'] +
                         (['val_dataloader'] if cfg.get('val_cfg') else []))
     prepare_cpu_distributed(cfg)
-    runner = Runner.from_cfg(cfg)
+    runner = runner_for_console(cfg, args.verbose).from_cfg(cfg)
     runner.train()
     shutdown_distributed()
     return runner

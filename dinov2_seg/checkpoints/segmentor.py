@@ -46,13 +46,16 @@ def _hints(expected: Mapping[str, Tensor], found: Mapping[str,
     return hints
 
 
-def load_segmentor_checkpoint(model: nn.Module, filename: str) -> dict:
+def load_segmentor_checkpoint(model: nn.Module,
+                              filename: str,
+                              backbone_loaded: bool = False) -> dict:
     """Load ``filename`` into an EncoderDecoder, every tensor checked.
 
     A checkpoint without backbone weights (a released head file, or our
     checkpoint of a frozen-backbone run, whose backbone file must have the
     recorded SHA-256) takes the backbone from ``model.backbone.init_cfg``,
-    loaded strictly as well.
+    loaded strictly as well, unless ``backbone_loaded`` says that the
+    caller has put the backbone's weights in already (a model in memory).
 
     Returns:
         dict: the checkpoint's ``meta`` (empty if it has none).
@@ -75,11 +78,13 @@ def load_segmentor_checkpoint(model: nn.Module, filename: str) -> dict:
     if BACKBONE_SHA256_KEY in meta:
         # Our checkpoint of a frozen-backbone run: the backbone comes from
         # the file it was trained on, checked by hash.
-        check_backbone_file(meta, model, filename)
+        if not backbone_loaded:
+            check_backbone_file(meta, model, filename)
         from_file = set(frozen_backbone_keys(model))
     elif not any(k.startswith('backbone.') for k in state_dict):
         init_cfg = getattr(model.backbone, 'init_cfg', None)
-        if not init_cfg or init_cfg.get('type') != 'Pretrained':
+        if not backbone_loaded and (not init_cfg or
+                                    init_cfg.get('type') != 'Pretrained'):
             raise ValueError(
                 f'{filename} holds no backbone weights (a head-only file '
                 'such as Meta\'s *_head.pth) and model.backbone.init_cfg '
@@ -92,7 +97,7 @@ def load_segmentor_checkpoint(model: nn.Module, filename: str) -> dict:
     expected = {k: v for k, v in expected.items() if k not in from_file}
     check_state_dict(expected, state_dict, filename,
                      'the model of this config', _hints(expected, state_dict))
-    if from_file:
+    if from_file and not backbone_loaded:
         model.backbone.init_weights()
     model.load_state_dict(state_dict, strict=False)
     return meta

@@ -1,0 +1,78 @@
+"""``tools/export_onnx.py``: export the network of one slide window to ONNX
+and check it against PyTorch with onnxruntime."""
+import argparse
+import os
+import os.path as osp
+from typing import List, Optional
+
+from mmengine.config import DictAction
+
+from dinov2_seg.deployment.onnx_export import (MIN_OPSET, check_exportable,
+                                               compare_with_onnxruntime,
+                                               export_onnx, random_windows)
+from dinov2_seg.engine import hide_library_noise
+from .inference import init_segmentor
+from .runner_setup import load_config
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description='Export a DINOv2 segmentor (backbone + linear/ms head, '
+        'one slide window) to ONNX and check it with onnxruntime')
+    parser.add_argument('config', help='config file')
+    parser.add_argument(
+        'checkpoint',
+        help="a training checkpoint or one of Meta's *_head.pth files")
+    parser.add_argument(
+        '--backbone',
+        help="DINOv2 backbone file (default: the config's, for head files)")
+    parser.add_argument(
+        '--size',
+        type=int,
+        nargs=2,
+        metavar=('H', 'W'),
+        help="window size (default: the config's slide crop size)")
+    parser.add_argument(
+        '--opset',
+        type=int,
+        default=MIN_OPSET,
+        help='ONNX opset (default: %(default)s, the lowest torch.onnx writes)')
+    parser.add_argument(
+        '--tolerance',
+        type=float,
+        default=1e-3,
+        help='largest accepted |ONNX - PyTorch| logit difference '
+        '(default: %(default)s)')
+    parser.add_argument('--out', required=True, help='the .onnx file to write')
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        help='override config entries, as for tools/test.py')
+    return parser.parse_args(argv)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = parse_args(argv)
+    hide_library_noise()
+    cfg = load_config(args.config, args.cfg_options)
+    # Before loading any weights: a Mask2Former file is large.
+    check_exportable(cfg.model)
+    model = init_segmentor(cfg, args.checkpoint, args.backbone)
+    size = tuple(
+        args.size or model.cfg.model.test_cfg.get(
+            'crop_size', model.cfg.model.data_preprocessor.size))
+    os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
+    export_onnx(model, args.out, size, args.opset)
+    print(f'Exported {type(model.backbone).__name__}('
+          f'{model.backbone.arch}) + {type(model.decode_head).__name__} '
+          f'({model.decode_head.out_channels} classes), '
+          f'{size[0]}x{size[1]} windows -> {args.out} '
+          f'({osp.getsize(args.out) / 2**20:.1f} MiB)')
+    difference = compare_with_onnxruntime(model, args.out,
+                                          random_windows(size))
+    verdict = 'OK' if difference <= args.tolerance else 'FAILED'
+    print(f'onnxruntime vs PyTorch on 2 random windows: max |difference| of '
+          f'the logits {difference:.2e} (tolerance {args.tolerance:.0e}): '
+          f'{verdict}')
+    return 0 if verdict == 'OK' else 1

@@ -1,0 +1,186 @@
+"""Whole-image inference with an exported window network: the config's test
+resize, normalisation, slide windows and (optionally) the multi-scale flip
+test around an onnxruntime session, giving the labels of
+:func:`dinov2_seg.apis.inference.inference_segmentor`.
+
+    segmentor = OnnxSegmentor('model.onnx', 'configs/voc2012_vits14_ms.py',
+                              scales=3)
+    labels = segmentor(cv2.imread('image.jpg'))  # (H, W) class indices
+
+The steps around the network are the PyTorch model's (the config's
+pipeline, the data preprocessor's normalisation, the slide windows and their
+merging at the original size), so the labels agree with it up to the
+network's float differences. They need torch and mmcv, not the model.
+"""
+import copy
+from typing import Optional, Sequence, Union
+
+import numpy as np
+import torch
+from mmcv.transforms import Compose
+from mmengine.config import Config
+from mmengine.registry import init_default_scope
+from torch import Tensor
+
+from dinov2_seg.apis.inference import _dataset_meta, without_annotations
+from dinov2_seg.apis.runner_setup import select_tta_scales
+from dinov2_seg.models.segmentors.window_merge import (apply_bands, axis_bands,
+                                                       slide_window_spans)
+
+ImageType = Union[str, np.ndarray]
+
+
+class OnnxSegmentor:
+    """Segment images with a window network written by
+    ``tools/export_onnx.py``.
+
+    Args:
+        onnx_file: The exported network (its input size must be the
+            config's slide crop size).
+        config: The config it was exported from (path or object).
+        scales: ``None`` for single-scale inference; N for the multi-scale
+            flip test with the first N scales of an ms config, as
+            ``init_segmentor(..., scales=N)``.
+        providers: onnxruntime execution providers (default: CPU).
+        cfg_options: Config overrides, as ``--cfg-options``.
+        max_windows: Windows per onnxruntime call (exported networks take
+            any batch size).
+
+    Attributes:
+        dataset_meta (dict): ``classes`` and ``palette`` of the config.
+    """
+
+    def __init__(self,
+                 onnx_file: str,
+                 config: Union[str, Config],
+                 scales: Optional[int] = None,
+                 providers: Optional[Sequence[str]] = None,
+                 cfg_options: Optional[dict] = None,
+                 max_windows: int = 8):
+        import onnxruntime
+        cfg = Config.fromfile(config) if isinstance(
+            config, str) else copy.deepcopy(config)
+        if cfg_options:
+            cfg.merge_from_dict(cfg_options)
+        init_default_scope(cfg.get('default_scope', 'mmseg'))
+        self.session = onnxruntime.InferenceSession(
+            onnx_file, providers=list(providers or ['CPUExecutionProvider']))
+        self.input_name = self.session.get_inputs()[0].name
+        window = tuple(self.session.get_inputs()[0].shape[2:])
+
+        test_cfg = cfg.model.test_cfg
+        if test_cfg.get('mode') != 'slide':
+            raise ValueError(
+                f'model.test_cfg.mode={test_cfg.get("mode")!r}: '
+                "OnnxSegmentor runs the slide inference ('slide') of the "
+                'linear and ms configs')
+        self.crop = tuple(test_cfg.crop_size)
+        self.stride = tuple(test_cfg.stride)
+        if window != self.crop:
+            raise ValueError(
+                f'{onnx_file} takes {window[0]}x{window[1]} windows, the '
+                f'config slides {self.crop[0]}x{self.crop[1]} ones '
+                '(model.test_cfg.crop_size); export with --size '
+                f'{self.crop[0]} {self.crop[1]}')
+        preprocessor = cfg.model.data_preprocessor
+        if preprocessor.get('test_cfg'):
+            raise ValueError('model.data_preprocessor.test_cfg (padding of '
+                             'test images) is not supported')
+        self.bgr_to_rgb = preprocessor.get('bgr_to_rgb', False)
+        self.mean = torch.tensor(preprocessor.mean).view(3, 1, 1)
+        self.std = torch.tensor(preprocessor.std).view(3, 1, 1)
+        self.align_corners = cfg.model.decode_head.get('align_corners', False)
+        self.max_windows = max_windows
+
+        if scales is None:
+            pipeline = copy.deepcopy(cfg.test_pipeline)
+        else:
+            cfg.tta_scale_count = scales
+            pipeline = select_tta_scales(cfg, cfg.filename or 'the config')
+        self.pipeline = without_annotations(pipeline)
+        self.multi_view = scales is not None
+        self.dataset_meta = _dataset_meta(cfg)
+
+    def __call__(self, image: ImageType) -> np.ndarray:
+        """Segment one image (a path, or an HxWx3 BGR array as cv2 reads
+        it): (H, W) int64 class indices."""
+        if isinstance(image, np.ndarray) and image.ndim == 2:
+            image = np.repeat(image[..., None], 3, axis=2)
+        steps = copy.deepcopy(self.pipeline)
+        if not isinstance(image, str):
+            steps[0]['type'] = 'LoadImageFromNDArray'
+        data = Compose(steps)(
+            dict(img_path=image) if isinstance(image, str) else dict(
+                img=image))
+        views, samples = data['inputs'], data['data_samples']
+        if not isinstance(views, list):
+            views, samples = [views], [samples]
+        if not self.multi_view:
+            logits = self.view_logits(views[0], samples[0].metainfo)
+            return logits.argmax(0).numpy().astype(np.int64)
+        # mmseg's SegTTAModel: the mean of the views' class probabilities
+        # (summed view by view, so only one view's logits are held).
+        probabilities = 0
+        for view, sample in zip(views, samples):
+            probabilities = probabilities + self.view_logits(
+                view, sample.metainfo).softmax(0)
+        probabilities = probabilities / len(views)
+        return probabilities.argmax(0).numpy().astype(np.int64)
+
+    def view_logits(self, view: Tensor, meta: dict) -> Tensor:
+        """(C, H, W) logits of one resized (and maybe flipped) view at the
+        original image size: the windows' head logits mapped through the
+        resize to the window, the overlap average, the un-flip and the
+        resize to the original image (mmseg's slide inference and
+        ``postprocess_result``), folded into per-window band matrices as
+        :class:`~dinov2_seg.models.segmentors.BatchedEncoderDecoder`
+        does."""
+        image = view.float()
+        if self.bgr_to_rgb:
+            image = image[[2, 1, 0]]
+        image = (image - self.mean) / self.std
+        height, width = image.shape[1:]
+        (crop_h, crop_w), (stride_h, stride_w) = self.crop, self.stride
+        if height < crop_h or width < crop_w:
+            raise ValueError(
+                f'The resized image is {height}x{width}, smaller than the '
+                f'{crop_h}x{crop_w} window: slide inference would run the '
+                'network on a smaller input, which a fixed-size ONNX export '
+                'cannot take')
+        rows = slide_window_spans(height, crop_h, stride_h)
+        cols = slide_window_spans(width, crop_w, stride_w)
+        boxes = [(r, c) for r in range(len(rows)) for c in range(len(cols))]
+        output, bands = None, None
+        for first in range(0, len(boxes), self.max_windows):
+            chunk = boxes[first:first + self.max_windows]
+            windows = torch.stack([
+                image[:, rows[r][0]:rows[r][1], cols[c][0]:cols[c][1]]
+                for r, c in chunk
+            ])
+            logits = torch.from_numpy(
+                self.session.run(None, {self.input_name: windows.numpy()})[0])
+            if bands is None:
+                bands = self._bands(rows, cols, (height, width),
+                                    logits.shape[2:], meta)
+                output = logits.new_zeros(logits.shape[1],
+                                          *meta['ori_shape'][:2])
+            for (r, c), window in zip(chunk, logits):
+                row, col = bands[0][r], bands[1][c]
+                output[:, row.start:row.stop,
+                       col.start:col.stop] += apply_bands(window, row, col)
+        return output
+
+    def _bands(self, rows: list, cols: list, size: tuple, head_size: tuple,
+               meta: dict) -> tuple:
+        """Per-window row and column maps from the head output to the
+        original image (the fast slide path's, on the CPU)."""
+        flip = meta.get('flip', False) and meta.get('flip_direction')
+        out_h, out_w = meta['ori_shape'][:2]
+
+        def along(spans, head, canvas, out, direction):
+            return axis_bands(
+                tuple(spans), int(head), canvas, (0, 0), flip == direction,
+                out, self.align_corners, torch.device('cpu'))
+
+        return (along(rows, head_size[0], size[0], out_h, 'vertical'),
+                along(cols, head_size[1], size[1], out_w, 'horizontal'))

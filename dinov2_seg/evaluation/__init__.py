@@ -1,0 +1,3 @@
+from .metrics import ConfusionIoUMetric
+
+__all__ = ['ConfusionIoUMetric']

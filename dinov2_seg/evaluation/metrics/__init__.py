@@ -1,0 +1,3 @@
+from .confusion_iou_metric import ConfusionIoUMetric
+
+__all__ = ['ConfusionIoUMetric']

@@ -1,0 +1,243 @@
+"""What the tools print by default (progress, warnings, results), the charts
+of tools/test.py --plot-dir, tools/plot_curves.py and TensorBoard logging,
+on one tiny training run."""
+import csv
+import json
+import re
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import check, run, write_config
+
+CLASSES = ('sky', 'ground', 'disc', 'box', 'triangle')
+
+
+@pytest.fixture(scope='module')
+def trained(tmp_path_factory, shapes_root):
+    """A 6-iteration run (validation at the end), as the user sees it."""
+    root = tmp_path_factory.mktemp('readable')
+    config = write_config(root / 'tiny.py', shapes_root)
+    work = root / 'work'
+    result = run('tools/train.py', config, '--work-dir', work)
+    check(result)
+    return config, work, result
+
+
+def test_training_console_shows_progress_warnings_and_results(trained):
+    _, work, result = trained
+    console = result.stdout + result.stderr
+    # One progress line (no terminal: every 10% and at the end).
+    assert re.search(r'train .* 6/6 iters loss \d+\.\d{4}  lr ', console)
+    assert 'eta' in console
+    # A warning the user can act on stays ...
+    assert 'the backbone is randomly initialised' in console
+    # ... the libraries' noise and mmengine's log lines go.
+    for noise in ('Config:', 'Hooks will be executed', 'Iter(train)',
+                  'build_loss', 'avg_non_ignore', 'System environment'):
+        assert noise not in console, noise
+    # The validation results: mmseg's table without log prefixes, then
+    # one line of metrics.
+    assert re.search(r'^\+-+\+-+\+-+\+$', console, re.M)
+    for name in CLASSES:
+        assert re.search(rf'^\|\s+{name}\s+\|', console, re.M), name
+    assert re.search(
+        r'^Validation at iteration 6: aAcc: \d+\.\d\d  mIoU: \d+\.\d\d  '
+        r'mAcc: \d+\.\d\d$', console, re.M)
+    assert len(console.splitlines()) < 60
+    # mmengine's full log is still in the work dir.
+    log = next(work.glob('*/*.log')).read_text()
+    for line in ('Config:', 'Hooks will be executed', 'Iter(train) [6/6]',
+                 'per class results'):
+        assert line in log, line
+
+
+def test_test_tool_writes_plots_that_match_its_metrics(trained, tmp_path,
+                                                       shapes_root):
+    config, work, _ = trained
+    plots = tmp_path / 'plots'
+    result = run('tools/test.py', config, work / 'iter_6.pth', '--work-dir',
+                 tmp_path / 'test', '--plot-dir', plots)
+    console = check(result)
+    assert re.search(r'test .* 4/4 images', console)
+    assert f'Plots in {plots}: per_class_iou.png' in console
+    # The confusion matrix gives the printed numbers: IoU = TP / (row sum +
+    # column sum - TP), mIoU over classes present, aAcc = trace / total.
+    with open(plots / 'confusion_matrix.csv', newline='') as file:
+        rows = list(csv.reader(file))
+    assert [r[0] for r in rows[1:]] == list(CLASSES)
+    matrix = np.array([r[1:] for r in rows[1:]], dtype=float)
+    hits = np.diag(matrix)
+    union = matrix.sum(0) + matrix.sum(1) - hits
+    iou = hits[union > 0] / union[union > 0]
+    summary = re.search(r'^aAcc: ([\d.]+)  mIoU: ([\d.]+)  mAcc: [\d.]+$',
+                        result.stdout, re.M)
+    assert summary, console[-2000:]
+    assert float(summary.group(1)) == pytest.approx(
+        100 * hits.sum() / matrix.sum(), abs=0.006)
+    assert float(summary.group(2)) == pytest.approx(
+        100 * iou.mean(), abs=0.006)
+    # Rows count the ground truth: the validation label PNGs, where 0 is
+    # unlabelled and k is class k - 1 (reduce_zero_label).
+    labels = np.concatenate([
+        np.asarray(Image.open(p)).ravel()
+        for p in sorted((shapes_root / 'annotations' / 'validation').iterdir())
+    ])
+    assert matrix.sum(1).tolist() == [(labels == k + 1).sum()
+                                      for k in range(5)]
+    for name in ('per_class_iou', 'confusion_matrix', 'class_distribution'):
+        with Image.open(plots / f'{name}.png') as image:
+            assert image.format == 'PNG' and min(image.size) >= 200
+
+
+def test_plot_dir_needs_an_iou_metric(trained, tmp_path):
+    config, work, _ = trained
+    result = run('tools/test.py', config, work / 'iter_6.pth', '--plot-dir',
+                 tmp_path, '--cfg-options',
+                 'test_evaluator.type=CityscapesMetric')
+    assert result.returncode != 0
+    assert ("--plot-dir needs test_evaluator to hold mmseg's IoUMetric "
+            "(type='IoUMetric'); this config has ['CityscapesMetric']"
+            ) in result.stderr
+
+
+def scalars(work) -> list:
+    path = next(work.glob('*/vis_data/scalars.json'))
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_plot_curves_overlays_runs_and_merges_resumed_logs(trained, tmp_path):
+    from dinov2_seg.visualization.training_curves import plot_training_curves
+    _, work, _ = trained
+    entries = scalars(work)
+    losses = [(e['step'], e['loss']) for e in entries if 'loss' in e]
+    assert [s for s, _ in losses] == [1, 2, 3, 4, 5, 6]
+    miou = [(e['step'], e['mIoU']) for e in entries if 'mIoU' in e]
+    assert [s for s, _ in miou] == [6]
+    # A second run, resumed at iteration 4: a new timestamped folder whose
+    # entries replace the first part's from step 4 on.
+    other = tmp_path / 'ablation'
+    shutil.copytree(work, other)
+    resumed = other / '99999999_999999' / 'vis_data'
+    resumed.mkdir(parents=True)
+    (resumed / 'scalars.json').write_text(''.join(
+        json.dumps(dict(loss=10.0 + step, lr=0.5, step=step)) + '\n'
+        for step in (4, 5, 6)))
+
+    out = tmp_path / 'curves.png'
+    plotted = plot_training_curves([str(work), str(other)], str(out))
+    assert list(plotted) == ['work', 'ablation']
+    steps, values = plotted['work']['loss']
+    assert steps.tolist() == [s for s, _ in losses]
+    np.testing.assert_allclose(values, [v for _, v in losses])
+    steps, values = plotted['ablation']['loss']
+    assert steps.tolist() == [1, 2, 3, 4, 5, 6]
+    np.testing.assert_allclose(values[:3], [v for _, v in losses[:3]])
+    assert values[3:].tolist() == [14.0, 15.0, 16.0]
+    assert plotted['work']['mIoU'][1].tolist() == [v for _, v in miou]
+    with Image.open(out) as image:  # 8 x (0.5 + 2.5 per panel) in, 100 dpi
+        assert image.size == (800, 800)
+
+    result = run('tools/plot_curves.py', work, '--keys', 'loss',
+                 'decode.acc_seg', '--out', tmp_path / 'tool.png')
+    log = check(result)
+    assert 'work: loss (6 points), decode.acc_seg (6 points)' in log
+    with Image.open(tmp_path / 'tool.png') as image:
+        assert image.size == (800, 550)
+
+
+def test_plot_curves_names_a_folder_without_logs(tmp_path):
+    result = run('tools/plot_curves.py', tmp_path)
+    assert result.returncode != 0
+    assert f'{tmp_path} holds no */vis_data/scalars.json' in result.stderr
+
+
+def test_tensorboard_backend_from_the_command_line(tmp_path, shapes_root):
+    event_accumulator = pytest.importorskip(
+        'tensorboard.backend.event_processing.event_accumulator')
+    config = write_config(tmp_path / 'tiny.py', shapes_root)
+    work = tmp_path / 'work'
+    check(
+        run('tools/train.py', config, '--work-dir', work, '--cfg-options',
+            'visualizer.vis_backends=[LocalVisBackend,TensorboardVisBackend]',
+            'train_cfg.max_iters=3', 'train_cfg.val_interval=3'))
+    events = list(work.glob('*/vis_data/events.out.tfevents.*'))
+    assert len(events) == 1
+    reader = event_accumulator.EventAccumulator(str(events[0].parent))
+    reader.Reload()
+    logged = scalars(work)
+    for key in ('loss', 'lr', 'mIoU'):
+        expected = [(e['step'], e[key]) for e in logged if key in e]
+        assert expected, key
+        found = [(e.step, e.value) for e in reader.Scalars(key)]
+        assert [s for s, _ in found] == [s for s, _ in expected]
+        np.testing.assert_allclose([v for _, v in found],
+                                   [v for _, v in expected],
+                                   rtol=1e-6)
+
+
+def test_backend_names_become_configs():
+    from mmengine.config import Config
+
+    from dinov2_seg.engine.vis_backends import expand_vis_backends
+    cfg = Config(
+        dict(
+            visualizer=dict(
+                type='SegLocalVisualizer',
+                vis_backends=['LocalVisBackend', 'WandbVisBackend'])))
+    expand_vis_backends(cfg)
+    assert cfg.visualizer.vis_backends == [
+        dict(type='LocalVisBackend'),
+        dict(type='WandbVisBackend')
+    ]
+
+
+def test_verbose_config_key_keeps_mmengine_console():
+    from mmengine.config import Config
+    from mmengine.runner import Runner
+
+    from dinov2_seg.engine import QuietConsoleRunner, runner_for_console
+    cfg = Config(
+        dict(custom_hooks=[dict(type='FrozenBackboneCheckpointHook')]))
+    assert runner_for_console(cfg) is QuietConsoleRunner
+    assert [h['type'] for h in cfg.custom_hooks
+            ] == ['FrozenBackboneCheckpointHook', 'ProgressBarHook']
+    assert runner_for_console(Config(dict(verbose=True))) is Runner
+    assert runner_for_console(Config(), verbose=True) is Runner
+
+
+def test_progress_lines_without_a_terminal(capsys):
+    from dinov2_seg.engine.hooks.progress_bar_hook import _Phase
+    phase = _Phase('train', 100, 0, 'iters', 0.1, every_seconds=3600)
+    for done in range(1, 26):
+        phase.update(done, f'loss {1 / done:.4f}')
+    phase.finish()
+    lines = capsys.readouterr().out.splitlines()
+    # At 10 and 20 (each 10% of the loop), then once at the end.
+    assert [re.search(r' (\d+)/100 iters', line).group(1)
+            for line in lines] == ['10', '20', '25']
+    assert 'eta' in lines[0]
+    assert 'loss 0.1000' in lines[0]
+    # every_seconds=0: a line at every update.
+    phase = _Phase('val', 4, 0, 'images', 0.5, every_seconds=0)
+    for done in range(1, 5):
+        phase.update(done)
+    phase.finish()
+    assert len(capsys.readouterr().out.splitlines()) == 4
+
+
+def test_progress_bar_redraws_in_a_terminal(capsys, monkeypatch):
+    from dinov2_seg.engine.hooks.progress_bar_hook import _Phase
+    monkeypatch.setenv('TTY_COMPATIBLE', '1')  # rich: treat as a terminal
+    phase = _Phase('train', 3, 0, 'iters', 0.1, every_seconds=3600)
+    for done in range(1, 4):
+        phase.update(done, 'loss 0.5000')
+    phase.finish()
+    out = capsys.readouterr().out
+    # Drawn in place (cursor controls, no new line per update), ending on
+    # the full bar.
+    plain = re.sub(r'\x1b\[[0-9;?]*[A-Za-z]', '', out)
+    assert '0/3 iters' in plain and '3/3 iters' in plain
+    assert plain.count('\n') <= 2

@@ -1,0 +1,8 @@
+"""Export to ONNX: python tools/export_onnx.py CONFIG CHECKPOINT
+[--backbone FILE] [--size H W] [--opset N] --out model.onnx"""
+import sys
+
+from dinov2_seg.apis import export_onnx
+
+if __name__ == '__main__':
+    sys.exit(export_onnx.main())
