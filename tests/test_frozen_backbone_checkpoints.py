@@ -8,8 +8,9 @@ import torch
 from mmengine.config import Config
 from mmseg.registry import MODELS
 
-from conftest import TINY_ARCH, check, run, write_config
+from conftest import REPO, TINY_ARCH, check, run, write_config
 from dinov2_seg.checkpoints import load_segmentor_checkpoint
+from dinov2_seg.checkpoints.frozen_backbone import frozen_backbone_keys
 from dinov2_seg.models.backbones import DinoVisionTransformer
 
 
@@ -124,3 +125,23 @@ def test_fine_tuned_backbone_is_saved_whole(tmp_path, shapes_root):
     # It trained: the blocks moved away from the file.
     assert not torch.equal(backbone['blocks.0.attn.qkv.weight'],
                            torch.load(weights)['blocks.0.attn.qkv.weight'])
+
+
+def test_vitg14_linear_checkpoint_is_under_one_percent_of_the_model():
+    """What the checkpoints of the ViT-g linear recipe keep, counted on the
+    meta device (no 4.4 GB of weights): the head, and AdamW's two moments
+    of it."""
+    cfg = Config.fromfile(str(REPO / 'configs' / 'ade20k_vitg14_linear.py'))
+    with torch.device('meta'):
+        model = MODELS.build(cfg.model)
+    dropped = set(frozen_backbone_keys(model))
+    state = model.state_dict()
+    assert dropped == {k for k in state if k.startswith('backbone.')}
+    whole = sum(v.numel() * v.element_size() for v in state.values())
+    kept = sum(v.numel() * v.element_size() for k, v in state.items()
+               if k not in dropped)
+    moments = 2 * sum(p.numel() * p.element_size()
+                      for p in model.parameters() if p.requires_grad)
+    # BN (4 x 1536 + 1) and a 150 x 1536 conv: 0.9 MB of a 4.4 GB model.
+    assert whole > 4.4e9
+    assert kept + moments < 0.01 * whole
