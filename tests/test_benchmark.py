@@ -76,6 +76,8 @@ def test_tta_compare_reports_the_stock_path_beside_the_fast_one(
     assert record['label_agreement'] == 1.0
     for key in ('seconds', 'baseline_seconds', 'backbone_seconds'):
         assert record[key] > 0
+    for key in ('backbone_share', 'baseline_backbone_share'):
+        assert 0 < record[key] < 1
     assert record['speedup'] == pytest.approx(record['baseline_seconds'] /
                                               record['seconds'])
     # The stock path holds the 21-class canvas of the 844 x 1121 view.

@@ -16,8 +16,10 @@ With ``--compare`` the baseline (mmseg's stock slide inference / TTA, or the
 fine-tuned backbone for ``train``) runs in the same process, alternating with
 the measured path after a warm-up; times are medians of ``--repeat`` runs.
 For ``slide`` and ``tta`` the same windows also go through the backbone
-alone (``backbone_seconds``). The last line printed is one JSON object,
-also appended to ``--out``.
+alone (``backbone_seconds``), and each timed run records the share of its
+own time spent inside the backbone (``backbone_share``; on a shared machine
+this split of one run is steadier than a ratio of two runs). The last line
+printed is one JSON object, also appended to ``--out``.
 
 Peak memory: on CUDA ``torch.cuda.max_memory_allocated``; on CPU a
 dispatch mode counts the bytes of every tensor alive at each moment of a
@@ -236,6 +238,40 @@ def recording_windows(segmentor: nn.Module, run: Callable,
     return first_run_records
 
 
+def timing_backbone(segmentor: nn.Module, run: Callable, device: str,
+                    shares: List[float]) -> Callable:
+    """``run`` that appends to ``shares`` the part of its time spent inside
+    the backbone's forward calls: a split of one run, which load changes
+    on a shared machine between runs do not enter."""
+    clock = []
+
+    def pre_hook(module, args):
+        synchronize(device)
+        clock.append(time.perf_counter())
+
+    def post_hook(module, args, out):
+        synchronize(device)
+        clock[-1] = time.perf_counter() - clock[-1]
+
+    def timed_run():
+        clock.clear()
+        synchronize(device)
+        start = time.perf_counter()
+        handles = [
+            segmentor.backbone.register_forward_pre_hook(pre_hook),
+            segmentor.backbone.register_forward_hook(post_hook)
+        ]
+        try:
+            return run()
+        finally:
+            for handle in handles:
+                handle.remove()
+            synchronize(device)
+            shares.append(sum(clock) / (time.perf_counter() - start))
+
+    return timed_run
+
+
 def label_agreement(fast: list, stock: list) -> float:
     same = total = 0
     for a, b in zip(fast, stock):
@@ -262,7 +298,11 @@ def measure_inference(cfg: Config, args: argparse.Namespace) -> dict:
     data = test_batch(pipeline, size, args.batch)
     fast, stock = inference_runs(model, data, segmentor)
     windows: List[tuple] = []
-    fast = recording_windows(segmentor, fast, windows)
+    inside: Dict[str, List[float]] = dict(fast=[], stock=[])
+    fast = recording_windows(
+        segmentor, timing_backbone(segmentor, fast, args.device,
+                                   inside['fast']), windows)
+    stock = timing_backbone(segmentor, stock, args.device, inside['stock'])
 
     def backbone_only():
         # The windows of the (first) fast run, in its batches; it runs
@@ -277,6 +317,11 @@ def measure_inference(cfg: Config, args: argparse.Namespace) -> dict:
         runs['stock'] = stock
     seconds, outputs = compare_runs(runs, args.device, args.repeat,
                                     args.warmup)
+    # The timed runs' shares, before the peak-memory runs add theirs.
+    shares = {
+        name: statistics.median(values[-args.repeat:])
+        for name, values in inside.items() if values
+    }
     resident = tensor_bytes(segmentor)
     record = dict(
         size=list(size),
@@ -286,11 +331,13 @@ def measure_inference(cfg: Config, args: argparse.Namespace) -> dict:
         backbone_seconds=seconds['backbone'],
         backbone_ratio=seconds['fast'] / seconds['backbone'],
         images_per_second=args.batch / seconds['fast'],
+        backbone_share=shares['fast'],
         peak_bytes=peak_bytes(fast, args.device, resident))
     if args.compare:
         record.update(
             baseline_seconds=seconds['stock'],
             speedup=seconds['stock'] / seconds['fast'],
+            baseline_backbone_share=shares['stock'],
             baseline_peak_bytes=peak_bytes(stock, args.device, resident),
             label_agreement=label_agreement(outputs['fast'],
                                             outputs['stock']))
