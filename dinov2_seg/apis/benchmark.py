@@ -55,6 +55,7 @@ from torch.utils._pytree import tree_flatten
 from dinov2_seg.checkpoints import load_segmentor_checkpoint
 from .inference import without_annotations
 from .runner_setup import load_config, select_tta_scales
+from .train import enable_amp
 
 # Dense (no sparsity) bfloat16 tensor-core peaks from NVIDIA's data sheets,
 # for the model-FLOPs utilisation of --mode backbone.
@@ -396,10 +397,9 @@ def measure_train(cfg: Config, args: argparse.Namespace) -> dict:
         model_cfg = copy.deepcopy(cfg)
         model_cfg.model.backbone.frozen = frozen
         model = build_for_benchmark(model_cfg, args.device, None).train()
-        wrapper_cfg = copy.deepcopy(cfg.optim_wrapper)
-        if args.amp:
-            wrapper_cfg.update(type='AmpOptimWrapper', dtype='bfloat16')
-        wrapper = build_optim_wrapper(model, wrapper_cfg)
+        if args.amp:  # as tools/train.py --amp
+            enable_amp(model_cfg)
+        wrapper = build_optim_wrapper(model, model_cfg.optim_wrapper)
         generator = torch.Generator().manual_seed(0)
         samples = []
         for _ in range(args.batch):
@@ -477,7 +477,9 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument(
         '--amp',
         action='store_true',
-        help='bfloat16 autocast (float16 on GPUs without bfloat16)')
+        help='inference: bfloat16 autocast of the backbone (float16 on GPUs '
+        'without bfloat16), as tools/test.py --amp; train: '
+        'AmpOptimWrapper, as tools/train.py --amp')
     parser.add_argument(
         '--device',
         default='cuda' if torch.cuda.is_available() else 'cpu',

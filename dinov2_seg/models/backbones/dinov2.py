@@ -135,7 +135,7 @@ class DinoViTBase(BaseModule):
         else:
             warnings.warn(
                 f'{type(self).__name__}(arch={self.arch!r}) has no checkpoint '
-                'configured, so the ViT is randomly initialised. Set '
+                'configured, so the backbone is randomly initialised. Set '
                 "model.backbone.init_cfg=dict(type='Pretrained', "
                 "checkpoint='checkpoints/dinov2_<arch>_pretrain.pth') to use "
                 'the released weights, or load a whole segmentor checkpoint.')
