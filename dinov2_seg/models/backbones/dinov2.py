@@ -5,6 +5,7 @@ from typing import Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint as cp
 from mmengine.model import BaseModule
 from mmseg.registry import MODELS
 from torch import Tensor, nn
@@ -46,6 +47,9 @@ class DinoViTBase(BaseModule):
             offset; defaults to the arch's.
         interpolate_antialias (bool, optional): Antialiased resize; defaults
             to the arch's.
+        with_cp (bool): Recompute each block in the backward pass instead of
+            keeping its activations (activation checkpointing), for
+            fine-tuning large backbones in bounded memory.
     """
     # Prefixes of the keys loaded from a backbone file (None: all of them).
     backbone_file_keys: Optional[Tuple[str, ...]] = None
@@ -59,6 +63,7 @@ class DinoViTBase(BaseModule):
                  layer_scale_init: float = 1.0,
                  interpolate_offset: Optional[float] = None,
                  interpolate_antialias: Optional[bool] = None,
+                 with_cp: bool = False,
                  init_cfg: Optional[dict] = None):
         super().__init__(init_cfg=init_cfg)
         self.arch = arch if isinstance(arch, str) else 'custom'
@@ -67,7 +72,9 @@ class DinoViTBase(BaseModule):
         self.embed_dim = dim
         self.patch_size = patch_size
         self.frozen = frozen
+        self.with_cp = with_cp
         self.num_register_tokens = settings['num_register_tokens']
+        self.num_prefix_tokens = 1 + self.num_register_tokens
         self.interpolate_offset = settings['interpolate_offset'] \
             if interpolate_offset is None else interpolate_offset
         self.interpolate_antialias = settings['interpolate_antialias'] \
@@ -209,6 +216,17 @@ class DinoViTBase(BaseModule):
                 [prefix, self.register_tokens.expand(batch, -1, -1)], 1)
         return prefix, patches + pos_embed[:, 1:], grid
 
+    def forward_block(self,
+                      index: int,
+                      tokens: Tensor,
+                      attn_mask: Optional[Tensor] = None) -> Tensor:
+        """Block ``index`` on ``tokens`` (recomputed in the backward pass
+        when ``with_cp``); ``attn_mask`` as in :class:`Attention`."""
+        block = self.blocks[index]
+        if self.with_cp and torch.is_grad_enabled():
+            return cp.checkpoint(block, tokens, attn_mask, use_reentrant=False)
+        return block(tokens, attn_mask)
+
 
 @MODELS.register_module()
 class DinoVisionTransformer(DinoViTBase):
@@ -234,6 +252,8 @@ class DinoVisionTransformer(DinoViTBase):
         drop_path_rate (float): Stochastic depth rate at the last block
             (linearly increasing), only useful when fine-tuning.
         layer_scale_init (float): Initial LayerScale value.
+        with_cp (bool): Activation checkpointing of the blocks (see
+            :class:`DinoViTBase`).
         init_cfg (dict, optional): ``dict(type='Pretrained', checkpoint=...)``
             loads a backbone file (Meta's layout; path or URL) strictly.
     """
@@ -246,6 +266,7 @@ class DinoVisionTransformer(DinoViTBase):
                  frozen: bool = True,
                  drop_path_rate: float = 0.0,
                  layer_scale_init: float = 1.0,
+                 with_cp: bool = False,
                  init_cfg: Optional[dict] = None):
         super().__init__(
             arch=arch,
@@ -254,6 +275,7 @@ class DinoVisionTransformer(DinoViTBase):
             frozen=frozen,
             drop_path_rate=drop_path_rate,
             layer_scale_init=layer_scale_init,
+            with_cp=with_cp,
             init_cfg=init_cfg)
         depth, dim = len(self.blocks), self.embed_dim
         if out_indices is None:
@@ -280,14 +302,19 @@ class DinoVisionTransformer(DinoViTBase):
                                     and not self.frozen):
             return self._intermediate_features(x)
 
+    def prepare_tokens(self, x: Tensor) -> Tuple[Tensor, Tuple[int, int]]:
+        """The tokens entering the first block, (B, prefix + h * w, D) with
+        the class and register tokens first, and the patch grid (h, w) of
+        the center-padded input."""
+        prefix, patches, grid = self.embed(center_pad(x, self.patch_size))
+        return torch.cat([prefix, patches], 1), grid
+
     def _intermediate_features(self, x: Tensor) -> Tuple[Tensor, ...]:
-        prefix, patches, (height,
-                          width) = self.embed(center_pad(x, self.patch_size))
-        tokens = torch.cat([prefix, patches], 1)
-        skip, batch = prefix.shape[1], tokens.shape[0]
+        tokens, (height, width) = self.prepare_tokens(x)
+        skip, batch = self.num_prefix_tokens, tokens.shape[0]
         outputs = []
-        for index, block in enumerate(self.blocks):
-            tokens = block(tokens)
+        for index in range(len(self.blocks)):
+            tokens = self.forward_block(index, tokens)
             if index in self.out_indices:
                 patches = self.norm(tokens)[:, skip:]
                 outputs.append(

@@ -4,7 +4,7 @@ Attribute names (``qkv``, ``proj``, ``ls1.gamma``, ``mlp.fc1``,
 ``mlp.w12`` ...) are those of Meta's released state_dicts, so the official
 files load into these modules without a key mapping.
 """
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -19,8 +19,10 @@ class PatchEmbed(nn.Module):
     def __init__(self, patch_size: int, in_channels: int, embed_dim: int):
         super().__init__()
         self.patch_size = patch_size
-        self.proj = nn.Conv2d(
-            in_channels, embed_dim, kernel_size=patch_size, stride=patch_size)
+        self.proj = nn.Conv2d(in_channels,
+                              embed_dim,
+                              kernel_size=patch_size,
+                              stride=patch_size)
 
     def forward(self, x: Tensor) -> Tuple[Tensor, Tuple[int, int]]:
         x = self.proj(x)
@@ -37,12 +39,19 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(dim, dim * 3, bias=True)
         self.proj = nn.Linear(dim, dim, bias=True)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, attn_mask: Optional[Tensor] = None) -> Tensor:
+        """``attn_mask``: optional (B, N, N) booleans, True where a token
+        (row) may attend to another (column); shared by the heads."""
         batch, tokens, dim = x.shape
         qkv = self.qkv(x).reshape(batch, tokens, 3, self.num_heads,
                                   dim // self.num_heads).permute(
                                       2, 0, 3, 1, 4)
-        x = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2])
+        if attn_mask is not None:
+            attn_mask = attn_mask[:, None]
+        x = F.scaled_dot_product_attention(qkv[0],
+                                           qkv[1],
+                                           qkv[2],
+                                           attn_mask=attn_mask)
         return self.proj(x.transpose(1, 2).reshape(batch, tokens, dim))
 
 
@@ -111,6 +120,6 @@ class Block(nn.Module):
         self.drop_path = DropPath(
             drop_path) if drop_path > 0 else nn.Identity()
 
-    def forward(self, x: Tensor) -> Tensor:
-        x = x + self.drop_path(self.ls1(self.attn(self.norm1(x))))
+    def forward(self, x: Tensor, attn_mask: Optional[Tensor] = None) -> Tensor:
+        x = x + self.drop_path(self.ls1(self.attn(self.norm1(x), attn_mask)))
         return x + self.drop_path(self.ls2(self.mlp(self.norm2(x))))

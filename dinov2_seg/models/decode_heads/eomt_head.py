@@ -1,0 +1,340 @@
+"""The prediction part of EoMT (Kerssies et al., "Your ViT is Secretly an
+Image Segmentation Model", CVPR 2025): learned queries that join the ViT's
+tokens for its last blocks, a class and a mask prediction after each of
+those blocks, and the masked attention that is annealed away in training.
+
+The ViT itself stays :class:`DinoVisionTransformer` (Meta's checkpoint
+layout); :class:`EoMTSegmentor` runs its blocks and calls this head in
+between.
+"""
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from mmdet.models.dense_heads import Mask2FormerHead as MMDetMask2FormerHead
+from mmdet.models.dense_heads import MaskFormerHead
+from mmengine.model import BaseModule
+from mmseg.models.decode_heads import Mask2FormerHead
+from mmseg.models.utils.san_layers import LayerNorm2d
+from mmseg.registry import MODELS, TASK_UTILS
+from mmseg.utils import ConfigType, SampleList
+from torch import Tensor, nn
+
+# Per block: (mask logits (B, Q, h, w), class logits (B, Q, classes + 1)).
+Prediction = Tuple[Tensor, Tensor]
+
+
+def mask_annealing_probability(iteration: int, start: int, end: int,
+                               power: float) -> float:
+    """Probability that a query's attention is masked at ``iteration``: 1
+    before ``start``, 0 from ``end`` on, polynomial decay in between (the
+    EoMT paper's schedule)."""
+    if iteration < start:
+        return 1.0
+    if iteration >= end:
+        return 0.0
+    return (1.0 - (iteration - start) / (end - start))**power
+
+
+def input_size(meta: dict, test_cfg: ConfigType) -> Tuple[int, int]:
+    """Size of the network input: a slide window sets ``img_shape`` to its
+    crop, while a padded whole image keeps the padded size in
+    ``pad_shape`` (the segmentor crops the padding off later)."""
+    if test_cfg.get('mode') != 'slide' and 'pad_shape' in meta:
+        return tuple(meta['pad_shape'][:2])
+    return tuple(meta['img_shape'][:2])
+
+
+class ScaleBlock(nn.Module):
+    """2x upsampling of a (B, D, h, w) map: transposed 2x2 convolution,
+    GELU, depthwise 3x3 convolution, LayerNorm over the channels (EoMT's
+    module and parameter names, so its checkpoints map one to one)."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.conv1 = nn.ConvTranspose2d(dim, dim, kernel_size=2, stride=2)
+        self.act = nn.GELU()
+        self.conv2 = nn.Conv2d(dim,
+                               dim,
+                               kernel_size=3,
+                               padding=1,
+                               groups=dim,
+                               bias=False)
+        self.norm = LayerNorm2d(dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.norm(self.conv2(self.act(self.conv1(x))))
+
+
+@MODELS.register_module()
+class EoMTHead(BaseModule):
+    """Queries, class and mask predictions and the annealed attention masks
+    of EoMT; Mask2Former's matching and losses (mmdet's).
+
+    Args:
+        num_classes (int): Number of classes (without "no object").
+        embed_dims (int): Width of the ViT tokens.
+        num_queries (int): Learned queries. Defaults to 100 (EoMT ADE20K).
+        num_blocks (int): The queries join the tokens for the last
+            ``num_blocks`` ViT blocks (EoMT: 3 for ViT-S/B, 4 for ViT-L, 5
+            for ViT-g).
+        num_upscale (int): 2x transposed-convolution blocks that upsample
+            the patch tokens for the masks (2: 4x, stride 3.5 for patch 14).
+        masked_attention (bool): In training, each query of the blocks after
+            the first prediction attends only to the patches inside its
+            predicted mask (with the probability of ``mask_annealing``), and
+            every block's prediction is supervised. False: a plain ViT and
+            only the final prediction is supervised.
+        mask_annealing (dict): ``start_iters`` and ``end_iters`` (one per
+            block) and ``power`` of :func:`mask_annealing_probability`.
+        no_object_weight (float): Class-loss weight of the "no object"
+            class; ``loss_cls.class_weight`` defaults to ``[1.0] *
+            num_classes + [no_object_weight]``.
+        resize_masks_first (bool): At test time, upsample each query's mask
+            logits to the input before the sigmoid, as EoMT's evaluation
+            does (Q maps at full resolution). False combines classes and
+            masks at the mask resolution and resizes the class map, which
+            the batched slide inference folds into the window merge.
+        align_corners (bool): For the resizes of the segmentor.
+        ignore_index (int): Label ignored by the losses.
+        loss_cls, loss_mask, loss_dice (dict): mmdet losses.
+        train_cfg (dict): ``num_points``, ``oversample_ratio``,
+            ``importance_sample_ratio``, ``assigner`` and ``sampler`` of
+            mmdet's Mask2Former.
+    """
+
+    # Mask2Former's Hungarian matching on sampled points and its class,
+    # point-sampled mask BCE and dice losses over all blocks (deep
+    # supervision), taken from mmdet rather than rewritten. mmdet's head
+    # cannot be inherited without building its pixel decoder and
+    # transformer decoder; these methods only read the attributes set in
+    # __init__ (num_classes, num_queries, assigner, sampler, num_points,
+    # oversample_ratio, importance_sample_ratio, class_weight, loss_*).
+    loss_by_feat = MaskFormerHead.loss_by_feat
+    get_targets = MaskFormerHead.get_targets
+    _get_targets_single = MMDetMask2FormerHead._get_targets_single
+    _loss_by_feat_single = MMDetMask2FormerHead._loss_by_feat_single
+    # mmseg's conversion of a label map into one mask per class present.
+    _seg_data_to_instance_data = Mask2FormerHead._seg_data_to_instance_data
+
+    def __init__(self,
+                 num_classes: int,
+                 embed_dims: int,
+                 num_queries: int = 100,
+                 num_blocks: int = 4,
+                 num_upscale: int = 2,
+                 masked_attention: bool = True,
+                 mask_annealing: Optional[dict] = None,
+                 no_object_weight: float = 0.1,
+                 resize_masks_first: bool = False,
+                 align_corners: bool = False,
+                 ignore_index: int = 255,
+                 loss_cls: ConfigType = dict(type='mmdet.CrossEntropyLoss',
+                                             use_sigmoid=False,
+                                             loss_weight=2.0,
+                                             reduction='mean'),
+                 loss_mask: ConfigType = dict(type='mmdet.CrossEntropyLoss',
+                                              use_sigmoid=True,
+                                              reduction='mean',
+                                              loss_weight=5.0),
+                 loss_dice: ConfigType = dict(type='mmdet.DiceLoss',
+                                              use_sigmoid=True,
+                                              activate=True,
+                                              reduction='mean',
+                                              naive_dice=True,
+                                              eps=1.0,
+                                              loss_weight=5.0),
+                 train_cfg: Optional[ConfigType] = None,
+                 init_cfg: Optional[dict] = None):
+        super().__init__(init_cfg=init_cfg)
+        self.num_classes = num_classes
+        self.out_channels = num_classes
+        self.align_corners = align_corners
+        self.ignore_index = ignore_index
+        self.embed_dims = embed_dims
+        self.num_queries = num_queries
+        self.num_blocks = num_blocks
+        self.masked_attention = masked_attention
+        self.resize_masks_first = resize_masks_first
+
+        self.query_embed = nn.Embedding(num_queries, embed_dims)
+        self.cls_embed = nn.Linear(embed_dims, num_classes + 1)
+        self.mask_embed = nn.Sequential(nn.Linear(embed_dims, embed_dims),
+                                        nn.GELU(),
+                                        nn.Linear(embed_dims, embed_dims),
+                                        nn.GELU(),
+                                        nn.Linear(embed_dims, embed_dims))
+        self.upscale = nn.Sequential(
+            *[ScaleBlock(embed_dims) for _ in range(num_upscale)])
+
+        self.mask_annealing = self._check_annealing(mask_annealing)
+        # Probability that a query's attention is masked in each of the
+        # blocks; set from the training iteration (set_iteration). Saved
+        # with the model, as in EoMT's checkpoints.
+        self.register_buffer('attn_mask_probs', torch.ones(num_blocks))
+
+        loss_cls = dict(loss_cls)
+        expected = [1.0] * num_classes + [no_object_weight]
+        loss_cls.setdefault('class_weight', expected)
+        if len(loss_cls['class_weight']) != num_classes + 1:
+            raise ValueError(
+                f'loss_cls.class_weight has {len(loss_cls["class_weight"])} '
+                f'entries; expected num_classes + 1 = {num_classes + 1} '
+                '(the last one for "no object"); leave it out to get '
+                f'[1.0] * num_classes + [{no_object_weight}]')
+        self.class_weight = loss_cls['class_weight']
+        self.loss_cls = MODELS.build(loss_cls)
+        self.loss_mask = MODELS.build(loss_mask)
+        self.loss_dice = MODELS.build(loss_dice)
+        train_cfg = dict(train_cfg or {})
+        self.num_points = train_cfg.get('num_points', 12544)
+        self.oversample_ratio = train_cfg.get('oversample_ratio', 3.0)
+        self.importance_sample_ratio = train_cfg.get('importance_sample_ratio',
+                                                     0.75)
+        self.assigner = TASK_UTILS.build(
+            train_cfg.get(
+                'assigner',
+                dict(type='mmdet.HungarianAssigner',
+                     match_costs=[
+                         dict(type='mmdet.ClassificationCost', weight=2.0),
+                         dict(type='mmdet.CrossEntropyLossCost',
+                              weight=5.0,
+                              use_sigmoid=True),
+                         dict(type='mmdet.DiceCost',
+                              weight=5.0,
+                              pred_act=True,
+                              eps=1.0)
+                     ])))
+        self.sampler = TASK_UTILS.build(
+            train_cfg.get('sampler', dict(type='mmdet.MaskPseudoSampler')))
+
+    def _check_annealing(self, annealing: Optional[dict]) -> Optional[dict]:
+        if annealing is None:
+            return None
+        annealing = dict(annealing)
+        for key in ('start_iters', 'end_iters'):
+            if len(annealing.get(key, ())) != self.num_blocks:
+                raise ValueError(
+                    f'mask_annealing.{key} must give one iteration per '
+                    f'block with queries (num_blocks={self.num_blocks}), '
+                    f'got {annealing.get(key)}')
+        for start, end in zip(annealing['start_iters'],
+                              annealing['end_iters']):
+            if end <= start:
+                raise ValueError('mask_annealing: every end_iters entry must '
+                                 'be after its start_iters entry, got '
+                                 f'{start} -> {end}')
+        annealing.setdefault('power', 0.9)
+        return annealing
+
+    def set_iteration(self, iteration: int) -> None:
+        """Set the masking probability of every block for a training
+        iteration (called by :class:`EoMTSegmentor` before each step)."""
+        if self.mask_annealing is None:
+            return
+        probs = [
+            mask_annealing_probability(iteration, start, end,
+                                       self.mask_annealing['power'])
+            for start, end in zip(self.mask_annealing['start_iters'],
+                                  self.mask_annealing['end_iters'])
+        ]
+        self.attn_mask_probs.copy_(torch.tensor(probs))
+
+    def add_queries(self, tokens: Tensor) -> Tensor:
+        """Put the learned queries in front of the ViT tokens."""
+        queries = self.query_embed.weight.to(tokens.dtype)
+        return torch.cat([queries.expand(len(tokens), -1, -1), tokens], 1)
+
+    def predict_masks(self, tokens: Tensor, grid: Tuple[int, int],
+                      num_prefix_tokens: int) -> Prediction:
+        """Mask and class logits from normalised tokens laid out as
+        [queries, class and register tokens, patches]."""
+        queries = tokens[:, :self.num_queries]
+        patches = tokens[:, self.num_queries + num_prefix_tokens:]
+        patches = patches.transpose(1, 2).reshape(len(tokens), -1,
+                                                  *grid).contiguous()
+        mask_logits = torch.einsum('bqc,bchw->bqhw', self.mask_embed(queries),
+                                   self.upscale(patches))
+        return mask_logits, self.cls_embed(queries)
+
+    def attention_mask(self, mask_logits: Tensor, grid: Tuple[int, int],
+                       block: int, num_prefix_tokens: int) -> Optional[Tensor]:
+        """Boolean (B, N, N) mask for the ``block``-th block with queries
+        (True: may attend), or None when no query is masked.
+
+        A masked query sees the other queries, the class and register tokens
+        and the patches where its mask logit (resized to the patch grid) is
+        positive; each query is masked with the block's probability in
+        ``attn_mask_probs``, independently per image.
+        """
+        prob = float(self.attn_mask_probs[block])
+        if prob <= 0:
+            return None
+        batch, queries = mask_logits.shape[:2]
+        patches = grid[0] * grid[1]
+        tokens = queries + num_prefix_tokens + patches
+        inside = F.interpolate(mask_logits.detach(),
+                               grid,
+                               mode='bilinear',
+                               align_corners=False).flatten(2) > 0
+        masked = torch.rand(batch, queries, device=inside.device) < prob
+        mask = torch.ones(batch,
+                          tokens,
+                          tokens,
+                          dtype=torch.bool,
+                          device=inside.device)
+        mask[:, :queries, queries + num_prefix_tokens:] = \
+            inside | ~masked[..., None]
+        return mask
+
+    def loss(self, x: List[Prediction], batch_data_samples: SampleList,
+             train_cfg: ConfigType) -> Dict[str, Tensor]:
+        """Mask2Former's losses of every block's prediction (``d0.`` ...
+        for the blocks before the last), plus the masking probabilities for
+        the log."""
+        batch_gt_instances, batch_img_metas = \
+            self._seg_data_to_instance_data(batch_data_samples)
+        all_mask_preds = [mask_logits for mask_logits, _ in x]
+        all_cls_scores = [cls_logits for _, cls_logits in x]
+        losses = self.loss_by_feat(all_cls_scores, all_mask_preds,
+                                   batch_gt_instances, batch_img_metas)
+        if self.masked_attention and self.mask_annealing is not None:
+            for block, prob in enumerate(self.attn_mask_probs):
+                losses[f'attn_mask_prob{block}'] = prob.detach().clone()
+        return losses
+
+    def forward(self, x: Sequence[Prediction]) -> Tensor:
+        """Class probabilities x mask probabilities of the final prediction
+        at the mask resolution (the segmentor's ``tensor`` mode)."""
+        mask_logits, cls_logits = x[-1]
+        cls_probs = F.softmax(cls_logits, dim=-1)[..., :-1]
+        return torch.einsum('bqc,bqhw->bchw', cls_probs, mask_logits.sigmoid())
+
+    def predict_logits(self, x: Sequence[Prediction],
+                       batch_img_metas: List[dict],
+                       test_cfg: ConfigType) -> Tensor:
+        """Class probabilities x mask probabilities of the final prediction,
+        (B, classes, h, w): at the mask resolution, or at the input size
+        with ``resize_masks_first``."""
+        if not self.resize_masks_first:
+            return self(x)
+        mask_logits, cls_logits = x[-1]
+        mask_logits = F.interpolate(mask_logits,
+                                    size=input_size(batch_img_metas[0],
+                                                    test_cfg),
+                                    mode='bilinear',
+                                    align_corners=self.align_corners)
+        return self([(mask_logits, cls_logits)])
+
+    def predict(self, x: Sequence[Prediction], batch_img_metas: List[dict],
+                test_cfg: ConfigType) -> Tensor:
+        """The class map resized to the network input (the window when
+        sliding, the padded image otherwise)."""
+        seg_map = self.predict_logits(x, batch_img_metas, test_cfg)
+        size = input_size(batch_img_metas[0], test_cfg)
+        if tuple(seg_map.shape[-2:]) == tuple(size):
+            return seg_map
+        return F.interpolate(seg_map,
+                             size=size,
+                             mode='bilinear',
+                             align_corners=self.align_corners)

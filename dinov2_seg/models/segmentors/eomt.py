@@ -1,0 +1,86 @@
+"""EoMT: a DINOv2 ViT that segments by itself (encoder-only mask
+transformer), with the batched slide inference of
+:class:`BatchedEncoderDecoder`."""
+from typing import List
+
+from mmengine.logging import MessageHub
+from mmseg.registry import MODELS
+from mmseg.utils import SampleList
+from torch import Tensor
+
+from ..decode_heads.eomt_head import Prediction
+from .batched_encoder_decoder import BatchedEncoderDecoder
+
+
+@MODELS.register_module()
+class EoMTSegmentor(BatchedEncoderDecoder):
+    """Runs a :class:`DinoVisionTransformer` whose last
+    ``decode_head.num_blocks`` blocks also carry the queries of an
+    :class:`EoMTHead`.
+
+    The "features" handed to the head are its predictions: in training one
+    per block with queries (each made before the block, from the normalised
+    tokens, and used for that block's attention mask) and one after the
+    last block; at test time only the last, from a plain ViT pass. The
+    head's ``predict_logits`` gives the slide windows' class maps before
+    their resize, so the batched slide and multi-scale flip paths apply.
+
+    The masking probabilities follow the training iteration, read from
+    mmengine's message hub (set by the runner's RuntimeInfoHook before each
+    iteration, also after a resume).
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.with_neck:
+            raise ValueError('EoMTSegmentor takes no neck: the head reads '
+                             'the ViT tokens; remove model.neck')
+        depth = len(self.backbone.blocks)
+        head = self.decode_head
+        if not 0 < head.num_blocks <= depth:
+            raise ValueError(
+                f'decode_head.num_blocks={head.num_blocks}: the queries '
+                f'must join between 1 and all {depth} blocks of the backbone')
+        if head.embed_dims != self.backbone.embed_dim:
+            raise ValueError(
+                f'decode_head.embed_dims={head.embed_dims} differs from the '
+                f'backbone width {self.backbone.embed_dim}; set it to the '
+                "backbone's embed_dim")
+
+    def loss(self, inputs: Tensor, data_samples: SampleList) -> dict:
+        iteration = MessageHub.get_current_instance().get_info('iter')
+        if iteration is not None:
+            self.decode_head.set_iteration(iteration)
+        return super().loss(inputs, data_samples)
+
+    def extract_feat(self, inputs: Tensor) -> List[Prediction]:
+        """The head's predictions (see the class docstring), float32; the
+        ViT runs under autocast at test time when ``test_cfg.amp`` is set."""
+        if self.training or not self.test_cfg.get('amp', False):
+            return self.encode(inputs)
+        with self.autocast(inputs.device.type):
+            predictions = self.encode(inputs)
+        return [(masks.float(), classes.float())
+                for masks, classes in predictions]
+
+    def encode(self, inputs: Tensor) -> List[Prediction]:
+        backbone, head = self.backbone, self.decode_head
+        prefix = backbone.num_prefix_tokens
+        supervise_blocks = self.training and head.masked_attention
+        tokens, grid = backbone.prepare_tokens(inputs)
+        first = len(backbone.blocks) - head.num_blocks
+        predictions = []
+        for index in range(len(backbone.blocks)):
+            attn_mask = None
+            if index == first:
+                tokens = head.add_queries(tokens)
+            if index >= first and supervise_blocks:
+                prediction = head.predict_masks(backbone.norm(tokens), grid,
+                                                prefix)
+                predictions.append(prediction)
+                attn_mask = head.attention_mask(prediction[0], grid,
+                                                index - first, prefix)
+            tokens = backbone.forward_block(index, tokens, attn_mask)
+        predictions.append(
+            head.predict_masks(backbone.norm(tokens), grid, prefix))
+        return predictions
