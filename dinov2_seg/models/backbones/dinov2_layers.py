@@ -19,10 +19,8 @@ class PatchEmbed(nn.Module):
     def __init__(self, patch_size: int, in_channels: int, embed_dim: int):
         super().__init__()
         self.patch_size = patch_size
-        self.proj = nn.Conv2d(in_channels,
-                              embed_dim,
-                              kernel_size=patch_size,
-                              stride=patch_size)
+        self.proj = nn.Conv2d(
+            in_channels, embed_dim, kernel_size=patch_size, stride=patch_size)
 
     def forward(self, x: Tensor) -> Tuple[Tensor, Tuple[int, int]]:
         x = self.proj(x)
@@ -48,10 +46,8 @@ class Attention(nn.Module):
                                       2, 0, 3, 1, 4)
         if attn_mask is not None:
             attn_mask = attn_mask[:, None]
-        x = F.scaled_dot_product_attention(qkv[0],
-                                           qkv[1],
-                                           qkv[2],
-                                           attn_mask=attn_mask)
+        x = F.scaled_dot_product_attention(
+            qkv[0], qkv[1], qkv[2], attn_mask=attn_mask)
         return self.proj(x.transpose(1, 2).reshape(batch, tokens, dim))
 
 

@@ -54,12 +54,8 @@ class ScaleBlock(nn.Module):
         super().__init__()
         self.conv1 = nn.ConvTranspose2d(dim, dim, kernel_size=2, stride=2)
         self.act = nn.GELU()
-        self.conv2 = nn.Conv2d(dim,
-                               dim,
-                               kernel_size=3,
-                               padding=1,
-                               groups=dim,
-                               bias=False)
+        self.conv2 = nn.Conv2d(
+            dim, dim, kernel_size=3, padding=1, groups=dim, bias=False)
         self.norm = LayerNorm2d(dim)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -129,21 +125,24 @@ class EoMTHead(BaseModule):
                  resize_masks_first: bool = False,
                  align_corners: bool = False,
                  ignore_index: int = 255,
-                 loss_cls: ConfigType = dict(type='mmdet.CrossEntropyLoss',
-                                             use_sigmoid=False,
-                                             loss_weight=2.0,
-                                             reduction='mean'),
-                 loss_mask: ConfigType = dict(type='mmdet.CrossEntropyLoss',
-                                              use_sigmoid=True,
-                                              reduction='mean',
-                                              loss_weight=5.0),
-                 loss_dice: ConfigType = dict(type='mmdet.DiceLoss',
-                                              use_sigmoid=True,
-                                              activate=True,
-                                              reduction='mean',
-                                              naive_dice=True,
-                                              eps=1.0,
-                                              loss_weight=5.0),
+                 loss_cls: ConfigType = dict(
+                     type='mmdet.CrossEntropyLoss',
+                     use_sigmoid=False,
+                     loss_weight=2.0,
+                     reduction='mean'),
+                 loss_mask: ConfigType = dict(
+                     type='mmdet.CrossEntropyLoss',
+                     use_sigmoid=True,
+                     reduction='mean',
+                     loss_weight=5.0),
+                 loss_dice: ConfigType = dict(
+                     type='mmdet.DiceLoss',
+                     use_sigmoid=True,
+                     activate=True,
+                     reduction='mean',
+                     naive_dice=True,
+                     eps=1.0,
+                     loss_weight=5.0),
                  train_cfg: Optional[ConfigType] = None,
                  init_cfg: Optional[dict] = None):
         super().__init__(init_cfg=init_cfg)
@@ -159,11 +158,10 @@ class EoMTHead(BaseModule):
 
         self.query_embed = nn.Embedding(num_queries, embed_dims)
         self.cls_embed = nn.Linear(embed_dims, num_classes + 1)
-        self.mask_embed = nn.Sequential(nn.Linear(embed_dims, embed_dims),
-                                        nn.GELU(),
-                                        nn.Linear(embed_dims, embed_dims),
-                                        nn.GELU(),
-                                        nn.Linear(embed_dims, embed_dims))
+        self.mask_embed = nn.Sequential(
+            nn.Linear(embed_dims, embed_dims), nn.GELU(),
+            nn.Linear(embed_dims, embed_dims), nn.GELU(),
+            nn.Linear(embed_dims, embed_dims))
         self.upscale = nn.Sequential(
             *[ScaleBlock(embed_dims) for _ in range(num_upscale)])
 
@@ -194,17 +192,20 @@ class EoMTHead(BaseModule):
         self.assigner = TASK_UTILS.build(
             train_cfg.get(
                 'assigner',
-                dict(type='mmdet.HungarianAssigner',
-                     match_costs=[
-                         dict(type='mmdet.ClassificationCost', weight=2.0),
-                         dict(type='mmdet.CrossEntropyLossCost',
-                              weight=5.0,
-                              use_sigmoid=True),
-                         dict(type='mmdet.DiceCost',
-                              weight=5.0,
-                              pred_act=True,
-                              eps=1.0)
-                     ])))
+                dict(
+                    type='mmdet.HungarianAssigner',
+                    match_costs=[
+                        dict(type='mmdet.ClassificationCost', weight=2.0),
+                        dict(
+                            type='mmdet.CrossEntropyLossCost',
+                            weight=5.0,
+                            use_sigmoid=True),
+                        dict(
+                            type='mmdet.DiceCost',
+                            weight=5.0,
+                            pred_act=True,
+                            eps=1.0)
+                    ])))
         self.sampler = TASK_UTILS.build(
             train_cfg.get('sampler', dict(type='mmdet.MaskPseudoSampler')))
 
@@ -273,16 +274,12 @@ class EoMTHead(BaseModule):
         batch, queries = mask_logits.shape[:2]
         patches = grid[0] * grid[1]
         tokens = queries + num_prefix_tokens + patches
-        inside = F.interpolate(mask_logits.detach(),
-                               grid,
-                               mode='bilinear',
-                               align_corners=False).flatten(2) > 0
+        inside = F.interpolate(
+            mask_logits.detach(), grid, mode='bilinear',
+            align_corners=False).flatten(2) > 0
         masked = torch.rand(batch, queries, device=inside.device) < prob
-        mask = torch.ones(batch,
-                          tokens,
-                          tokens,
-                          dtype=torch.bool,
-                          device=inside.device)
+        mask = torch.ones(
+            batch, tokens, tokens, dtype=torch.bool, device=inside.device)
         mask[:, :queries, queries + num_prefix_tokens:] = \
             inside | ~masked[..., None]
         return mask
@@ -319,11 +316,11 @@ class EoMTHead(BaseModule):
         if not self.resize_masks_first:
             return self(x)
         mask_logits, cls_logits = x[-1]
-        mask_logits = F.interpolate(mask_logits,
-                                    size=input_size(batch_img_metas[0],
-                                                    test_cfg),
-                                    mode='bilinear',
-                                    align_corners=self.align_corners)
+        mask_logits = F.interpolate(
+            mask_logits,
+            size=input_size(batch_img_metas[0], test_cfg),
+            mode='bilinear',
+            align_corners=self.align_corners)
         return self([(mask_logits, cls_logits)])
 
     def predict(self, x: Sequence[Prediction], batch_img_metas: List[dict],
@@ -334,7 +331,8 @@ class EoMTHead(BaseModule):
         size = input_size(batch_img_metas[0], test_cfg)
         if tuple(seg_map.shape[-2:]) == tuple(size):
             return seg_map
-        return F.interpolate(seg_map,
-                             size=size,
-                             mode='bilinear',
-                             align_corners=self.align_corners)
+        return F.interpolate(
+            seg_map,
+            size=size,
+            mode='bilinear',
+            align_corners=self.align_corners)

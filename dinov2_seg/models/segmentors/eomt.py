@@ -75,8 +75,8 @@ class EoMTSegmentor(BatchedEncoderDecoder):
             if index == first:
                 tokens = head.add_queries(tokens)
             if index >= first and supervise_blocks:
-                prediction = head.predict_masks(backbone.norm(tokens), grid,
-                                                prefix)
+                prediction = head.predict_masks(
+                    backbone.norm(tokens), grid, prefix)
                 predictions.append(prediction)
                 attn_mask = head.attention_mask(prediction[0], grid,
                                                 index - first, prefix)
