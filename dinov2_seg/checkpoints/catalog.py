@@ -1,4 +1,5 @@
-"""Meta's released DINOv2 files: where they are and which config uses them."""
+"""Released DINOv2 files (Meta's, and EoMT's ADE20K model): where they are
+and which config uses them."""
 from typing import Dict, NamedTuple, Optional
 
 BASE_URL = 'https://dl.fbaipublicfiles.com/dinov2'
@@ -43,6 +44,12 @@ def _catalog() -> Dict[str, OfficialFile]:
     files['dinov2_vitg14_ade20k_m2f_config.py'] = OfficialFile(
         f'{BASE_URL}/dinov2_vitg14/dinov2_vitg14_ade20k_m2f_config.py', m2f,
         None)
+    # EoMT's released ADE20K semantic model (tue-mps/eomt model zoo), under
+    # a name of its own (the Hub names every file pytorch_model.bin).
+    files['ade20k_semantic_eomt_large_512.bin'] = OfficialFile(
+        'https://huggingface.co/tue-mps/ade20k_semantic_eomt_large_512/'
+        'resolve/main/pytorch_model.bin',
+        'configs/ade20k_vitl14_eomt_official.py', 58.4)
     return files
 
 

@@ -9,13 +9,15 @@ leaving a 150-class head random under a 21-class config, so the check here
 is strict and explains the usual mix-ups.
 
 Meta's ViT-g Mask2Former file holds the whole model in mmseg 0.x names; it
-is converted on load (meta_m2f.py).
+is converted on load (meta_m2f.py), as are EoMT's released models
+(eomt.py).
 """
 from typing import Mapping
 
 from mmengine.runner.checkpoint import CheckpointLoader
 from torch import Tensor, nn
 
+from .eomt import convert_eomt, is_eomt_layout
 from .frozen_backbone import (BACKBONE_SHA256_KEY, check_backbone_file,
                               frozen_backbone_keys)
 from .meta_m2f import convert_meta_m2f, is_meta_m2f_layout
@@ -73,6 +75,8 @@ def load_segmentor_checkpoint(model: nn.Module,
     }
     if is_meta_m2f_layout(state_dict):
         state_dict = convert_meta_m2f(state_dict)
+    elif is_eomt_layout(state_dict):
+        state_dict = convert_eomt(state_dict)
     expected = model.state_dict()
     meta = checkpoint.get('meta') or {}
     if BACKBONE_SHA256_KEY in meta:

@@ -1,0 +1,25 @@
+# DINOv2 ViT-L/14 (4 registers, as EoMT) fine-tuned as EoMT on PASCAL VOC
+# 2012, with EoMT's ADE20K 512 semantic recipe (_base_/models/dinov2_eomt.py,
+# _base_/schedules/schedule_eomt_40k.py, _base_/datasets/recipe_eomt.py).
+# EoMT published no VOC recipe; this is the ADE20K one with 21 classes.
+# - Queries join the last 4 blocks, as EoMT-L (ADE20K, COCO).
+# - Mask annealing, EoMT's rule for T iterations: each block's masking
+#   fades out over T/6, the first from T/6, the last ending at 5T/6 (for
+#   ViT-L on ADE20K: 6520-13040 ... 26080-32600 at T = 39122), here with
+#   T = 40000.
+_base_ = [
+    '_base_/models/dinov2_vitl14_reg4.py',
+    '_base_/models/dinov2_eomt.py',
+    '_base_/datasets/voc2012_eomt.py',
+    '_base_/schedules/schedule_eomt_40k.py',
+    '_base_/default_runtime.py',
+]
+model = dict(
+    backbone=dict(_base_.backbone),
+    decode_head=dict(
+        num_classes=21,
+        embed_dims=_base_.embed_dim,
+        num_blocks=4,
+        mask_annealing=dict(
+            start_iters=[6667, 13333, 20000, 26667],
+            end_iters=[13333, 20000, 26667, 33333])))
