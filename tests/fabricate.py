@@ -400,3 +400,99 @@ def fabricate_voc_dataset(root, splits=None, size=(75, 110), seed=0) -> dict:
         (root / 'ImageSets' / 'Segmentation' / f'{split}.txt').write_text(
             ''.join(f'{name}\n' for name in ids))
     return labels
+
+
+def eomt_manifest(dim: int = 1024,
+                  depth: int = 24,
+                  mlp_dim: int = 4096,
+                  registers: int = 4,
+                  grid: int = 32,
+                  patch: int = 16,
+                  num_queries: int = 100,
+                  num_classes: int = 150,
+                  num_blocks: int = 4,
+                  num_upscale: int = 2) -> dict:
+    """Names and shapes of every tensor in a checkpoint of EoMT's Lightning
+    module (tue-mps/eomt: training/lightning_module.py holds ``network``,
+    an ``EoMT`` from models/eomt.py, and ``criterion``). The defaults are
+    its released ADE20K semantic ViT-L: timm's
+    ``vit_large_patch14_reg4_dinov2`` re-created at patch 16 and 512 pixels
+    (no class-token position: ``pos_embed`` covers the 32 x 32 patches),
+    100 queries, 4 blocks, ``log2(16) - 2`` = 2 upscale blocks."""
+    b = 'network.encoder.backbone.'
+    shapes = {
+        'network.encoder.pixel_mean': (1, 3, 1, 1),
+        'network.encoder.pixel_std': (1, 3, 1, 1),
+        b + 'cls_token': (1, 1, dim),
+        b + 'pos_embed': (1, grid * grid, dim),
+        b + 'patch_embed.proj.weight': (dim, 3, patch, patch),
+        b + 'patch_embed.proj.bias': (dim, ),
+        b + 'norm.weight': (dim, ),
+        b + 'norm.bias': (dim, ),
+        'network.attn_mask_probs': (num_blocks, ),
+        'network.q.weight': (num_queries, dim),
+        'network.class_head.weight': (num_classes + 1, dim),
+        'network.class_head.bias': (num_classes + 1, ),
+        'criterion.empty_weight': (num_classes + 1, ),
+    }
+    if registers:
+        shapes[b + 'reg_token'] = (1, registers, dim)
+    for i in range(depth):
+        k = f'{b}blocks.{i}.'
+        shapes.update({
+            k + 'norm1.weight': (dim, ),
+            k + 'norm1.bias': (dim, ),
+            k + 'attn.qkv.weight': (3 * dim, dim),
+            k + 'attn.qkv.bias': (3 * dim, ),
+            k + 'attn.proj.weight': (dim, dim),
+            k + 'attn.proj.bias': (dim, ),
+            k + 'ls1.gamma': (dim, ),
+            k + 'norm2.weight': (dim, ),
+            k + 'norm2.bias': (dim, ),
+            k + 'mlp.fc1.weight': (mlp_dim, dim),
+            k + 'mlp.fc1.bias': (mlp_dim, ),
+            k + 'mlp.fc2.weight': (dim, mlp_dim),
+            k + 'mlp.fc2.bias': (dim, ),
+            k + 'ls2.gamma': (dim, ),
+        })
+    for i in (0, 2, 4):  # Linear, GELU, Linear, GELU, Linear
+        shapes[f'network.mask_head.{i}.weight'] = (dim, dim)
+        shapes[f'network.mask_head.{i}.bias'] = (dim, )
+    for i in range(num_upscale):  # ScaleBlock
+        k = f'network.upscale.{i}.'
+        shapes.update({
+            k + 'conv1.weight': (dim, dim, 2, 2),  # ConvTranspose2d: in, out
+            k + 'conv1.bias': (dim, ),
+            k + 'conv2.weight': (dim, 1, 3, 3),  # depthwise, no bias
+            k + 'norm.weight': (dim, ),  # timm's LayerNorm2d
+            k + 'norm.bias': (dim, ),
+        })
+    return shapes
+
+
+def fabricate_eomt_state(seed: int = 0, **sizes) -> dict:
+    """Random tensors in EoMT's layout (:func:`eomt_manifest`), with
+    ImageNet pixel statistics, EoMT's class weights (1, no object 0.1) and
+    annealed masking probabilities (0), as a finished training leaves
+    them."""
+    generator = torch.Generator().manual_seed(seed)
+    state = {}
+    for name, shape in eomt_manifest(**sizes).items():
+        fan_in = shape[1] if len(shape) > 1 else 1
+        value = torch.randn(shape, generator=generator)
+        if len(shape) > 1 and 'token' not in name and 'pos_embed' not in name:
+            value /= fan_in**0.5
+        else:
+            value *= 0.1
+        if name.endswith(('norm1.weight', 'norm2.weight', 'norm.weight')):
+            value += 1
+        state[name] = value
+    state['network.encoder.pixel_mean'] = torch.tensor(
+        [0.485, 0.456, 0.406]).reshape(1, 3, 1, 1)
+    state['network.encoder.pixel_std'] = torch.tensor(
+        [0.229, 0.224, 0.225]).reshape(1, 3, 1, 1)
+    weights = torch.ones_like(state['criterion.empty_weight'])
+    weights[-1] = 0.1
+    state['criterion.empty_weight'] = weights
+    state['network.attn_mask_probs'].zero_()
+    return state

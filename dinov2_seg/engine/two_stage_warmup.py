@@ -66,7 +66,6 @@ class TwoStageWarmupPolyLR(LRSchedulerMixin, _ParamScheduler):
         self.backbone_prefix = backbone_prefix
         super().__init__(
             optimizer,
-            'lr',
             begin=begin,
             end=end,
             last_step=last_step,
