@@ -4,6 +4,7 @@ inference through the batched paths against an independent re-implementation
 (eomt_reference.py), and EoMT's released checkpoint."""
 import copy
 import itertools
+import json
 import re
 import subprocess
 import sys
@@ -736,3 +737,42 @@ def test_shapes_run_trains_and_tests_well_above_chance(tmp_path):
                    work, *options)
     miou = float(re.search(r'mIoU: ([\d.]+)', log).group(1))
     assert miou > 80, log[-3000:]
+
+
+def tiny_eomt_config(tmp_path, queries: int) -> str:
+    path = tmp_path / f'tiny_eomt_{queries}.py'
+    path.write_text(f"""
+_base_ = [{str(REPO / 'configs' / 'ade20k_vits14_eomt.py')!r}]
+model = dict(
+    backbone=dict(arch=dict(_delete_=True, **{TINY_REG!r}), init_cfg=None),
+    decode_head=dict(embed_dims={TINY_ARCH['embed_dim']},
+                     num_queries={queries}, num_blocks=2,
+                     mask_annealing=dict(start_iters=[1, 2],
+                                         end_iters=[2, 3])),
+    test_cfg=dict(crop_size=(70, 70), stride=(50, 50)))
+test_pipeline = [dict(type='LoadImageFromFile'), dict(type='PackSegInputs')]
+""")
+    return str(path)
+
+
+def test_benchmark_times_another_config_on_the_same_images(tmp_path):
+    """tools/benchmark.py --against: both models through their fast path,
+    alternating; the record names the other config and the ratio."""
+    from dinov2_seg.apis.benchmark import main
+    measured, other = tiny_eomt_config(tmp_path,
+                                       4), tiny_eomt_config(tmp_path, 40)
+    out = tmp_path / 'results.jsonl'
+    assert main([
+        measured, '--mode', 'slide', '--size', '60', '90', '--against', other,
+        '--repeat', '1', '--warmup', '0', '--device', 'cpu', '--out',
+        str(out)
+    ]) == 0
+    record = json.loads(out.read_text())
+    assert record['against'] == other
+    assert record['speedup_vs_against'] == pytest.approx(
+        record['against_seconds'] / record['seconds'])
+    # 36 more queries of 48 numbers in the other model.
+    assert record['against_parameters'] - record['parameters'] == 36 * 48
+    # Two 70-pixel windows over 60 x 90, in one backbone call.
+    assert (record['windows'], record['backbone_calls']) == (2, 1)
+    assert record['against_peak_bytes'] > record['peak_bytes'] > 0

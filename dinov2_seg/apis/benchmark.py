@@ -21,6 +21,12 @@ own time spent inside the backbone (``backbone_share``; on a shared machine
 this split of one run is steadier than a ratio of two runs). The last line
 printed is one JSON object, also appended to ``--out``.
 
+``--against CONFIG`` (slide, tta) also times another config's model, e.g.
+the Mask2Former config against an EoMT one on the same backbone, through
+its own fast path on the same images, alternating with the measured one;
+the record adds its seconds, parameters and peak, and
+``speedup_vs_against`` (its seconds over the measured model's).
+
 Peak memory: on CUDA ``torch.cuda.max_memory_allocated``; on CPU a
 dispatch mode counts the bytes of every tensor alive at each moment of a
 separate, untimed run (the peak a caching allocator would need; for the
@@ -224,12 +230,15 @@ def inference_runs(model: nn.Module, data: dict,
 def recording_windows(segmentor: nn.Module, run: Callable,
                       shapes: List[tuple]) -> Callable:
     """``run`` that, the first time, records into ``shapes`` the input
-    shape of every backbone call."""
+    shape of every backbone call (seen by the patch embedding: EoMT runs
+    the ViT's parts without its forward)."""
+    backbone = segmentor.backbone
+    module = getattr(backbone, 'patch_embed', backbone)
 
     def first_run_records():
         if shapes:
             return run()
-        handle = segmentor.backbone.register_forward_pre_hook(
+        handle = module.register_forward_pre_hook(
             lambda module, args: shapes.append(tuple(args[0].shape)))
         try:
             return run()
@@ -268,7 +277,8 @@ def timing_backbone(segmentor: nn.Module, run: Callable, device: str,
             for handle in handles:
                 handle.remove()
             synchronize(device)
-            shares.append(sum(clock) / (time.perf_counter() - start))
+            if clock:  # EoMT runs the ViT's parts, not its forward
+                shares.append(sum(clock) / (time.perf_counter() - start))
 
     return timed_run
 
@@ -282,22 +292,32 @@ def label_agreement(fast: list, stock: list) -> float:
     return same / total
 
 
-def measure_inference(cfg: Config, args: argparse.Namespace) -> dict:
-    segmentor = build_for_benchmark(cfg, args.device, args.checkpoint)
+def inference_setup(cfg: Config, config: str,
+                    args: argparse.Namespace) -> Tuple[nn.Module, Callable,
+                                                       Callable]:
+    """A config's segmentor and its fast and stock test-step runs on the
+    benchmark's images (through its own test or TTA pipeline)."""
+    segmentor = build_for_benchmark(cfg, args.device, args.checkpoint
+                                    if config == args.config else None)
     if not hasattr(segmentor, 'uses_fast_slide'):
-        raise ValueError(f'{args.config}: model.type={cfg.model.type!r} has '
+        raise ValueError(f'{config}: model.type={cfg.model.type!r} has '
                          'no fast path; --mode slide/tta need '
                          "type='BatchedEncoderDecoder'")
     segmentor.test_cfg.amp = args.amp
     if args.mode == 'tta':
         cfg.tta_scale_count = args.scales
-        pipeline = select_tta_scales(cfg, args.config)
+        pipeline = select_tta_scales(cfg, config)
         model = MODELS.build(dict(cfg.tta_model, module=segmentor))
     else:
         pipeline, model = cfg.test_pipeline, segmentor
     size = tuple(args.size) if args.size else window_size(cfg)
     data = test_batch(pipeline, size, args.batch)
-    fast, stock = inference_runs(model, data, segmentor)
+    return (segmentor, *inference_runs(model, data, segmentor))
+
+
+def measure_inference(cfg: Config, args: argparse.Namespace) -> dict:
+    segmentor, fast, stock = inference_setup(cfg, args.config, args)
+    size = tuple(args.size) if args.size else window_size(cfg)
     windows: List[tuple] = []
     inside: Dict[str, List[float]] = dict(fast=[], stock=[])
     fast = recording_windows(
@@ -316,6 +336,11 @@ def measure_inference(cfg: Config, args: argparse.Namespace) -> dict:
     runs = dict(fast=fast, backbone=backbone_only)
     if args.compare:
         runs['stock'] = stock
+    if args.against:
+        # Another model (e.g. Mask2Former against EoMT) on the same images,
+        # through its own fast path, alternating with this one.
+        other, runs['against'], _ = inference_setup(
+            load_config(args.against, None), args.against, args)
     seconds, outputs = compare_runs(runs, args.device, args.repeat,
                                     args.warmup)
     # The timed runs' shares, before the peak-memory runs add theirs.
@@ -332,18 +357,27 @@ def measure_inference(cfg: Config, args: argparse.Namespace) -> dict:
         backbone_seconds=seconds['backbone'],
         backbone_ratio=seconds['fast'] / seconds['backbone'],
         images_per_second=args.batch / seconds['fast'],
-        backbone_share=shares['fast'],
+        backbone_share=shares.get('fast'),
         peak_bytes=peak_bytes(fast, args.device, resident))
     if args.compare:
         record.update(
             baseline_seconds=seconds['stock'],
             speedup=seconds['stock'] / seconds['fast'],
-            baseline_backbone_share=shares['stock'],
+            baseline_backbone_share=shares.get('stock'),
             baseline_peak_bytes=peak_bytes(stock, args.device, resident),
             label_agreement=label_agreement(outputs['fast'],
                                             outputs['stock']))
         record['peak_ratio'] = record['peak_bytes'] / record[
             'baseline_peak_bytes']
+    if args.against:
+        record.update(
+            against=args.against,
+            against_seconds=seconds['against'],
+            speedup_vs_against=seconds['against'] / seconds['fast'],
+            parameters=sum(p.numel() for p in segmentor.parameters()),
+            against_parameters=sum(p.numel() for p in other.parameters()),
+            against_peak_bytes=peak_bytes(runs['against'], args.device,
+                                          tensor_bytes(other)))
     return record
 
 
@@ -493,6 +527,12 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
         '--compare',
         action='store_true',
         help='also run the baseline (stock mmseg path; train: frozen=False)')
+    parser.add_argument(
+        '--against',
+        metavar='CONFIG',
+        help='slide, tta: also time this config\'s model (its fast path, '
+        'random weights) on the same images, e.g. the Mask2Former config '
+        'against an EoMT one')
     parser.add_argument(
         '--repeat', type=int, default=3, help='timed runs (median)')
     parser.add_argument(
