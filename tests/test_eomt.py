@@ -242,7 +242,8 @@ def test_config(name):
 
 def test_every_eomt_config_is_checked():
     found = {p.stem for p in (REPO / 'configs').glob('*_eomt.py')}
-    assert found == set(EOMT_CONFIGS)
+    # The demo is built and trained by the shapes run below.
+    assert found == set(EOMT_CONFIGS) | {'demo_shapes_eomt'}
 
 
 @pytest.mark.parametrize('arch', list(EMBED))
@@ -311,8 +312,20 @@ def test_head_rejects_inconsistent_settings():
         build_tiny(
             num_blocks=5,
             mask_annealing=dict(start_iters=[1] * 5, end_iters=[2] * 5))
+    with pytest.raises(ValueError, match='needs mask_annealing'):
+        build_tiny(mask_annealing=None)
     with pytest.raises(ValueError, match=r'class_weight has 3 entries.*6'):
         build_tiny(loss_cls=dict(class_weight=[1.0, 1.0, 0.1]))
+
+
+def test_without_masked_attention_only_the_final_prediction_learns():
+    model = build_tiny(masked_attention=False, mask_annealing=None)
+    model.train()
+    batch = model.data_preprocessor(training_batch(1, 28), True)
+    losses = model.loss(batch['inputs'], batch['data_samples'])
+    assert sorted(losses) == [
+        'decode.loss_cls', 'decode.loss_dice', 'decode.loss_mask'
+    ]
 
 
 # ------------------------------------------------- masked attention, annealing

@@ -120,7 +120,8 @@ def test_python_api_matches_the_notebook_flow(meta_files):
 def test_readme_lists_every_official_file():
     from dinov2_seg.checkpoints.catalog import OFFICIAL_FILES
     readme = (REPO / 'README.md').read_text()
-    assert len(OFFICIAL_FILES) == 4 * (2 + 4) + 2  # + m2f file, config
+    # + Meta's m2f file and config, EoMT's ADE20K model
+    assert len(OFFICIAL_FILES) == 4 * (2 + 4) + 2 + 1
     for name, entry in OFFICIAL_FILES.items():
         assert f'[{name}]({entry.url})' in readme
         if entry.config:

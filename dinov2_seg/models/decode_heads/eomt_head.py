@@ -76,13 +76,16 @@ class EoMTHead(BaseModule):
             for ViT-g).
         num_upscale (int): 2x transposed-convolution blocks that upsample
             the patch tokens for the masks (2: 4x, stride 3.5 for patch 14).
-        masked_attention (bool): In training, each query of the blocks after
-            the first prediction attends only to the patches inside its
-            predicted mask (with the probability of ``mask_annealing``), and
-            every block's prediction is supervised. False: a plain ViT and
-            only the final prediction is supervised.
+        masked_attention (bool): In training, a prediction is made before
+            each block with queries, and there each query attends only to
+            the patches inside its predicted mask (with the block's masking
+            probability, see ``mask_annealing``); every prediction is
+            supervised. False: a plain ViT, only the final prediction
+            supervised.
         mask_annealing (dict): ``start_iters`` and ``end_iters`` (one per
             block) and ``power`` of :func:`mask_annealing_probability`.
+            Required with ``masked_attention``: inference runs without
+            masks, so training must end without them.
         no_object_weight (float): Class-loss weight of the "no object"
             class; ``loss_cls.class_weight`` defaults to ``[1.0] *
             num_classes + [no_object_weight]``.
@@ -211,6 +214,12 @@ class EoMTHead(BaseModule):
 
     def _check_annealing(self, annealing: Optional[dict]) -> Optional[dict]:
         if annealing is None:
+            if self.masked_attention:
+                raise ValueError(
+                    'EoMTHead(masked_attention=True) needs mask_annealing='
+                    'dict(start_iters=[...], end_iters=[...]): inference '
+                    'runs without attention masks, so training must anneal '
+                    'them away')
             return None
         annealing = dict(annealing)
         for key in ('start_iters', 'end_iters'):
