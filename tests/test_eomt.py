@@ -51,17 +51,18 @@ def load(name: str) -> Config:
     return Config.fromfile(str(REPO / 'configs' / f'{name}.py'))
 
 
-def build_tiny(name: str = 'ade20k_vits14_eomt', **head) -> torch.nn.Module:
-    """A config's model with the tiny ViT, 6 queries in its last 2 blocks
-    and 70-pixel windows at stride 50."""
+def build_tiny(name: str = 'ade20k_vits14_eomt',
+               arch: dict = TINY_REG,
+               **head) -> torch.nn.Module:
+    """A config's model with the tiny ViT (``arch``), 6 queries in its last
+    2 blocks and 70-pixel windows at stride 50."""
     cfg = load(name)
     cfg.merge_from_dict(
         dict(
             model=dict(
                 data_preprocessor=dict(size=(70, 70)),
                 backbone=dict(
-                    arch=dict(TINY_REG, _delete_=True),
-                    img_size=70,
+                    arch=dict(arch, _delete_=True), img_size=70,
                     init_cfg=None),
                 decode_head=dict(
                     dict(
@@ -393,11 +394,14 @@ def test_each_query_is_masked_with_the_block_probability():
     assert head.attention_mask(mask_logits, (5, 5), 0, 5) is None
 
 
-def test_masked_training_forward_matches_the_reference():
+@pytest.mark.parametrize(
+    'arch', [TINY_REG, TINY_ARCH], ids=['registers', 'no_registers'])
+def test_masked_training_forward_matches_the_reference(arch):
     """With masking probability 1 every query of the blocks with queries
     attends only inside its mask predicted before the block: every
-    block's prediction equals the reference's."""
-    model = build_tiny()
+    block's prediction equals the reference's (DINOv2 with and without
+    registers)."""
+    model = build_tiny(arch=arch)
     set_iteration(0)
     model.train()
     model.decode_head.set_iteration(0)
