@@ -5,9 +5,6 @@ inference through the batched paths against an independent re-implementation
 import copy
 import itertools
 import json
-import re
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -19,7 +16,7 @@ from mmengine.structures import PixelData
 from mmseg.registry import MODELS, PARAM_SCHEDULERS
 from mmseg.structures import SegDataSample
 
-from conftest import REPO, TINY_ARCH
+from conftest import REPO, TINY_ARCH, check, reported_miou, run
 from eomt_reference import (class_map, eomt_forward, normalise, slide,
                             to_eomt_names)
 from fabricate import eomt_manifest, fabricate_eomt_state, official_manifest
@@ -718,19 +715,6 @@ def test_released_checkpoint_full_manifest_fits_the_official_config():
 # -------------------------------------------------------------- shapes run
 
 
-def run_tool(*args) -> str:
-    """Run ``python tools/...`` from the repository root as a user does;
-    the output of a successful run."""
-    result = subprocess.run([sys.executable, *map(str, args)],
-                            cwd=REPO,
-                            capture_output=True,
-                            text=True,
-                            timeout=900)
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output[-6000:]
-    return output
-
-
 def test_shapes_run_trains_and_tests_well_above_chance(tmp_path):
     """configs/demo_shapes_eomt.py as the README runs it (its dataset, 80
     iterations), with loaders in the main process: tools/train.py, then
@@ -747,13 +731,14 @@ def test_shapes_run_trains_and_tests_well_above_chance(tmp_path):
             f'{loader}_dataloader.persistent_workers=False'
         ]
     config, work = 'configs/demo_shapes_eomt.py', tmp_path / 'work'
-    log = run_tool('tools/train.py', config, '--work-dir', work, *options,
-                   'train_cfg.val_interval=1000')
+    log = check(
+        run('tools/train.py', config, '--work-dir', work, '--verbose',
+            *options, 'train_cfg.val_interval=1000'))
     assert 'Iter(train) [80/80]' in log
-    log = run_tool('tools/test.py', config, work / 'iter_80.pth', '--work-dir',
-                   work, *options)
-    miou = float(re.search(r'mIoU: ([\d.]+)', log).group(1))
-    assert miou > 80, log[-3000:]
+    log = check(
+        run('tools/test.py', config, work / 'iter_80.pth', '--work-dir', work,
+            *options))
+    assert reported_miou(log) > 80, log[-3000:]
 
 
 def tiny_eomt_config(tmp_path, queries: int) -> str:

@@ -1,10 +1,12 @@
 default_scope = 'mmseg'
-# Registers the DINOv2 backbones, neck, heads, label loading and the
-# confusion-matrix metric (tools/test.py --plot-dir), and lets torch>=2.6
-# resume from mmengine checkpoints.
+# Registers the DINOv2 backbones, neck, heads, label loading, the
+# confusion-matrix metric (tools/test.py --plot-dir) and the layer-decay
+# optimiser and warm-up of the EoMT configs, and lets torch>=2.6 resume
+# from mmengine checkpoints.
 custom_imports = dict(
     imports=[
-        'dinov2_seg.models', 'dinov2_seg.datasets', 'dinov2_seg.evaluation'
+        'dinov2_seg.models', 'dinov2_seg.datasets', 'dinov2_seg.evaluation',
+        'dinov2_seg.engine'
     ],
     allow_failed_imports=False)
 env_cfg = dict(
