@@ -777,4 +777,6 @@ def test_benchmark_times_another_config_on_the_same_images(tmp_path):
     assert record['against_parameters'] - record['parameters'] == 36 * 48
     # Two 70-pixel windows over 60 x 90, in one backbone call.
     assert (record['windows'], record['backbone_calls']) == (2, 1)
-    assert record['against_peak_bytes'] > record['peak_bytes'] > 0
+    # Peaks count the float32 weights and the live tensors of a run.
+    assert record['peak_bytes'] > 4 * record['parameters']
+    assert record['against_peak_bytes'] > 4 * record['against_parameters']
