@@ -49,7 +49,7 @@ runpy.run_path('tools/download_checkpoints.py', run_name='__main__')
 ''')
     assert result.returncode == 0, result.stderr[-3000:]
     lines = result.stdout.splitlines()
-    assert len(lines) == len(OFFICIAL_FILES) == 26
+    assert len(lines) == len(OFFICIAL_FILES) == 27
     assert lines[0].split() == [
         'dinov2_vits14_pretrain.pth', 'configs/_base_/models/dinov2_vits14.py',
         'https://dl.fbaipublicfiles.com/dinov2/dinov2_vits14/'
