@@ -18,7 +18,8 @@ def tiny_config(tmp_path, name: str, levels: int) -> str:
 _base_ = [{str(REPO / 'configs' / name)!r}]
 model = dict(
     backbone=dict(arch=dict(_delete_=True, **{TINY_ARCH!r})),
-    decode_head=dict(in_channels=[{TINY_ARCH['embed_dim']}] * {levels}))
+    decode_head=dict(in_channels=[{TINY_ARCH['embed_dim']}] * {levels}),
+    test_cfg=dict(window_batch_size=8))
 """)
     return str(path)
 

@@ -196,7 +196,7 @@ def test_config(name):
         crop_size=(512, 512),
         stride=(341, 341),
         fast_inference=True,
-        window_batch_size=8)
+        window_batch_size=None)
 
     # EoMT's optimisation.
     wrapper = cfg.optim_wrapper
@@ -751,7 +751,7 @@ model = dict(
                      num_queries={queries}, num_blocks=2,
                      mask_annealing=dict(start_iters=[1, 2],
                                          end_iters=[2, 3])),
-    test_cfg=dict(crop_size=(70, 70), stride=(50, 50)))
+    test_cfg=dict(crop_size=(70, 70), stride=(50, 50), window_batch_size=8))
 test_pipeline = [dict(type='LoadImageFromFile'), dict(type='PackSegInputs')]
 """)
     return str(path)

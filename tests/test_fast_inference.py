@@ -15,7 +15,9 @@ from mmseg.structures import SegDataSample
 
 from conftest import REPO, TINY_ARCH
 from dinov2_seg.apis.inference import inference_segmentor, init_segmentor
-from dinov2_seg.models.segmentors.window_merge import (linear_taps,
+from dinov2_seg.models.segmentors.window_merge import (add_window,
+                                                       axis_bands,
+                                                       linear_taps,
                                                        slide_window_spans)
 
 
@@ -51,6 +53,27 @@ def test_window_spans_follow_mmseg_rule():
                                                   (360, 1000)]
     assert slide_window_spans(300, 640, 320) == [(0, 300)]
     assert slide_window_spans(640, 640, 320) == [(0, 640)]
+
+
+def test_window_added_block_by_block_equals_one_product():
+    """On CPU add_window runs the row product in blocks that read only the
+    head rows they need; the result is the whole band's product."""
+    spans = tuple(slide_window_spans(160, 112, 56))  # 2 overlapping
+    rows = axis_bands(spans, 8, 160, (4, 6), True, 301, False,
+                      torch.device('cpu'))
+    cols = axis_bands(((0, 90), ), 7, 90, (0, 0), False, 45, False,
+                      torch.device('cpu'))
+    torch.manual_seed(0)
+    out = torch.zeros(3, 301, 45)
+    expected = torch.zeros(3, 301, 45)
+    for band in rows:
+        assert len(band.blocks) > 1  # more than ROW_BLOCK output rows
+        x = torch.randn(3, 8, 7)
+        add_window(out, x, band, cols[0])
+        expected[:, band.start:band.stop] += (
+            band.matrix @ x @ cols[0].matrix.T)
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-6)
+    assert bool((out != 0).all())  # the two bands cover the image
 
 
 def tiny_segmentor(config: str, **test_cfg) -> torch.nn.Module:
@@ -150,6 +173,23 @@ def test_windows_are_batched_up_to_the_cap():
     assert calls == [1, 1, 1, 1]
 
 
+def test_windows_go_one_by_one_on_cpu_by_default():
+    # The configs' default (None): batches of windows do not pay on a CPU.
+    model = tiny_segmentor(
+        'ade20k_vits14_linear.py',
+        crop_size=(56, 56),
+        stride=(28, 28),
+        window_batch_size=None)
+    calls = []
+    model.backbone.register_forward_hook(
+        lambda module, args, out: calls.append(args[0].shape[0]))
+    meta = dict(ori_shape=(56, 140), img_shape=(56, 140))
+    with torch.no_grad():
+        model.predict(torch.randn(1, 3, 56, 140),
+                      [SegDataSample(metainfo=meta)])
+    assert calls == [1, 1, 1, 1]
+
+
 def test_window_batch_size_must_be_positive():
     model = tiny_segmentor('ade20k_vits14_linear.py', window_batch_size=0)
     meta = dict(ori_shape=(56, 56), img_shape=(56, 56))
@@ -243,10 +283,11 @@ def test_a_batch_of_images_of_different_sizes_equals_one_by_one(scales):
                 'model.backbone.init_cfg': None,
                 'model.decode_head.in_channels': [TINY_ARCH['embed_dim']],
                 'model.decode_head.norm_cfg': dict(type='BN'),
+                'model.test_cfg.window_batch_size': 8,
             })
         segmentor = model
     else:
-        model = tta_model(scales=scales)
+        model = tta_model(scales=scales, window_batch_size=8)
         segmentor = model.module
     calls = []
     segmentor.backbone.register_forward_hook(

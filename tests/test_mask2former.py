@@ -280,7 +280,7 @@ def test_config(name):
         crop_size=(512, 512),
         stride=(341, 341),
         fast_inference=True,
-        window_batch_size=8)
+        window_batch_size=None)
     assert cfg.model.data_preprocessor.size == (512, 512)
 
     train = cfg.train_dataloader

@@ -24,7 +24,7 @@ from torch import Tensor
 
 from dinov2_seg.apis.inference import _dataset_meta, without_annotations
 from dinov2_seg.apis.runner_setup import select_tta_scales
-from dinov2_seg.models.segmentors.window_merge import (apply_bands, axis_bands,
+from dinov2_seg.models.segmentors.window_merge import (add_window, axis_bands,
                                                        slide_window_spans)
 
 ImageType = Union[str, np.ndarray]
@@ -165,9 +165,7 @@ class OnnxSegmentor:
                 output = logits.new_zeros(logits.shape[1],
                                           *meta['ori_shape'][:2])
             for (r, c), window in zip(chunk, logits):
-                row, col = bands[0][r], bands[1][c]
-                output[:, row.start:row.stop,
-                       col.start:col.stop] += apply_bands(window, row, col)
+                add_window(output, window, bands[0][r], bands[1][c])
         return output
 
     def _bands(self, rows: list, cols: list, size: tuple, head_size: tuple,

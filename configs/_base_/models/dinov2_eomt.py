@@ -110,4 +110,4 @@ model = dict(
         crop_size=(512, 512),
         stride=(341, 341),
         fast_inference=True,
-        window_batch_size=8))
+        window_batch_size=None))

@@ -2,7 +2,8 @@
 # inputs, training crops padded to 512 (labels with 255) and slide
 # inference with 512 windows at stride 341, batched (BatchedEncoderDecoder;
 # fast_inference=False runs mmseg's stock slide inference,
-# window_batch_size caps the windows per backbone call for GPU memory).
+# window_batch_size caps the windows per backbone call for GPU memory;
+# None: 8 on a GPU, 1 on a CPU, where batching windows does not pay).
 # The recipes add the backbone blocks and the head.
 model = dict(
     type='BatchedEncoderDecoder',
@@ -20,4 +21,4 @@ model = dict(
         crop_size=(512, 512),
         stride=(341, 341),
         fast_inference=True,
-        window_batch_size=8))
+        window_batch_size=None))

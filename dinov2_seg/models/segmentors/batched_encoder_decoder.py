@@ -13,7 +13,7 @@ from mmseg.structures import SegDataSample
 from mmseg.utils import OptSampleList, SampleList
 from torch import Tensor
 
-from .window_merge import apply_bands, axis_bands, slide_window_spans
+from .window_merge import add_window, axis_bands, slide_window_spans
 
 View = Tuple[Tensor, dict]  # a (3, H, W) network input and its metainfo
 
@@ -31,6 +31,13 @@ def amp_dtype(setting: Union[bool, str], device_type: str) -> torch.dtype:
     if device_type == 'cuda' and not torch.cuda.is_bf16_supported():
         return torch.float16
     return torch.bfloat16
+
+
+def label_map(scores: Tensor) -> Tensor:
+    """(1, H, W) class of the highest score per pixel: the first maximum,
+    as ``argmax``, which ``max`` computes faster on CPU (50 ms instead of
+    70 ms for 150 x 512 x 683 scores)."""
+    return scores.max(0, keepdim=True).indices
 
 
 @MODELS.register_module()
@@ -54,8 +61,11 @@ class BatchedEncoderDecoder(EncoderDecoder):
     - ``fast_inference`` (bool, default True): False runs mmseg's stock
       ``slide_inference`` (and the stock multi-scale flip test), the
       reference the fast path is tested against.
-    - ``window_batch_size`` (int, default 8): most windows per backbone
-      call, so that large images or scales fit in GPU memory.
+    - ``window_batch_size`` (int or None, default None): most windows per
+      backbone call, so that large images or scales fit in GPU memory.
+      None: 8 on a GPU, 1 on a CPU, where a batch of windows runs slower
+      per window than one at a time (ViT-S/14, 640 x 640 windows, 2 cores:
+      1.22 s per window in batches of 8, 1.08 s one by one).
     - ``amp`` (bool | 'bf16' | 'fp16', default False): run the windows
       under autocast (True: bfloat16 where supported, else float16); the
       head and the merging stay float32.
@@ -125,7 +135,7 @@ class BatchedEncoderDecoder(EncoderDecoder):
                 dict(
                     seg_logits=PixelData(data=seg_logits),
                     pred_sem_seg=PixelData(
-                        data=seg_logits.argmax(0, keepdim=True))))
+                        data=label_map(seg_logits))))
         return [sample for _, sample in views]
 
     def slide_logits(self, views: Sequence[View]) -> List[Tensor]:
@@ -140,8 +150,10 @@ class BatchedEncoderDecoder(EncoderDecoder):
         """
         crop_h, crop_w = self.test_cfg.crop_size
         stride_h, stride_w = self.test_cfg.stride
-        batch_size = int(self.test_cfg.get('window_batch_size', 8))
-        if batch_size < 1:
+        batch_size = self.test_cfg.get('window_batch_size')
+        if batch_size is None:
+            batch_size = 1 if views[0][0].device.type == 'cpu' else 8
+        if int(batch_size) < 1:
             raise ValueError('test_cfg.window_batch_size must be >= 1, got '
                              f'{batch_size}')
         grids = []
@@ -160,7 +172,7 @@ class BatchedEncoderDecoder(EncoderDecoder):
         chunks = [
             windows[first:first + batch_size]
             for windows in by_size.values()
-            for first in range(0, len(windows), batch_size)
+            for first in range(0, len(windows), int(batch_size))
         ]
         for chunk in chunks:
             crops, metas = [], []
@@ -179,10 +191,8 @@ class BatchedEncoderDecoder(EncoderDecoder):
                                                     window_logits.shape[-2:])
                     outputs[index] = window_logits.new_zeros(
                         len(window_logits), *views[index][1]['ori_shape'])
-                rows, cols = bands[index][0][r], bands[index][1][c]
-                outputs[index][:, rows.start:rows.stop,
-                               cols.start:cols.stop] += apply_bands(
-                                   window_logits, rows, cols)
+                add_window(outputs[index], window_logits, bands[index][0][r],
+                           bands[index][1][c])
         return outputs
 
     def window_logits(self, crops: Tensor, metas: List[dict]) -> Tensor:

@@ -6,7 +6,7 @@ from mmseg.models.segmentors import SegTTAModel
 from mmseg.registry import MODELS
 from mmseg.utils import SampleList
 
-from .batched_encoder_decoder import View
+from .batched_encoder_decoder import View, label_map
 
 
 @MODELS.register_module()
@@ -52,7 +52,7 @@ class BatchedSegTTAModel(SegTTAModel):
                 dict(
                     seg_logits=PixelData(data=image_probs),
                     pred_sem_seg=PixelData(
-                        data=image_probs.argmax(0, keepdim=True))))
+                        data=label_map(image_probs))))
             merged.append(sample)
         return merged
 

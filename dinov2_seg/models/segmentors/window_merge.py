@@ -54,14 +54,22 @@ def linear_taps(size_in: int, size_out: int,
             torch.stack([1 - frac, frac], 1))
 
 
+# Output rows per block of the row product on CPU (see add_window).
+ROW_BLOCK = 16
+
+
 @dataclass
 class AxisBand:
     """One window's map along one axis from its head output to the original
     image: output positions [start, stop) are ``matrix`` (stop - start,
-    head size) times the head output."""
+    head size) times the head output. ``blocks`` cuts the band into runs of
+    at most ``ROW_BLOCK`` output positions, each with the range of head
+    positions it reads: (first, last) output, (first, last) head, relative
+    to the band, ends exclusive."""
     start: int
     stop: int
     matrix: Tensor
+    blocks: Tuple[Tuple[int, int, int, int], ...]
 
 
 def _compose_axis(span: Tuple[int, int], head_size: int, canvas: int,
@@ -88,6 +96,16 @@ def _compose_axis(span: Tuple[int, int], head_size: int, canvas: int,
     return (rows * (w * inside)[..., None]).sum(1)
 
 
+def _row_blocks(band: Tensor) -> Tuple[Tuple[int, int, int, int], ...]:
+    blocks = []
+    for first in range(0, len(band), ROW_BLOCK):
+        last = min(first + ROW_BLOCK, len(band))
+        used = (band[first:last] != 0).any(0).nonzero()
+        if len(used):
+            blocks.append((first, last, int(used[0]), int(used[-1]) + 1))
+    return tuple(blocks)
+
+
 @functools.lru_cache(maxsize=256)
 def axis_bands(spans: Tuple[Tuple[int, int], ...], head_size: int,
                canvas: int, pad: Tuple[int, int], flip: bool, out_size: int,
@@ -107,17 +125,29 @@ def axis_bands(spans: Tuple[Tuple[int, int], ...], head_size: int,
         # A window lying entirely in the padding maps to nothing.
         start, stop = (int(used[0]), int(used[-1]) + 1) if len(used) else (0,
                                                                             0)
+        band = dense[start:stop]
         bands.append(
-            AxisBand(start, stop, dense[start:stop].to(device, torch.float32)))
+            AxisBand(start, stop, band.to(device, torch.float32),
+                     _row_blocks(band)))
     return tuple(bands)
 
 
-def apply_bands(x: Tensor, rows: AxisBand, cols: AxisBand) -> Tensor:
-    """Map (C, h, w) head logits of one window to its (C, rows, cols) band
-    of the original image, contracting the cheaper axis first."""
+def add_window(out: Tensor, x: Tensor, rows: AxisBand,
+               cols: AxisBand) -> None:
+    """Add the (C, h, w) head logits of one window into its band of the
+    (C, H, W) original-image logits ``out``: columns first (on the head's
+    few rows), then rows. On CPU the row product runs block by block, each
+    block reading only the head rows it needs and adding a cache-sized
+    product: a band-sized product is a fresh allocation whose page faults
+    cost more than the arithmetic (ViT-S linear, 512 x 683 image: 25 ms
+    per window instead of 81 ms). A GPU takes the band in one product."""
+    x_cols = x @ cols.matrix.to(x.dtype).T
     row_matrix = rows.matrix.to(x.dtype)
-    col_matrix = cols.matrix.to(x.dtype)
-    (out_h, h), (out_w, w) = row_matrix.shape, col_matrix.shape
-    if h * out_w * (w + out_h) <= w * out_h * (h + out_w):
-        return row_matrix @ (x @ col_matrix.T)
-    return (row_matrix @ x) @ col_matrix.T
+    band = out[:, rows.start:rows.stop, cols.start:cols.stop]
+    if x.device.type != 'cpu':
+        band += row_matrix @ x_cols
+        return
+    for first, last, head_first, head_last in rows.blocks:
+        band[:, first:last] += (
+            row_matrix[first:last, head_first:head_last]
+            @ x_cols[:, head_first:head_last])
