@@ -2,10 +2,7 @@
 # EoMT's ADE20K 512 semantic recipe (_base_/models/dinov2_eomt.py,
 # _base_/schedules/schedule_eomt_40k.py, _base_/datasets/recipe_eomt.py).
 # - Queries join the last 5 blocks, as EoMT-g (COCO).
-# - Mask annealing, EoMT's rule for T iterations: each block's masking
-#   fades out over T/6, the first from T/6, the last ending at 5T/6 (for
-#   ViT-L on ADE20K: 6520-13040 ... 26080-32600 at T = 39122), here with
-#   T = 40000.
+# - Mask annealing: EoMT's rule (_base_/models/dinov2_eomt.py), T = 40000.
 # - Activation checkpointing of the ViT blocks (with_cp; not in EoMT):
 #   bounds the activation memory of the 40 fine-tuned blocks, beside the
 #   AdamW moments of 1.1 B parameters (8.5 GiB in float32).

@@ -2,10 +2,7 @@
 # EoMT's ADE20K 512 semantic recipe (_base_/models/dinov2_eomt.py,
 # _base_/schedules/schedule_eomt_40k.py, _base_/datasets/recipe_eomt.py).
 # - Queries join the last 4 blocks, as EoMT-L (ADE20K, COCO).
-# - Mask annealing, EoMT's rule for T iterations: each block's masking
-#   fades out over T/6, the first from T/6, the last ending at 5T/6 (for
-#   ViT-L on ADE20K: 6520-13040 ... 26080-32600 at T = 39122), here with
-#   T = 40000.
+# - Mask annealing: EoMT's rule (_base_/models/dinov2_eomt.py), T = 40000.
 _base_ = [
     '_base_/models/dinov2_vitl14_reg4.py',
     '_base_/models/dinov2_eomt.py',

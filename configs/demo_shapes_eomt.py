@@ -7,19 +7,10 @@
 # and not decayed by layer (there are no pretrained layers to protect).
 _base_ = [
     '_base_/models/dinov2_eomt.py',
-    '_base_/datasets/custom.py',
+    '_base_/datasets/shapes.py',
     '_base_/schedules/schedule_eomt_40k.py',
     '_base_/default_runtime.py',
 ]
-
-# Custom-dataset fields (see _base_/datasets/custom.py).
-data_root = 'data/shapes'
-metainfo = dict(
-    classes=('sky', 'ground', 'disc', 'box', 'triangle'),
-    palette=[[70, 130, 180], [110, 190, 60], [220, 40, 40], [240, 200, 40],
-             [150, 60, 200]])
-dataset_fields = dict(
-    data_root=data_root, metainfo=metainfo, reduce_zero_label=True)
 
 # 9 x 9 patches of 14 pixels: the stored position grid, so training crops
 # need no position resize.
@@ -43,12 +34,8 @@ test_pipeline = [
     dict(type='LoadAnnotations'),
     dict(type='PackSegInputs')
 ]
-train_dataloader = dict(
-    batch_size=4,
-    num_workers=2,
-    dataset=dict(dataset_fields, pipeline=train_pipeline))
-val_dataloader = dict(
-    num_workers=2, dataset=dict(dataset_fields, pipeline=test_pipeline))
+train_dataloader = dict(dataset=dict(pipeline=train_pipeline))
+val_dataloader = dict(dataset=dict(pipeline=test_pipeline))
 test_dataloader = val_dataloader
 
 max_iters = 80
@@ -66,7 +53,7 @@ model = dict(
             interpolate_antialias=True),
         img_size=126),
     decode_head=dict(
-        num_classes=len(metainfo['classes']),
+        num_classes=len(_base_.metainfo['classes']),
         embed_dims=192,
         num_queries=16,
         num_blocks=2,

@@ -1,24 +1,15 @@
 # The README's demo: a linear head on a frozen, randomly initialised ViT-S/14
 # (no download needed) trained on the procedural shapes dataset written by
-# `python tools/make_shapes_dataset.py data/shapes`. It is also the worked
-# example of a custom dataset: the fields below are the ones
-# _base_/datasets/custom.py asks you to change. Smaller crops and a short
-# schedule keep it to a few minutes on 2 CPU cores.
+# `python tools/make_shapes_dataset.py data/shapes`, declared as a custom
+# dataset in _base_/datasets/shapes.py (the worked example of
+# _base_/datasets/custom.py's fields). Smaller crops and a short schedule
+# keep it to a few minutes on 2 CPU cores.
 _base_ = [
     '_base_/models/dinov2_linear.py',
-    '_base_/datasets/custom.py',
+    '_base_/datasets/shapes.py',
     '_base_/schedules/schedule_40k.py',
     '_base_/default_runtime.py',
 ]
-
-# Custom-dataset fields (see _base_/datasets/custom.py).
-data_root = 'data/shapes'
-metainfo = dict(
-    classes=('sky', 'ground', 'disc', 'box', 'triangle'),
-    palette=[[70, 130, 180], [110, 190, 60], [220, 40, 40], [240, 200, 40],
-             [150, 60, 200]])
-dataset_fields = dict(
-    data_root=data_root, metainfo=metainfo, reduce_zero_label=True)
 
 crop_size = (224, 224)
 train_pipeline = [
@@ -39,12 +30,8 @@ test_pipeline = [
     dict(type='LoadAnnotations'),
     dict(type='PackSegInputs')
 ]
-train_dataloader = dict(
-    batch_size=4,
-    num_workers=2,
-    dataset=dict(dataset_fields, pipeline=train_pipeline))
-val_dataloader = dict(
-    num_workers=2, dataset=dict(dataset_fields, pipeline=test_pipeline))
+train_dataloader = dict(dataset=dict(pipeline=train_pipeline))
+val_dataloader = dict(dataset=dict(pipeline=test_pipeline))
 test_dataloader = val_dataloader
 
 model = dict(
@@ -53,7 +40,7 @@ model = dict(
     # checkpoints/ add init_cfg=dict(type='Pretrained',
     # checkpoint='checkpoints/dinov2_vits14_pretrain.pth').
     backbone=dict(arch='vits14'),
-    decode_head=dict(in_channels=[384], num_classes=len(metainfo['classes'])),
+    decode_head=dict(in_channels=[384], num_classes=len(_base_.metainfo['classes'])),
     test_cfg=dict(crop_size=crop_size, stride=(149, 149)))
 
 max_iters = 300

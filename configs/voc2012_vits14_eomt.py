@@ -3,10 +3,7 @@
 # _base_/schedules/schedule_eomt_40k.py, _base_/datasets/recipe_eomt.py).
 # EoMT published no VOC recipe; this is the ADE20K one with 21 classes.
 # - Queries join the last 3 blocks, as EoMT-S (COCO).
-# - Mask annealing, EoMT's rule for T iterations: each block's masking
-#   fades out over T/6, the first from T/6, the last ending at 5T/6 (for
-#   ViT-L on ADE20K: 6520-13040 ... 26080-32600 at T = 39122), here with
-#   T = 40000.
+# - Mask annealing: EoMT's rule (_base_/models/dinov2_eomt.py), T = 40000.
 _base_ = [
     '_base_/models/dinov2_vits14_reg4.py',
     '_base_/models/dinov2_eomt.py',

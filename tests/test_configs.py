@@ -9,6 +9,7 @@ from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
 
 from conftest import REPO
+from dinov2_seg.models.segmentors import BatchedEncoderDecoder
 
 EMBED = {'vits14': 384, 'vitb14': 768, 'vitl14': 1024, 'vitg14': 1536}
 CLASSES = {'ade20k': 150, 'voc2012': 21}
@@ -168,3 +169,15 @@ def test_tta_scale_count_selects_the_first_scales(count, heights):
     resizes = select_tta_scales(cfg, 'cfg')[1].transforms[0]
     assert [t.scale[1] for t in resizes] == heights
     assert len(cfg.tta_pipeline[1].transforms[0]) == 5  # config untouched
+
+
+@pytest.mark.parametrize(
+    'path', sorted((REPO / 'configs').glob('*.py')), ids=lambda p: p.stem)
+def test_every_config_takes_the_fast_paths(path):
+    """The README: every config's segmentor batches its slide windows and
+    its --tta model is the batched multi-scale flip test."""
+    cfg = Config.fromfile(str(path))
+    assert issubclass(MODELS.get(cfg.model.type), BatchedEncoderDecoder)
+    assert cfg.model.test_cfg.mode == 'slide'
+    assert cfg.model.test_cfg.get('fast_inference', True)
+    assert cfg.tta_model.type == 'BatchedSegTTAModel'

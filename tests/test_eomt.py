@@ -780,3 +780,14 @@ def test_benchmark_times_another_config_on_the_same_images(tmp_path):
     # Peaks count the float32 weights and the live tensors of a run.
     assert record['peak_bytes'] > 4 * record['parameters']
     assert record['against_peak_bytes'] > 4 * record['against_parameters']
+
+
+def test_head_without_losses_names_the_shared_base():
+    with pytest.raises(ValueError, match='mask2former_losses.py'):
+        MODELS.build(
+            dict(
+                type='EoMTHead',
+                num_classes=3,
+                embed_dims=32,
+                masked_attention=False,
+                train_cfg=dict(num_points=16)))

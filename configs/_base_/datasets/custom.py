@@ -1,7 +1,7 @@
 # Your own dataset: a folder of images and label PNGs with a class list.
 #
 # Either inherit this file and override the fields below in your top-level
-# config (configs/demo_shapes_vits14_linear.py does exactly that for the
+# config (_base_/datasets/shapes.py does exactly that for the
 # built-in synthetic dataset), or copy it and edit them here.
 #
 # Layout under data_root (ADE20K-style):

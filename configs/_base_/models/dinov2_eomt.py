@@ -6,19 +6,15 @@
 # unless marked otherwise. Defaults to ViT-S sizes and 150 classes;
 # top-level configs set the backbone, the blocks with queries and their
 # mask-annealing iterations, and the classes.
+# The inputs and the slide windows are segmentor.py's: EoMT divides by 255
+# and normalises with ImageNet's statistics (the same on 0-255 images);
+# EoMT's evaluation resizes the short side to 512 and spreads
+# ceil(long / 512) windows evenly, which mmseg's 512 / 341 slide matches
+# for ADE20K's usual 4:3 images.
+_base_ = ['./segmentor.py', './mask2former_losses.py']
 num_classes = 150
 model = dict(
     type='EoMTSegmentor',
-    # EoMT divides by 255 and normalises with ImageNet's statistics: the
-    # same as these values on 0-255 images.
-    data_preprocessor=dict(
-        type='SegDataPreProcessor',
-        mean=[123.675, 116.28, 103.53],
-        std=[58.395, 57.12, 57.375],
-        bgr_to_rgb=True,
-        pad_val=0,
-        seg_pad_val=255,
-        size=(512, 512)),
     # The whole ViT is fine-tuned (EoMT), with no stochastic depth (timm's
     # default in EoMT's ViT). with_cp=True recomputes each block in the
     # backward pass (activation checkpointing; not in EoMT): less
@@ -44,7 +40,9 @@ model = dict(
         masked_attention=True,
         # Masking probability per block: 1 until start, (1 - progress)^0.9
         # until end, 0 after (EoMT's poly_power). Top-level configs set the
-        # iterations (EoMT's rule, see there).
+        # iterations by EoMT's rule for T iterations: each block's masking
+        # fades out over T/6, the first from T/6, the last ending at 5T/6
+        # (for ViT-L on ADE20K: 6520-13040 ... 26080-32600 at T = 39122).
         mask_annealing=dict(
             start_iters=[6667, 16667, 26667],
             end_iters=[13333, 23333, 33333],
@@ -58,56 +56,5 @@ model = dict(
         # sets True).
         resize_masks_first=False,
         align_corners=False,
-        # EoMT's class_coefficient 2, mask_coefficient 5,
-        # dice_coefficient 5: Mask2Former's losses (here mmdet's).
-        loss_cls=dict(
-            type='mmdet.CrossEntropyLoss',
-            use_sigmoid=False,
-            loss_weight=2.0,
-            reduction='mean'),
-        loss_mask=dict(
-            type='mmdet.CrossEntropyLoss',
-            use_sigmoid=True,
-            reduction='mean',
-            loss_weight=5.0),
-        loss_dice=dict(
-            type='mmdet.DiceLoss',
-            use_sigmoid=True,
-            activate=True,
-            reduction='mean',
-            naive_dice=True,
-            eps=1.0,
-            loss_weight=5.0),
-        # EoMT's num_points 12544, oversample_ratio 3.0,
-        # importance_sample_ratio 0.75, and matching costs equal to the
-        # loss weights.
-        train_cfg=dict(
-            num_points=12544,
-            oversample_ratio=3.0,
-            importance_sample_ratio=0.75,
-            assigner=dict(
-                type='mmdet.HungarianAssigner',
-                match_costs=[
-                    dict(type='mmdet.ClassificationCost', weight=2.0),
-                    dict(
-                        type='mmdet.CrossEntropyLossCost',
-                        weight=5.0,
-                        use_sigmoid=True),
-                    dict(
-                        type='mmdet.DiceCost',
-                        weight=5.0,
-                        pred_act=True,
-                        eps=1.0)
-                ]),
-            sampler=dict(type='mmdet.MaskPseudoSampler'))),
-    train_cfg=dict(),
-    # Batched windows merged at the original size (see dinov2_linear.py).
-    # EoMT's evaluation resizes the short side to 512 and spreads
-    # ceil(long / 512) windows evenly; mmseg's 512 / 341 slide gives the
-    # same windows for ADE20K's usual 4:3 images.
-    test_cfg=dict(
-        mode='slide',
-        crop_size=(512, 512),
-        stride=(341, 341),
-        fast_inference=True,
-        window_batch_size=None))
+        # EoMT's losses and matching are Mask2Former's.
+        **_base_.mask2former_losses))

@@ -13,7 +13,7 @@
 # Defaults to ViT-S sizes and 150 classes; top-level configs set the
 # backbone, its blocks (4 evenly spaced, ending at the last: fine levels
 # get shallower, more local features), the neck width and the classes.
-_base_ = ['./segmentor.py']
+_base_ = ['./segmentor.py', './mask2former_losses.py']
 # The transformer decoder's self- and cross-attention.
 _decoder_attention = dict(
     embed_dims=256,
@@ -90,46 +90,4 @@ model = dict(
                     dropout_layer=None,
                     add_identity=True)),
             init_cfg=None),
-        # class_weight: [1.0] * num_classes + [0.1], derived by the head
-        # (queries matched to no segment learn "no object" at a tenth of
-        # the weight, so that the many unmatched ones do not swamp the
-        # classes).
-        loss_cls=dict(
-            type='mmdet.CrossEntropyLoss',
-            use_sigmoid=False,
-            loss_weight=2.0,
-            reduction='mean'),
-        loss_mask=dict(
-            type='mmdet.CrossEntropyLoss',
-            use_sigmoid=True,
-            reduction='mean',
-            loss_weight=5.0),
-        loss_dice=dict(
-            type='mmdet.DiceLoss',
-            use_sigmoid=True,
-            activate=True,
-            reduction='mean',
-            naive_dice=True,
-            eps=1.0,
-            loss_weight=5.0),
-        train_cfg=dict(
-            # Mask losses on 112 x 112 sampled points rather than every
-            # pixel, mostly where the prediction is uncertain.
-            num_points=12544,
-            oversample_ratio=3.0,
-            importance_sample_ratio=0.75,
-            assigner=dict(
-                type='mmdet.HungarianAssigner',
-                match_costs=[
-                    dict(type='mmdet.ClassificationCost', weight=2.0),
-                    dict(
-                        type='mmdet.CrossEntropyLossCost',
-                        weight=5.0,
-                        use_sigmoid=True),
-                    dict(
-                        type='mmdet.DiceCost',
-                        weight=5.0,
-                        pred_act=True,
-                        eps=1.0)
-                ]),
-            sampler=dict(type='mmdet.MaskPseudoSampler'))))
+        **_base_.mask2former_losses))

@@ -96,10 +96,10 @@ class EoMTHead(BaseModule):
             the batched slide inference folds into the window merge.
         align_corners (bool): For the resizes of the segmentor.
         ignore_index (int): Label ignored by the losses.
-        loss_cls, loss_mask, loss_dice (dict): mmdet losses.
-        train_cfg (dict): ``num_points``, ``oversample_ratio``,
-            ``importance_sample_ratio``, ``assigner`` and ``sampler`` of
-            mmdet's Mask2Former.
+        loss_cls, loss_mask, loss_dice (dict): mmdet losses (required).
+        train_cfg (dict): ``assigner`` (required), ``num_points``,
+            ``oversample_ratio``, ``importance_sample_ratio`` and
+            ``sampler`` of mmdet's Mask2Former.
     """
 
     # Mask2Former's Hungarian matching on sampled points and its class,
@@ -128,24 +128,9 @@ class EoMTHead(BaseModule):
                  resize_masks_first: bool = False,
                  align_corners: bool = False,
                  ignore_index: int = 255,
-                 loss_cls: ConfigType = dict(
-                     type='mmdet.CrossEntropyLoss',
-                     use_sigmoid=False,
-                     loss_weight=2.0,
-                     reduction='mean'),
-                 loss_mask: ConfigType = dict(
-                     type='mmdet.CrossEntropyLoss',
-                     use_sigmoid=True,
-                     reduction='mean',
-                     loss_weight=5.0),
-                 loss_dice: ConfigType = dict(
-                     type='mmdet.DiceLoss',
-                     use_sigmoid=True,
-                     activate=True,
-                     reduction='mean',
-                     naive_dice=True,
-                     eps=1.0,
-                     loss_weight=5.0),
+                 loss_cls: Optional[ConfigType] = None,
+                 loss_mask: Optional[ConfigType] = None,
+                 loss_dice: Optional[ConfigType] = None,
                  train_cfg: Optional[ConfigType] = None,
                  init_cfg: Optional[dict] = None):
         super().__init__(init_cfg=init_cfg)
@@ -174,6 +159,12 @@ class EoMTHead(BaseModule):
         # with the model, as in EoMT's checkpoints.
         self.register_buffer('attn_mask_probs', torch.ones(num_blocks))
 
+        if (None in (loss_cls, loss_mask, loss_dice)
+                or 'assigner' not in (train_cfg or {})):
+            raise ValueError(
+                'EoMTHead needs loss_cls, loss_mask, loss_dice and '
+                'train_cfg.assigner: Mask2Former\'s are in '
+                'configs/_base_/models/mask2former_losses.py')
         loss_cls = dict(loss_cls)
         expected = [1.0] * num_classes + [no_object_weight]
         loss_cls.setdefault('class_weight', expected)
@@ -187,28 +178,12 @@ class EoMTHead(BaseModule):
         self.loss_cls = MODELS.build(loss_cls)
         self.loss_mask = MODELS.build(loss_mask)
         self.loss_dice = MODELS.build(loss_dice)
-        train_cfg = dict(train_cfg or {})
+        train_cfg = dict(train_cfg)
         self.num_points = train_cfg.get('num_points', 12544)
         self.oversample_ratio = train_cfg.get('oversample_ratio', 3.0)
         self.importance_sample_ratio = train_cfg.get('importance_sample_ratio',
                                                      0.75)
-        self.assigner = TASK_UTILS.build(
-            train_cfg.get(
-                'assigner',
-                dict(
-                    type='mmdet.HungarianAssigner',
-                    match_costs=[
-                        dict(type='mmdet.ClassificationCost', weight=2.0),
-                        dict(
-                            type='mmdet.CrossEntropyLossCost',
-                            weight=5.0,
-                            use_sigmoid=True),
-                        dict(
-                            type='mmdet.DiceCost',
-                            weight=5.0,
-                            pred_act=True,
-                            eps=1.0)
-                    ])))
+        self.assigner = TASK_UTILS.build(train_cfg['assigner'])
         self.sampler = TASK_UTILS.build(
             train_cfg.get('sampler', dict(type='mmdet.MaskPseudoSampler')))
 
