@@ -143,11 +143,14 @@ def add_window(out: Tensor, x: Tensor, rows: AxisBand,
     per window instead of 81 ms). A GPU takes the band in one product."""
     x_cols = x @ cols.matrix.to(x.dtype).T
     row_matrix = rows.matrix.to(x.dtype)
-    band = out[:, rows.start:rows.stop, cols.start:cols.stop]
+    # Each update slices ``out`` afresh, so that autograd (a test step run
+    # with gradients enabled) sees views of the current tensor.
     if x.device.type != 'cpu':
-        band += row_matrix @ x_cols
+        out[:, rows.start:rows.stop,
+            cols.start:cols.stop] += row_matrix @ x_cols
         return
     for first, last, head_first, head_last in rows.blocks:
-        band[:, first:last] += (
-            row_matrix[first:last, head_first:head_last]
-            @ x_cols[:, head_first:head_last])
+        out[:, rows.start + first:rows.start + last,
+            cols.start:cols.stop] += (
+                row_matrix[first:last, head_first:head_last]
+                @ x_cols[:, head_first:head_last])
