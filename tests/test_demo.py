@@ -1,0 +1,36 @@
+"""`make demo`, the README's first command, as the README describes it:
+the table it prints, about 70 lines, the pictures and plots it writes."""
+import subprocess
+
+from conftest import REPO
+
+
+def readme_demo_block() -> list:
+    """The lines of the README's demo output block that do not depend on
+    the work dir: the per-class table and the summary line."""
+    text = (REPO / 'README.md').read_text()
+    start = text.index('|  Class   |  IoU  |  Acc  |')
+    block = text[start:text.index('```', start)].splitlines()
+    return [line for line in block if line.startswith(('|', '+', 'aAcc'))]
+
+
+def test_make_demo_prints_the_readme_table_and_writes_its_files(tmp_path):
+    work_dir = tmp_path / 'demo'
+    result = subprocess.run(['make', 'demo', f'DEMO_DIR={work_dir}'],
+                            cwd=REPO,
+                            stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT,
+                            text=True,
+                            timeout=1200)
+    lines = result.stdout.splitlines()
+    assert result.returncode == 0, '\n'.join(lines[-40:])
+    assert 50 <= len(lines) <= 80
+    expected = readme_demo_block()
+    assert len(expected) == 9 and 'mIoU: 95.93' in expected[-1]
+    for line in expected:
+        assert line in lines, f'README line not printed: {line!r}'
+    assert list((work_dir / 'vis' / 'vis_data' / 'vis_image').glob('*.png'))
+    for name in ('per_class_iou', 'confusion_matrix', 'class_distribution',
+                 'curves'):
+        assert (work_dir / 'plots' / f'{name}.png').stat().st_size > 0
+    assert (work_dir / 'iter_300.pth').exists()
