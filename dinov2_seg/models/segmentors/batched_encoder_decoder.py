@@ -153,7 +153,8 @@ class BatchedEncoderDecoder(EncoderDecoder):
         batch_size = self.test_cfg.get('window_batch_size')
         if batch_size is None:
             batch_size = 1 if views[0][0].device.type == 'cpu' else 8
-        if int(batch_size) < 1:
+        batch_size = int(batch_size)
+        if batch_size < 1:
             raise ValueError('test_cfg.window_batch_size must be >= 1, got '
                              f'{batch_size}')
         grids = []
@@ -172,7 +173,7 @@ class BatchedEncoderDecoder(EncoderDecoder):
         chunks = [
             windows[first:first + batch_size]
             for windows in by_size.values()
-            for first in range(0, len(windows), int(batch_size))
+            for first in range(0, len(windows), batch_size)
         ]
         for chunk in chunks:
             crops, metas = [], []
