@@ -791,3 +791,22 @@ def test_head_without_losses_names_the_shared_base():
                 embed_dims=32,
                 masked_attention=False,
                 train_cfg=dict(num_points=16)))
+
+
+def test_amp_runs_the_vit_in_bfloat16_and_returns_float32():
+    """test_cfg.amp: the ViT under bfloat16 autocast; the head's inputs, the
+    (mask, class) logits, come back float32 and close to float32's."""
+    model = build_tiny().eval()
+    inputs = torch.stack([normalise(x) for x in images(2, 70, 70)])
+    with torch.no_grad():
+        (masks, classes), = model.extract_feat(inputs)
+        dtypes = []
+        model.backbone.blocks[0].attn.qkv.register_forward_hook(
+            lambda module, args, out: dtypes.append(out.dtype))
+        model.test_cfg.amp = 'bf16'
+        (amp_masks, amp_classes), = model.extract_feat(inputs)
+    assert dtypes == [torch.bfloat16]
+    assert amp_masks.dtype == amp_classes.dtype == torch.float32
+    torch.testing.assert_close(amp_masks, masks, atol=0.1, rtol=0.1)
+    torch.testing.assert_close(amp_classes, classes, atol=0.1, rtol=0.1)
+    assert not torch.equal(amp_masks, masks)  # a real bfloat16 run

@@ -12,6 +12,7 @@ from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
 from mmseg.utils import OptSampleList, SampleList
 from torch import Tensor
+from torch.utils._pytree import tree_map
 
 from .window_merge import add_window, axis_bands, slide_window_spans
 
@@ -83,16 +84,21 @@ class BatchedEncoderDecoder(EncoderDecoder):
             return contextlib.nullcontext()
         return torch.autocast(device_type, amp_dtype(setting, device_type))
 
-    def extract_feat(self, inputs: Tensor) -> List[Tensor]:
-        """Backbone (and neck) features, under autocast at test time when
-        ``test_cfg.amp`` is set. The network's cost is here; the head then
+    def extract_feat(self, inputs: Tensor) -> Any:
+        """:meth:`network_features`, under autocast at test time when
+        ``test_cfg.amp`` is set. The network's cost is there; the head then
         reads float32 features, which keeps the labels of a bfloat16 run
         close to float32's."""
         if self.training or not self.test_cfg.get('amp', False):
-            return super().extract_feat(inputs)
+            return self.network_features(inputs)
         with self.autocast(inputs.device.type):
-            features = super().extract_feat(inputs)
-        return [feature.float() for feature in features]
+            features = self.network_features(inputs)
+        return tree_map(lambda feature: feature.float(), features)
+
+    def network_features(self, inputs: Tensor) -> Any:
+        """What the decode head reads: mmseg's backbone (and neck)
+        features."""
+        return super().extract_feat(inputs)
 
     def predict(self,
                 inputs: Tensor,

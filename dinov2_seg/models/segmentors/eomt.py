@@ -53,17 +53,8 @@ class EoMTSegmentor(BatchedEncoderDecoder):
             self.decode_head.set_iteration(iteration)
         return super().loss(inputs, data_samples)
 
-    def extract_feat(self, inputs: Tensor) -> List[Prediction]:
-        """The head's predictions (see the class docstring), float32; the
-        ViT runs under autocast at test time when ``test_cfg.amp`` is set."""
-        if self.training or not self.test_cfg.get('amp', False):
-            return self.encode(inputs)
-        with self.autocast(inputs.device.type):
-            predictions = self.encode(inputs)
-        return [(masks.float(), classes.float())
-                for masks, classes in predictions]
-
-    def encode(self, inputs: Tensor) -> List[Prediction]:
+    def network_features(self, inputs: Tensor) -> List[Prediction]:
+        """The head's predictions (see the class docstring)."""
         backbone, head = self.backbone, self.decode_head
         prefix = backbone.num_prefix_tokens
         supervise_blocks = self.training and head.masked_attention
