@@ -5,8 +5,8 @@ import torch
 
 from dinov2_seg.models.backbones import ARCH_SETTINGS, DinoVisionTransformer
 from dinov2_seg.models.backbones.dinov2 import center_pad
-from fabricate import fabricate_official_file, official_manifest
-from reference import reference_features
+from helpers.fabricate import fabricate_official_file, official_manifest
+from helpers.reference import reference_features
 
 
 @pytest.mark.parametrize('arch', sorted(ARCH_SETTINGS))

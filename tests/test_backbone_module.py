@@ -5,8 +5,10 @@ import pytest
 import torch
 import transformers
 
-from conftest import REPO, TINY_ARCH
-from fabricate import fabricate_head_file, fabricate_official_file
+from helpers.archs import TINY_ARCH
+
+from helpers.tools import REPO
+from helpers.fabricate import fabricate_head_file, fabricate_official_file
 
 CONFIG = str(REPO / 'configs' / 'voc2012_vits14_linear.py')
 REGISTER_ARCH = dict(

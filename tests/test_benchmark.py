@@ -5,7 +5,9 @@ import json
 import pytest
 import torch
 
-from conftest import REPO, TINY_ARCH
+from helpers.archs import TINY_ARCH
+
+from helpers.tools import REPO
 from dinov2_seg.apis.benchmark import LiveTensorBytes, backbone_flops, main
 from dinov2_seg.models.backbones import DinoVisionTransformer
 

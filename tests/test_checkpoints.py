@@ -9,7 +9,7 @@ from mmengine.logging import HistoryBuffer
 from dinov2_seg.checkpoints import (describe_arch, extract_state_dict,
                                     load_backbone_checkpoint)
 from dinov2_seg.models.backbones import ARCH_SETTINGS, DinoVisionTransformer
-from fabricate import fabricate_official_file
+from helpers.fabricate import fabricate_official_file
 
 
 def small(arch, depth=2):

@@ -10,7 +10,7 @@ from mmengine.config import Config
 from mmseg.registry import DATASETS
 from PIL import Image
 
-from conftest import REPO
+from helpers.tools import REPO
 from dinov2_seg.datasets import (SHAPES_CLASSES, SHAPES_PALETTE,
                                  check_dataset_paths, generate_shapes_dataset)
 

@@ -2,7 +2,7 @@
 the table it prints, about 70 lines, the pictures and plots it writes."""
 import subprocess
 
-from conftest import REPO
+from helpers.tools import REPO
 
 
 def readme_demo_block() -> list:

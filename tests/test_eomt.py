@@ -16,10 +16,12 @@ from mmengine.structures import PixelData
 from mmseg.registry import MODELS, PARAM_SCHEDULERS
 from mmseg.structures import SegDataSample
 
-from conftest import REPO, TINY_ARCH, check, reported_miou, run
-from eomt_reference import (class_map, eomt_forward, normalise, slide,
+from helpers.archs import TINY_ARCH
+
+from helpers.tools import REPO, check, reported_miou, run
+from helpers.eomt_reference import (class_map, eomt_forward, normalise, slide,
                             to_eomt_names)
-from fabricate import eomt_manifest, fabricate_eomt_state, official_manifest
+from helpers.fabricate import eomt_manifest, fabricate_eomt_state, official_manifest
 from dinov2_seg.checkpoints import load_segmentor_checkpoint
 from dinov2_seg.checkpoints.eomt import convert_eomt
 from dinov2_seg.models.backbones.dinov2 import ARCH_SETTINGS

@@ -13,7 +13,9 @@ from mmcv.transforms import Compose
 from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
 
-from conftest import REPO, TINY_ARCH
+from helpers.archs import TINY_ARCH
+
+from helpers.tools import REPO
 from dinov2_seg.apis.inference import inference_segmentor, init_segmentor
 from dinov2_seg.models.segmentors.window_merge import (add_window,
                                                        axis_bands,

@@ -8,7 +8,9 @@ import torch
 from mmengine.config import Config
 from mmseg.registry import MODELS
 
-from conftest import REPO, TINY_ARCH, check, run, write_config
+from helpers.archs import TINY_ARCH
+
+from helpers.tools import REPO, check, run, write_config
 from dinov2_seg.checkpoints import load_segmentor_checkpoint
 from dinov2_seg.checkpoints.frozen_backbone import frozen_backbone_keys
 from dinov2_seg.models.backbones import DinoVisionTransformer

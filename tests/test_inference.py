@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import REPO, check, run
-from fabricate import fabricate_head_file, fabricate_official_file
+from helpers.tools import REPO, check, run
+from helpers.fabricate import fabricate_head_file, fabricate_official_file
 
 
 @pytest.fixture(scope='module')

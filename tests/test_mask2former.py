@@ -15,9 +15,9 @@ from mmseg.models.decode_heads import Mask2FormerHead
 from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
 
-from conftest import (REPO, TINY_ARCH, assert_every_scale_and_flip, check,
-                      predictions_miou, reported_miou, run,
-                      run_test_tool_recording_views, shapes_labels)
+from helpers.archs import TINY_ARCH
+
+from helpers.tools import REPO, assert_every_scale_and_flip, check, predictions_miou, reported_miou, run, run_test_tool_recording_views, shapes_labels
 from dinov2_seg.datasets.synthetic import SHAPES_CLASSES, SHAPES_PALETTE
 
 EMBED = {'vits14': 384, 'vitb14': 768, 'vitl14': 1024, 'vitg14': 1536}

@@ -14,10 +14,11 @@ from dinov2_seg.apis.official_m2f_config import compare_m2f_configs, main
 from dinov2_seg.checkpoints import load_segmentor_checkpoint
 from dinov2_seg.checkpoints.meta_m2f import (convert_meta_m2f,
                                              is_meta_m2f_layout)
-from fabricate import fabricate_meta_m2f_file, meta_m2f_manifest
+from helpers.fabricate import fabricate_meta_m2f_file, meta_m2f_manifest
 
-from conftest import (REPO, TINY_SWIGLU_ARCH, check, predictions_miou,
-                      reported_miou, run, shapes_labels)
+from helpers.archs import TINY_SWIGLU_ARCH
+
+from helpers.tools import REPO, check, predictions_miou, reported_miou, run, shapes_labels
 
 OFFICIAL_CFG = str(REPO / 'configs' / 'ade20k_vitg14_m2f_official.py')
 

@@ -4,10 +4,9 @@ import torch
 from mmengine.config import Config
 from mmseg.registry import MODELS
 
-from conftest import (REPO, check, predictions_miou, reported_miou, run,
-                      shapes_labels)
+from helpers.tools import REPO, check, predictions_miou, reported_miou, run, shapes_labels
 from dinov2_seg.checkpoints import load_segmentor_checkpoint
-from fabricate import fabricate_head_file, fabricate_official_file
+from helpers.fabricate import fabricate_head_file, fabricate_official_file
 
 
 @pytest.fixture(scope='module')

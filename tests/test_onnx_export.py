@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from fabricate import fabricate_head_file, fabricate_official_file
-from conftest import REPO, check, run
+from helpers.fabricate import fabricate_head_file, fabricate_official_file
+from helpers.tools import REPO, check, run
 
 pytest.importorskip('onnxruntime')
 pytest.importorskip('onnxscript')  # torch.onnx's exporter needs it

@@ -4,7 +4,7 @@ does not import the models."""
 import subprocess
 import sys
 
-from conftest import REPO
+from helpers.tools import REPO
 from dinov2_seg.checkpoints.catalog import OFFICIAL_FILES
 
 # Run before the code under test, in a fresh interpreter: any import of

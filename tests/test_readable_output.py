@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import check, run, write_config
+from helpers.tools import check, run, write_config
 
 CLASSES = ('sky', 'ground', 'disc', 'box', 'triangle')
 

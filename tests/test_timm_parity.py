@@ -7,9 +7,9 @@ import subprocess
 import pytest
 import torch
 
-from conftest import REPO
+from helpers.tools import REPO
 from dinov2_seg.models.backbones import ARCH_SETTINGS, DinoVisionTransformer
-from fabricate import fabricate_official_file
+from helpers.fabricate import fabricate_official_file
 
 TIMM_PYTHON = os.environ.get('DINOV2_SEG_TIMM_PYTHON',
                              str(REPO / '.venv-timm' / 'bin' / 'python'))
@@ -21,7 +21,7 @@ def run_timm(*args) -> None:
         'a torch with a matching torchvision), or set DINOV2_SEG_TIMM_PYTHON')
     subprocess.run([
         TIMM_PYTHON,
-        str(REPO / 'tests' / 'timm_reference.py'), *map(str, args)
+        str(REPO / 'tests' / 'helpers' / 'timm_reference.py'), *map(str, args)
     ],
                    check=True,
                    timeout=300)

@@ -15,10 +15,7 @@ import torch
 from mmengine.config import Config
 from mmseg.registry import MODELS
 
-from conftest import (REPO, assert_every_scale_and_flip, check, miou_percent,
-                      predictions_miou, reported_miou, run,
-                      run_test_tool_recording_views, shapes_labels,
-                      write_config)
+from helpers.tools import REPO, assert_every_scale_and_flip, check, miou_percent, predictions_miou, reported_miou, run, run_test_tool_recording_views, shapes_labels, write_config
 from dinov2_seg.datasets import SHAPES_CLASSES
 
 

@@ -8,8 +8,8 @@ from dinov2_seg.models.backbones import DinoVisionTransformer, ViTAdapter
 from dinov2_seg.models.backbones.dinov2_layers import SwiGLUFFN
 from dinov2_seg.models.backbones.vit_adapter import even_interaction_indexes
 
-from conftest import TINY_SWIGLU_ARCH
-from reference import layer_norm, linear, resize_pos_embed, vit_block
+from helpers.archs import TINY_SWIGLU_ARCH
+from helpers.reference import layer_norm, linear, resize_pos_embed, vit_block
 
 ARCH = TINY_SWIGLU_ARCH
 

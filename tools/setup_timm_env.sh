@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Idempotent set-up of .venv-timm, the environment in which the tests run
-# timm's DINOv2 as an independent reference (tests/timm_reference.py).
+# timm's DINOv2 as an independent reference (tests/helpers/timm_reference.py).
 # It is separate because timm imports torchvision, and no torchvision wheel
 # on PyPI works beside the CPU torch of .venv. Only torch and timm are used.
 #
