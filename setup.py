@@ -10,8 +10,10 @@ setup(
     packages=find_packages(include=['dinov2_seg', 'dinov2_seg.*']),
     install_requires=[
         # A range the user's torch (CPU or CUDA) already satisfies, so pip
-        # never replaces it.
-        'torch>=2.1',
+        # never replaces it. 2.6: weights-only loading with allowlisted
+        # (object, name) pairs, which every checkpoint read relies on
+        # (dinov2_seg/checkpoints/safe_loading.py).
+        'torch>=2.6',
         'mmengine>=0.10.0,<0.11',
         # mmseg 1.2.x and mmdet 3.3.x accept only mmcv<2.2; it must be built
         # with its ops (see tools/setup_env.sh).

@@ -7,7 +7,7 @@
 #   VENV        where the virtual env lives (default: .venv in the repo)
 #   TORCH_SPEC  what pip installs when the env has no torch yet
 #               (default: torch==2.13.0, the CPU wheel; a CUDA user passes
-#               e.g. "torch==2.5.1 --index-url https://download.pytorch.org/whl/cu121")
+#               e.g. "torch==2.6.0 --index-url https://download.pytorch.org/whl/cu124")
 #   EXTRAS      extras of this package to install (default: test)
 set -euo pipefail
 

@@ -7,10 +7,12 @@ from typing import List, Optional
 from mmengine.config import DictAction
 from mmengine.model import is_model_wrapper
 
-from dinov2_seg.checkpoints import load_segmentor_checkpoint
+from mmseg.registry import MODELS
 
+from dinov2_seg.checkpoints import load_segmentor_checkpoint
 from dinov2_seg.datasets.layout import check_dataset_paths
 from dinov2_seg.engine import runner_for_console
+from dinov2_seg.models.segmentors import BatchedEncoderDecoder
 from .runner_setup import (load_config, prepare_cpu_distributed,
                            select_tta_scales, set_local_rank,
                            shutdown_distributed)
@@ -82,10 +84,17 @@ def enable_visualization(cfg, show: bool, show_dir: Optional[str],
 
 
 def enable_test_amp(cfg, config_path: str) -> None:
-    if cfg.model.type != 'BatchedEncoderDecoder':
+    """Set ``test_cfg.amp`` of a BatchedEncoderDecoder or of a segmentor
+    built on it (EoMTSegmentor), looked up in the registry."""
+    model_type = cfg.model.type
+    model_class = MODELS.get(model_type) if isinstance(model_type,
+                                                       str) else model_type
+    if not (isinstance(model_class, type)
+            and issubclass(model_class, BatchedEncoderDecoder)):
         raise ValueError(
-            f"--amp: {config_path} has model.type={cfg.model.type!r}; test "
-            "autocast is a test_cfg setting of 'BatchedEncoderDecoder'")
+            f"--amp: {config_path} has model.type={model_type!r}; test "
+            "autocast is a test_cfg setting of 'BatchedEncoderDecoder' "
+            'and the segmentors built on it')
     cfg.model.test_cfg.amp = True
 
 

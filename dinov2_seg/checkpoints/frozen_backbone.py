@@ -12,15 +12,15 @@ import hashlib
 import os
 import os.path as osp
 from typing import Dict, List, Optional, Tuple
-from urllib.parse import urlparse
 
-import torch
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 # mmengine's root registry: found from the mmseg scope too, and importing
 # dinov2_seg (light tools) then needs neither mmseg nor mmcv.
 from mmengine.registry import HOOKS
 from torch import nn
+
+from .safe_loading import local_file
 
 BACKBONE_FILE_KEY = 'backbone_file'
 BACKBONE_SHA256_KEY = 'backbone_sha256'
@@ -38,15 +38,6 @@ def file_sha256(path: str) -> str:
                 digest.update(block)
         _HASHES[key] = digest.hexdigest()
     return _HASHES[key]
-
-
-def local_copy(filename: str) -> str:
-    """The local file behind a backbone ``init_cfg`` checkpoint: the path
-    itself, or where mmengine caches a URL (torch hub's checkpoints dir)."""
-    if '://' not in filename:
-        return filename
-    name = osp.basename(urlparse(filename).path)
-    return osp.join(torch.hub.get_dir(), 'checkpoints', name)
 
 
 def backbone_file(segmentor: nn.Module) -> Optional[str]:
@@ -83,7 +74,8 @@ def check_backbone_file(meta: dict, segmentor: nn.Module,
             f'frozen backbone file {trained_on}, but '
             'model.backbone.init_cfg names no file; set '
             f'model.backbone.init_cfg.checkpoint={trained_on}')
-    path = local_copy(configured)
+    # A URL not downloaded yet is fetched now, as init_weights would.
+    path = local_file(configured)
     if not osp.isfile(path):
         raise FileNotFoundError(
             f'{checkpoint} needs its backbone file {trained_on} '
@@ -123,7 +115,7 @@ class FrozenBackboneCheckpointHook(Hook):
         filename = backbone_file(model)
         checkpoint.setdefault('meta', {}).update({
             BACKBONE_FILE_KEY: filename,
-            BACKBONE_SHA256_KEY: file_sha256(local_copy(filename))
+            BACKBONE_SHA256_KEY: file_sha256(local_file(filename))
         })
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:

@@ -1,0 +1,122 @@
+"""Every checkpoint read with ``weights_only=True``, on every torch the
+project accepts, and mmengine's own checkpoints still readable.
+
+mmengine 0.10 calls ``torch.load`` without ``weights_only`` (for files) and
+``torch.hub.load_state_dict_from_url`` (for URLs), whose default is
+``weights_only=False`` on every torch: a downloaded pickle could run code,
+and so could any file on torch < 2.6. mmengine's ``CheckpointLoader`` picks
+its loader by path prefix, so the loaders here replace its local and URL
+schemes: the runner's ``load_from`` / ``--resume``, ``init_cfg``
+``Pretrained`` and the project's own readers all go through them.
+
+``weights_only=True`` rejects the numpy arrays and ``HistoryBuffer``
+objects that mmengine stores in every checkpoint's ``message_hub`` and
+``meta``; instead of turning it off, exactly those globals are allowlisted.
+"""
+import os
+import os.path as osp
+import pickle
+from typing import Any, Optional
+from urllib.parse import urlparse
+
+import numpy as np
+import torch
+from mmengine.dist import get_dist_info
+from mmengine.logging import HistoryBuffer
+from mmengine.runner.checkpoint import CheckpointLoader
+
+# Schemes read through a downloaded copy; file:// serves local mirrors.
+URL_PREFIXES = ('http://', 'https://', 'file://')
+# HistoryBuffer pickles its statistics table as getattr(HistoryBuffer, name).
+_HISTORY_BUFFER_STATISTICS = ('min', 'max', 'current', 'mean')
+
+
+def _history_buffer_getattr(owner: Any, name: str) -> Any:
+    """Stand-in for ``builtins.getattr`` during weights-only loading: only
+    HistoryBuffer's statistics methods may be looked up."""
+    allowed = set(_HISTORY_BUFFER_STATISTICS) | set(
+        HistoryBuffer._statistics_methods)
+    if owner is HistoryBuffer and name in allowed:
+        return getattr(owner, name)
+    raise pickle.UnpicklingError(
+        f'weights_only load: refusing getattr({owner!r}, {name!r}); only '
+        f'HistoryBuffer statistics {sorted(allowed)} may be looked up')
+
+
+def _numpy_globals() -> list:
+    multiarray = (getattr(np, '_core', None) or np.core).multiarray
+    numeric = '?' + np.typecodes['AllInteger'] + np.typecodes['AllFloat']
+    found = [np.ndarray, np.dtype, *{type(np.dtype(c)) for c in numeric}]
+    # Files written under numpy 1.x name numpy.core, under 2.x numpy._core.
+    for module in ('numpy.core.multiarray', 'numpy._core.multiarray'):
+        found += [(multiarray._reconstruct, f'{module}._reconstruct'),
+                  (multiarray.scalar, f'{module}.scalar')]
+    return found
+
+
+def load_weights_only(filename: str, map_location: Any = None) -> Any:
+    """``torch.load`` of a local file with ``weights_only=True`` and the
+    allowlist of :func:`install_safe_loading`.
+
+    Raises:
+        FileNotFoundError: if ``filename`` is not a file.
+        pickle.UnpicklingError: if the file holds anything but tensors,
+            containers, numbers and the allowlisted mmengine objects.
+    """
+    filename = osp.expanduser(filename)
+    if not osp.isfile(filename):
+        raise FileNotFoundError(f'{filename} can not be found.')
+    try:
+        return torch.load(
+            filename, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise pickle.UnpicklingError(
+            f'{filename} is not a plain checkpoint (tensors, numbers, '
+            'containers and the objects mmengine writes); it was refused '
+            'without running any of its code. Only load a file you trust '
+            f'by other means. {error}') from error
+
+
+def url_cache_path(url: str) -> str:
+    """Where a checkpoint URL is kept once downloaded: torch hub's
+    ``checkpoints`` folder, as mmengine and torch cache them."""
+    name = osp.basename(urlparse(url).path)
+    return osp.join(torch.hub.get_dir(), 'checkpoints', name)
+
+
+def fetch_url(url: str) -> str:
+    """The local copy of ``url``, downloaded once (rank 0 first in a
+    distributed run, the other ranks wait and reuse its file)."""
+    path = url_cache_path(url)
+    rank, world_size = get_dist_info()
+    if rank == 0 and not osp.isfile(path):
+        os.makedirs(osp.dirname(path), exist_ok=True)
+        torch.hub.download_url_to_file(url, path, progress=False)
+    if world_size > 1:
+        torch.distributed.barrier()
+    return path
+
+
+def local_file(filename: str) -> str:
+    """The local file behind a checkpoint name: the path itself, or the
+    downloaded copy of a URL."""
+    if filename.startswith(URL_PREFIXES):
+        return fetch_url(filename)
+    return filename
+
+
+def _load_url(filename: str, map_location: Optional[Any] = None) -> Any:
+    return load_weights_only(fetch_url(filename), map_location)
+
+
+def install_safe_loading() -> None:
+    """Allowlist the globals of mmengine checkpoints and make mmengine's
+    ``CheckpointLoader`` read local files and URLs (``file://`` too)
+    with ``weights_only=True``."""
+    torch.serialization.add_safe_globals([
+        HistoryBuffer,
+        (_history_buffer_getattr, 'builtins.getattr'),
+        *_numpy_globals(),
+    ])
+    CheckpointLoader.register_scheme('', load_weights_only, force=True)
+    CheckpointLoader.register_scheme(URL_PREFIXES, _load_url, force=True)
