@@ -24,7 +24,8 @@ from torch import Tensor
 
 from dinov2_seg.apis.inference import _dataset_meta, without_annotations
 from dinov2_seg.apis.runner_setup import select_tta_scales
-from dinov2_seg.models.segmentors.window_merge import (add_window, axis_bands,
+from dinov2_seg.models.segmentors.window_merge import (add_window,
+                                                       axis_band_cache,
                                                        slide_window_spans)
 
 ImageType = Union[str, np.ndarray]
@@ -90,6 +91,7 @@ class OnnxSegmentor:
         self.mean = torch.tensor(preprocessor.mean).view(3, 1, 1)
         self.std = torch.tensor(preprocessor.std).view(3, 1, 1)
         self.align_corners = cfg.model.decode_head.get('align_corners', False)
+        self.axis_bands = axis_band_cache()
         self.max_windows = max_windows
 
         if scales is None:
@@ -176,7 +178,7 @@ class OnnxSegmentor:
         out_h, out_w = meta['ori_shape'][:2]
 
         def along(spans, head, canvas, out, direction):
-            return axis_bands(
+            return self.axis_bands(
                 tuple(spans), int(head), canvas, (0, 0), flip == direction,
                 out, self.align_corners, torch.device('cpu'))
 

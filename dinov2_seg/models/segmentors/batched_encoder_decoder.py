@@ -14,7 +14,7 @@ from mmseg.utils import OptSampleList, SampleList
 from torch import Tensor
 from torch.utils._pytree import tree_map
 
-from .window_merge import add_window, axis_bands, slide_window_spans
+from .window_merge import add_window, axis_band_cache, slide_window_spans
 
 View = Tuple[Tensor, dict]  # a (3, H, W) network input and its metainfo
 
@@ -32,6 +32,19 @@ def amp_dtype(setting: Union[bool, str], device_type: str) -> torch.dtype:
     if device_type == 'cuda' and not torch.cuda.is_bf16_supported():
         return torch.float16
     return torch.bfloat16
+
+
+def resolve_window_batch_size(setting: Optional[int],
+                              device_type: str) -> int:
+    """Windows per backbone call for ``test_cfg.window_batch_size``: None
+    means 8 on a GPU and 1 on a CPU, where a batch of windows runs slower
+    per window than one at a time."""
+    if setting is None:
+        return 1 if device_type == 'cpu' else 8
+    if int(setting) < 1:
+        raise ValueError('test_cfg.window_batch_size must be >= 1, got '
+                         f'{setting}')
+    return int(setting)
 
 
 def label_map(scores: Tensor) -> Tensor:
@@ -71,6 +84,10 @@ class BatchedEncoderDecoder(EncoderDecoder):
       under autocast (True: bfloat16 where supported, else float16); the
       head and the merging stay float32.
     """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.axis_bands = axis_band_cache()
 
     @property
     def uses_fast_slide(self) -> bool:
@@ -156,13 +173,8 @@ class BatchedEncoderDecoder(EncoderDecoder):
         """
         crop_h, crop_w = self.test_cfg.crop_size
         stride_h, stride_w = self.test_cfg.stride
-        batch_size = self.test_cfg.get('window_batch_size')
-        if batch_size is None:
-            batch_size = 1 if views[0][0].device.type == 'cpu' else 8
-        batch_size = int(batch_size)
-        if batch_size < 1:
-            raise ValueError('test_cfg.window_batch_size must be >= 1, got '
-                             f'{batch_size}')
+        batch_size = resolve_window_batch_size(
+            self.test_cfg.get('window_batch_size'), views[0][0].device.type)
         grids = []
         by_size: Dict[Tuple[int, int], list] = {}
         for index, (image, _) in enumerate(views):
@@ -231,11 +243,11 @@ class BatchedEncoderDecoder(EncoderDecoder):
                              f"{meta.get('img_path', 'an image')}: expected "
                              "'horizontal' or 'vertical'")
         out_h, out_w = meta['ori_shape'][:2]
-        rows = axis_bands(
+        rows = self.axis_bands(
             tuple(grid[0]), head_size[0], height, (top, bottom), flip
             and direction == 'vertical', out_h, self.align_corners,
             image.device)
-        cols = axis_bands(
+        cols = self.axis_bands(
             tuple(grid[1]), head_size[1], width, (left, right), flip
             and direction == 'horizontal', out_w, self.align_corners,
             image.device)

@@ -16,7 +16,7 @@ stock one up to float rounding, on any device.
 """
 import functools
 from dataclasses import dataclass
-from typing import List, Tuple
+from typing import Callable, List, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -106,14 +106,13 @@ def _row_blocks(band: Tensor) -> Tuple[Tuple[int, int, int, int], ...]:
     return tuple(blocks)
 
 
-@functools.lru_cache(maxsize=256)
 def axis_bands(spans: Tuple[Tuple[int, int], ...], head_size: int,
                canvas: int, pad: Tuple[int, int], flip: bool, out_size: int,
                align_corners: bool,
                device: torch.device) -> Tuple[AxisBand, ...]:
     """The :class:`AxisBand` of every window span of one axis, as float32
-    matrices on ``device``; cached, since images of one size (and the
-    views of one scale) share them."""
+    matrices on ``device``. Images of one size (and the views of one scale)
+    share them: see :func:`axis_band_cache`."""
     counts = torch.zeros(canvas, dtype=torch.float64)
     for first, last in spans:
         counts[first:last] += 1
@@ -132,20 +131,35 @@ def axis_bands(spans: Tuple[Tuple[int, int], ...], head_size: int,
     return tuple(bands)
 
 
-def add_window(out: Tensor, x: Tensor, rows: AxisBand,
-               cols: AxisBand) -> None:
+def axis_band_cache(maxsize: int = 256) -> Callable[..., Tuple[AxisBand,
+                                                               ...]]:
+    """:func:`axis_bands` with a cache of its own, for one model: its
+    device tensors go with the model rather than outliving it in a
+    process-wide cache."""
+    return functools.lru_cache(maxsize=maxsize)(axis_bands)
+
+
+def add_window(out: Tensor,
+               x: Tensor,
+               rows: AxisBand,
+               cols: AxisBand,
+               blockwise: Optional[bool] = None) -> None:
     """Add the (C, h, w) head logits of one window into its band of the
     (C, H, W) original-image logits ``out``: columns first (on the head's
     few rows), then rows. On CPU the row product runs block by block, each
     block reading only the head rows it needs and adding a cache-sized
     product: a band-sized product is a fresh allocation whose page faults
     cost more than the arithmetic (ViT-S linear, 512 x 683 image: 25 ms
-    per window instead of 81 ms). A GPU takes the band in one product."""
+    per window instead of 81 ms). A GPU takes the band in one product.
+    ``blockwise`` (default: on CPU) picks the way, the same sums either
+    way."""
     x_cols = x @ cols.matrix.to(x.dtype).T
     row_matrix = rows.matrix.to(x.dtype)
     # Each update slices ``out`` afresh, so that autograd (a test step run
     # with gradients enabled) sees views of the current tensor.
-    if x.device.type != 'cpu':
+    if blockwise is None:
+        blockwise = x.device.type == 'cpu'
+    if not blockwise:
         out[:, rows.start:rows.stop,
             cols.start:cols.stop] += row_matrix @ x_cols
         return
