@@ -4,6 +4,7 @@ multi-scale flip test, amp, and EoMT's own evaluation (PIL resize of the
 short side, windows spread along the long side) in the official-model
 config."""
 import copy
+import json
 
 import numpy as np
 import pytest
@@ -13,13 +14,14 @@ from mmengine.dataset import pseudo_collate
 from mmseg.registry import MODELS
 
 from helpers.archs import TINY_ARCH
-from helpers.eomt import (TINY_BLOCKS, TINY_CLASSES, TINY_FILE,
+from helpers.eomt import (TINY_BLOCKS, TINY_FILE, TINY_REG,
                           build_official_tiny, build_tiny, images, load,
                           predict, reference_weights)
 from helpers.eomt_reference import (class_map, eomt_forward,
                                     eomt_resized_size, eomt_semantic,
                                     normalise, pil_bilinear, slide)
 from helpers.fabricate import fabricate_eomt_state
+from helpers.tools import REPO
 from dinov2_seg.checkpoints import load_segmentor_checkpoint
 
 
@@ -62,7 +64,11 @@ def test_multi_scale_flip_test_matches_mmseg_tta():
     pipeline = copy.deepcopy(model.cfg.tta_pipeline)
     pipeline[0] = dict(type='LoadImageFromNDArray')
     stages = pipeline[1].transforms
-    stages[0] = stages[0][:2]
+    # Ratios 1.0 and 1.5 of the recipe, their scales cut from a 512 to a
+    # 70-pixel short side (the tiny model's windows): 2 and 6 windows.
+    stages[0] = [stages[0][2], stages[0][4]]
+    for resize in stages[0]:
+        resize.scale = tuple(side * 70 // 512 for side in resize.scale)
     pipeline[1].transforms = [
         stage for stage in stages if stage[0].type != 'LoadAnnotations'
     ]
@@ -168,3 +174,39 @@ def test_spread_windows_need_the_fast_path():
     model = build_official_tiny()
     with pytest.raises(ValueError, match="window_rule='spread'.*fast_inf"):
         predict(model, images(1, 64, 100)[0], fast=False)
+
+
+def tiny_eomt_config(tmp_path, queries: int) -> str:
+    path = tmp_path / f'tiny_eomt_{queries}.py'
+    path.write_text(f"""
+_base_ = [{str(REPO / 'configs' / 'ade20k_vits14_eomt.py')!r}]
+model = dict(
+    backbone=dict(arch=dict(_delete_=True, **{TINY_REG!r}), init_cfg=None),
+    decode_head=dict(embed_dims={TINY_ARCH['embed_dim']},
+                     num_queries={queries}, num_blocks=2,
+                     mask_annealing=dict(_delete_=True, start_iters=[1, 2],
+                                         end_iters=[2, 3])),
+    test_cfg=dict(crop_size=(70, 70), stride=(50, 50), window_batch_size=8))
+test_pipeline = [dict(type='LoadImageFromFile'), dict(type='PackSegInputs')]
+""")
+    return str(path)
+
+
+def test_benchmark_times_another_config_on_the_same_images(tmp_path):
+    """tools/benchmark.py --against: both models through their fast path;
+    the record names the other config and describes both models."""
+    from dinov2_seg.apis.benchmark import main
+    measured, other = tiny_eomt_config(tmp_path,
+                                       4), tiny_eomt_config(tmp_path, 40)
+    out = tmp_path / 'results.jsonl'
+    assert main([
+        measured, '--mode', 'slide', '--size', '60', '90', '--against', other,
+        '--repeat', '1', '--warmup', '0', '--device', 'cpu', '--out',
+        str(out)
+    ]) == 0
+    record = json.loads(out.read_text())
+    assert record['against'] == other
+    # 36 more queries of 48 numbers in the other model.
+    assert record['against_parameters'] - record['parameters'] == 36 * 48
+    # Two 70-pixel windows over 60 x 90, in one backbone call.
+    assert (record['windows'], record['backbone_calls']) == (2, 1)
