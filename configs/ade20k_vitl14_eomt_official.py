@@ -12,11 +12,13 @@
 #   - the short side resized to 512 whatever the aspect (the long side is
 #     never capped), with PIL's bilinear filter, which averages over the
 #     whole footprint when shrinking (antialiased); mmcv's default OpenCV
-#     bilinear reads 2 x 2 pixels, and on images that need resizing about
-#     20% of the pixels then differ by a grey level and ~0.6% of the
-#     predicted labels change. mmcv's pillow backend makes the same PIL
-#     call; the size is int(x + 0.5) where EoMT rounds half to even, which
-#     differs only when the long side scales to exactly k + 0.5 pixels;
+#     bilinear reads 2 x 2 pixels, with which (issue 15's measurement)
+#     about 20% of the pixels of a resized image differ by a grey level
+#     and ~0.6% of the predicted labels change. mmcv's pillow backend
+#     makes the same PIL call; the size is int(x + 0.5) where EoMT rounds
+#     half to even, which differs only when the long side scales to
+#     exactly k + 0.5 pixels (a 1024-pixel short side and an odd long
+#     side, for instance);
 #   - ceil(long / 512) windows of 512 spread evenly along the long side
 #     (window_rule='spread'; mmseg's stride 341 gives the same windows
 #     only up to aspect 5:3), averaged where they overlap, the average

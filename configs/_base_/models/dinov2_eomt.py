@@ -10,7 +10,8 @@
 # and normalises with ImageNet's statistics (the same on 0-255 images);
 # EoMT's evaluation resizes the short side to 512 and spreads
 # ceil(long / 512) windows evenly, which mmseg's 512 / 341 slide matches
-# for ADE20K's usual 4:3 images.
+# only up to aspect 5:3 (ADE20K's usual 4:3 images); the official-model
+# config (ade20k_vitl14_eomt_official.py) tests as EoMT does.
 _base_ = ['./segmentor.py', './mask2former_losses.py']
 num_classes = 150
 model = dict(
@@ -35,7 +36,8 @@ model = dict(
         # ViT-S/B and 5 of ViT-g (COCO); top-level configs set it.
         num_blocks=3,
         # Two 2x transposed-convolution blocks: masks at 4x the patch grid
-        # (EoMT's rule gives two for its patch size 16).
+        # (EoMT's rule, max(1, int(log2(patch)) - 2), gives two for its
+        # patch size 16 and would give one at patch 14).
         num_upscale=2,
         masked_attention=True,
         # Masking probability per block: 1 until start, (1 - progress)^0.9
