@@ -23,6 +23,7 @@ from helpers.eomt_reference import (class_map, eomt_forward,
 from helpers.fabricate import fabricate_eomt_state
 from helpers.tools import REPO
 from dinov2_seg.checkpoints import load_segmentor_checkpoint
+from dinov2_seg.models.segmentors.window_merge import slide_window_spans
 
 
 @pytest.mark.parametrize('resize_masks_first', [False, True])
@@ -210,3 +211,20 @@ def test_benchmark_times_another_config_on_the_same_images(tmp_path):
     assert record['against_parameters'] - record['parameters'] == 36 * 48
     # Two 70-pixel windows over 60 x 90, in one backbone call.
     assert (record['windows'], record['backbone_calls']) == (2, 1)
+
+
+def test_spread_window_spans():
+    """EoMT's rule by hand: 1500 pixels, 512 windows -> 3 windows, 36
+    pixels of overlap, 18 per gap: starts 0, 494, 988. With 640 windows
+    over 4481 pixels EoMT's float step truncates the last start to 3840,
+    one short of 4481 - 640; the window then ends at the border."""
+    assert slide_window_spans(1500, 512, 341, 'spread') == [(0, 512),
+                                                            (494, 1006),
+                                                            (988, 1500)]
+    assert slide_window_spans(1024, 512, 341, 'spread') == [(0, 512),
+                                                            (512, 1024)]
+    assert slide_window_spans(512, 512, 341, 'spread') == [(0, 512)]
+    spans = slide_window_spans(4481, 640, 1, 'spread')
+    assert len(spans) == 8 and spans[-1] == (3841, 4481)
+    with pytest.raises(ValueError, match="window_rule='even'"):
+        slide_window_spans(100, 50, 25, 'even')
