@@ -57,9 +57,10 @@ model = dict(
         embed_dims=192,
         num_queries=16,
         num_blocks=2,
-        # EoMT's rule for T = 80 iterations: each block's masking fades
-        # over T/6, the first from T/6, the last ending at 5T/6.
-        mask_annealing=dict(start_iters=[13, 53], end_iters=[27, 67]),
+        # EoMT's rule: each block's masking fades over T/6, the first
+        # from T/6, the last ending at 5T/6 (13-27 and 53-67 at T = 80).
+        mask_annealing=dict(
+            start_fractions=[1 / 6, 2 / 3], end_fractions=[1 / 3, 5 / 6]),
         train_cfg=dict(num_points=1024)),
     test_cfg=dict(crop_size=crop_size, stride=(84, 84)))
 optim_wrapper = dict(
@@ -80,3 +81,4 @@ default_hooks = dict(
     checkpoint=dict(interval=max_iters, max_keep_ckpts=1))
 # A fixed seed makes the README's numbers reproducible.
 randomness = dict(seed=0)
+custom_hooks = [*_base_.custom_hooks, _base_.mask_annealing_hook]

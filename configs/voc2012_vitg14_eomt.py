@@ -3,7 +3,8 @@
 # _base_/schedules/schedule_eomt_40k.py, _base_/datasets/recipe_eomt.py).
 # EoMT published no VOC recipe; this is the ADE20K one with 21 classes.
 # - Queries join the last 5 blocks, as EoMT-g (COCO).
-# - Mask annealing: EoMT's rule (_base_/models/dinov2_eomt.py), T = 40000.
+# - Mask annealing: EoMT's rule (_base_/models/dinov2_eomt.py), as
+#   fractions of train_cfg.max_iters.
 # - Activation checkpointing of the ViT blocks (with_cp; not in EoMT):
 #   bounds the activation memory of the 40 fine-tuned blocks, beside the
 #   AdamW moments of 1.1 B parameters (8.5 GiB in float32).
@@ -21,5 +22,6 @@ model = dict(
         embed_dims=_base_.embed_dim,
         num_blocks=5,
         mask_annealing=dict(
-            start_iters=[6667, 11667, 16667, 21667, 26667],
-            end_iters=[13333, 18333, 23333, 28333, 33333])))
+            start_fractions=[1 / 6, 7 / 24, 5 / 12, 13 / 24, 2 / 3],
+            end_fractions=[1 / 3, 11 / 24, 7 / 12, 17 / 24, 5 / 6])))
+custom_hooks = [*_base_.custom_hooks, _base_.mask_annealing_hook]

@@ -3,7 +3,8 @@
 # _base_/schedules/schedule_eomt_40k.py, _base_/datasets/recipe_eomt.py).
 # EoMT published no VOC recipe; this is the ADE20K one with 21 classes.
 # - Queries join the last 4 blocks, as EoMT-L (ADE20K, COCO).
-# - Mask annealing: EoMT's rule (_base_/models/dinov2_eomt.py), T = 40000.
+# - Mask annealing: EoMT's rule (_base_/models/dinov2_eomt.py), as
+#   fractions of train_cfg.max_iters.
 _base_ = [
     '_base_/models/dinov2_vitl14_reg4.py',
     '_base_/models/dinov2_eomt.py',
@@ -18,5 +19,6 @@ model = dict(
         embed_dims=_base_.embed_dim,
         num_blocks=4,
         mask_annealing=dict(
-            start_iters=[6667, 13333, 20000, 26667],
-            end_iters=[13333, 20000, 26667, 33333])))
+            start_fractions=[1 / 6, 1 / 3, 1 / 2, 2 / 3],
+            end_fractions=[1 / 3, 1 / 2, 2 / 3, 5 / 6])))
+custom_hooks = [*_base_.custom_hooks, _base_.mask_annealing_hook]

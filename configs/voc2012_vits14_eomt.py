@@ -3,7 +3,8 @@
 # _base_/schedules/schedule_eomt_40k.py, _base_/datasets/recipe_eomt.py).
 # EoMT published no VOC recipe; this is the ADE20K one with 21 classes.
 # - Queries join the last 3 blocks, as EoMT-S (COCO).
-# - Mask annealing: EoMT's rule (_base_/models/dinov2_eomt.py), T = 40000.
+# - Mask annealing: EoMT's rule (_base_/models/dinov2_eomt.py), as
+#   fractions of train_cfg.max_iters.
 _base_ = [
     '_base_/models/dinov2_vits14_reg4.py',
     '_base_/models/dinov2_eomt.py',
@@ -18,5 +19,6 @@ model = dict(
         embed_dims=_base_.embed_dim,
         num_blocks=3,
         mask_annealing=dict(
-            start_iters=[6667, 16667, 26667],
-            end_iters=[13333, 23333, 33333])))
+            start_fractions=[1 / 6, 5 / 12, 2 / 3],
+            end_fractions=[1 / 3, 7 / 12, 5 / 6])))
+custom_hooks = [*_base_.custom_hooks, _base_.mask_annealing_hook]

@@ -9,8 +9,10 @@ EoMT's released files.
 import math
 from typing import Dict, List, Optional, Sequence, Tuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import Tensor
 
 B = 'network.encoder.backbone.'
@@ -199,3 +201,52 @@ def slide(image: Tensor, window_map, crop: int, stride: int) -> Tensor:
             total = total + F.pad(probs, padding)
             count = count + F.pad(torch.ones(1, *window.shape[-2:]), padding)
     return total / count
+
+
+# ------------------------------------------------- EoMT's semantic evaluation
+# From window_imgs_semantic, scale_img_size_semantic and
+# revert_window_logits_semantic of tue-mps/eomt's
+# training/lightning_module.py.
+
+
+def eomt_resized_size(height: int, width: int,
+                      short: int) -> Tuple[int, int]:
+    """EoMT's evaluation size: both sides times short / (shorter side),
+    rounded (Python's round)."""
+    factor = max(short / height, short / width)
+    return round(height * factor), round(width * factor)
+
+
+def pil_bilinear(image: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
+    """An (H, W, 3) uint8 image resized to ``size`` (h, w) with PIL's
+    bilinear filter, as EoMT resizes its evaluation images."""
+    return np.asarray(
+        Image.fromarray(image).resize((size[1], size[0]), Image.BILINEAR))
+
+
+def eomt_window_starts(length: int, crop: int) -> List[int]:
+    """EoMT's windows along the longer side: ceil(length / crop) of them,
+    the total overlap shared evenly between the gaps, starts truncated."""
+    count = math.ceil(length / crop)
+    overlap = count * crop - length
+    per_gap = overlap / (count - 1) if overlap > 0 else 0
+    return [int(j * (crop - per_gap)) for j in range(count)]
+
+
+def eomt_semantic(image: Tensor, window_map, crop: int,
+                  out_size: Tuple[int, int]) -> Tensor:
+    """EoMT's semantic evaluation of a normalised (3, h, w) input whose
+    shorter side is ``crop``: the class maps of the windows along the
+    longer side, averaged where they overlap, resized bilinearly to
+    ``out_size``."""
+    height, width = image.shape[-2:]
+    axis = 1 if height > width else 2
+    total = count = 0
+    for start in eomt_window_starts(max(height, width), crop):
+        window = image.narrow(axis, start, crop)
+        probs = window_map(window[None])[0]
+        after = max(height, width) - start - crop
+        padding = (0, 0, start, after) if axis == 1 else (start, after)
+        total = total + F.pad(probs, padding)
+        count = count + F.pad(torch.ones(1, *window.shape[-2:]), padding)
+    return F.interpolate((total / count)[None], out_size, mode='bilinear')[0]

@@ -10,7 +10,8 @@
 # and normalises with ImageNet's statistics (the same on 0-255 images);
 # EoMT's evaluation resizes the short side to 512 and spreads
 # ceil(long / 512) windows evenly, which mmseg's 512 / 341 slide matches
-# for ADE20K's usual 4:3 images.
+# only up to aspect 5:3 (ADE20K's usual 4:3 images); the official-model
+# config (ade20k_vitl14_eomt_official.py) tests as EoMT does.
 _base_ = ['./segmentor.py', './mask2former_losses.py']
 num_classes = 150
 model = dict(
@@ -35,17 +36,21 @@ model = dict(
         # ViT-S/B and 5 of ViT-g (COCO); top-level configs set it.
         num_blocks=3,
         # Two 2x transposed-convolution blocks: masks at 4x the patch grid
-        # (EoMT's rule gives two for its patch size 16).
+        # (EoMT's rule, max(1, int(log2(patch)) - 2), gives two for its
+        # patch size 16 and would give one at patch 14).
         num_upscale=2,
         masked_attention=True,
         # Masking probability per block: 1 until start, (1 - progress)^0.9
-        # until end, 0 after (EoMT's poly_power). Top-level configs set the
-        # iterations by EoMT's rule for T iterations: each block's masking
-        # fades out over T/6, the first from T/6, the last ending at 5T/6
-        # (for ViT-L on ADE20K: 6520-13040 ... 26080-32600 at T = 39122).
+        # until end, 0 after (EoMT's poly_power). The iterations follow
+        # EoMT's rule for a run of T iterations, given here as fractions of
+        # train_cfg.max_iters (so a shortened run anneals in proportion):
+        # each block's masking fades out over T/6, the first from T/6, the
+        # last ending at 5T/6 (for ViT-L on ADE20K, T = 39120:
+        # 6520-13040 ... 26080-32600). Top-level configs set them for their
+        # number of blocks.
         mask_annealing=dict(
-            start_iters=[6667, 16667, 26667],
-            end_iters=[13333, 23333, 33333],
+            start_fractions=[1 / 6, 5 / 12, 2 / 3],
+            end_fractions=[1 / 3, 7 / 12, 5 / 6],
             power=0.9),
         # EoMT's no_object_coefficient; loss_cls.class_weight becomes
         # [1.0] * num_classes + [0.1].
@@ -58,3 +63,8 @@ model = dict(
         align_corners=False,
         # EoMT's losses and matching are Mask2Former's.
         **_base_.mask2former_losses))
+# Sets the masking probabilities from the runner's iteration before each
+# training step, and refuses a run that would end with masking still on.
+# default_runtime.py owns custom_hooks, so the top-level configs add it:
+# custom_hooks = [*_base_.custom_hooks, _base_.mask_annealing_hook].
+mask_annealing_hook = dict(type='EoMTMaskAnnealingHook')

@@ -82,10 +82,14 @@ class EoMTHead(BaseModule):
             probability, see ``mask_annealing``); every prediction is
             supervised. False: a plain ViT, only the final prediction
             supervised.
-        mask_annealing (dict): ``start_iters`` and ``end_iters`` (one per
-            block) and ``power`` of :func:`mask_annealing_probability`.
+        mask_annealing (dict): ``power`` of
+            :func:`mask_annealing_probability` and, one per block, either
+            ``start_fractions`` and ``end_fractions`` of the run's
+            ``train_cfg.max_iters`` or ``start_iters`` and ``end_iters``.
             Required with ``masked_attention``: inference runs without
-            masks, so training must end without them.
+            masks, so training must end without them
+            (:class:`EoMTMaskAnnealingHook` sets the iteration and checks
+            that).
         no_object_weight (float): Class-loss weight of the "no object"
             class; ``loss_cls.class_weight`` defaults to ``[1.0] *
             num_classes + [no_object_weight]``.
@@ -158,6 +162,9 @@ class EoMTHead(BaseModule):
         # blocks; set from the training iteration (set_iteration). Saved
         # with the model, as in EoMT's checkpoints.
         self.register_buffer('attn_mask_probs', torch.ones(num_blocks))
+        # The iteration the probabilities were last set for; None until
+        # set_iteration, and a masked training step refuses to run then.
+        self.iteration: Optional[int] = None
 
         if (None in (loss_cls, loss_mask, loss_dice)
                 or 'assigner' not in (train_cfg or {})):
@@ -192,36 +199,67 @@ class EoMTHead(BaseModule):
             if self.masked_attention:
                 raise ValueError(
                     'EoMTHead(masked_attention=True) needs mask_annealing='
-                    'dict(start_iters=[...], end_iters=[...]): inference '
-                    'runs without attention masks, so training must anneal '
-                    'them away')
+                    'dict(start_fractions=[...], end_fractions=[...]) (or '
+                    'start_iters / end_iters): inference runs without '
+                    'attention masks, so training must anneal them away')
             return None
         annealing = dict(annealing)
-        for key in ('start_iters', 'end_iters'):
+        fractions = 'start_fractions' in annealing or 'end_fractions' in \
+            annealing
+        keys = (('start_fractions', 'end_fractions') if fractions else
+                ('start_iters', 'end_iters'))
+        other = ({'start_iters', 'end_iters'} if fractions else
+                 {'start_fractions', 'end_fractions'}) & set(annealing)
+        if other:
+            raise ValueError(f'mask_annealing: give either {keys[0]} / '
+                             f'{keys[1]} or {sorted(other)}, not both')
+        for key in keys:
             if len(annealing.get(key, ())) != self.num_blocks:
                 raise ValueError(
-                    f'mask_annealing.{key} must give one iteration per '
+                    f'mask_annealing.{key} must give one value per '
                     f'block with queries (num_blocks={self.num_blocks}), '
                     f'got {annealing.get(key)}')
-        for start, end in zip(annealing['start_iters'],
-                              annealing['end_iters']):
+        for start, end in zip(*(annealing[key] for key in keys)):
             if end <= start:
-                raise ValueError('mask_annealing: every end_iters entry must '
-                                 'be after its start_iters entry, got '
+                raise ValueError(f'mask_annealing: every {keys[1]} entry '
+                                 f'must be after its {keys[0]} entry, got '
                                  f'{start} -> {end}')
+            if fractions and not 0 <= start < end <= 1:
+                raise ValueError('mask_annealing: fractions of max_iters '
+                                 f'must lie in [0, 1], got {start} -> {end}')
         annealing.setdefault('power', 0.9)
         return annealing
 
-    def set_iteration(self, iteration: int) -> None:
+    def annealing_iterations(
+            self, max_iters: Optional[int]) -> Tuple[List[int], List[int]]:
+        """Start and end iteration of every block's annealing in a run of
+        ``max_iters`` iterations."""
+        annealing = self.mask_annealing
+        if 'start_iters' in annealing:
+            return (list(annealing['start_iters']),
+                    list(annealing['end_iters']))
+        if max_iters is None:
+            raise ValueError('mask_annealing is given as fractions of the '
+                             'run: set_iteration needs max_iters')
+        # Halves round up, as in EoMT's configs (its ViT-g COCO schedule
+        # starts block 1 at 7/24 of 88692 = 25868.5 -> 25869).
+        return ([
+            int(f * max_iters + 0.5) for f in annealing['start_fractions']
+        ], [int(f * max_iters + 0.5) for f in annealing['end_fractions']])
+
+    def set_iteration(self,
+                      iteration: int,
+                      max_iters: Optional[int] = None) -> None:
         """Set the masking probability of every block for a training
-        iteration (called by :class:`EoMTSegmentor` before each step)."""
+        iteration of a run of ``max_iters`` (called by
+        :class:`EoMTMaskAnnealingHook` before each step)."""
+        self.iteration = iteration
         if self.mask_annealing is None:
             return
         probs = [
             mask_annealing_probability(iteration, start, end,
                                        self.mask_annealing['power'])
-            for start, end in zip(self.mask_annealing['start_iters'],
-                                  self.mask_annealing['end_iters'])
+            for start, end in zip(*self.annealing_iterations(max_iters))
         ]
         self.attn_mask_probs.copy_(torch.tensor(probs))
 

@@ -80,6 +80,9 @@ class BatchedEncoderDecoder(EncoderDecoder):
       None: 8 on a GPU, 1 on a CPU, where a batch of windows runs slower
       per window than one at a time (ViT-S/14, 640 x 640 windows, 2 cores:
       1.22 s per window in batches of 8, 1.08 s one by one).
+    - ``window_rule`` ('stride' or 'spread', default 'stride'): where the
+      windows go (:func:`.window_merge.slide_window_spans`); 'spread' is
+      EoMT's evaluation, which mmseg's stock path does not have.
     - ``amp`` (bool | 'bf16' | 'fp16', default False): run the windows
       under autocast (True: bfloat16 where supported, else float16); the
       head and the merging stay float32.
@@ -94,6 +97,15 @@ class BatchedEncoderDecoder(EncoderDecoder):
         return (self.test_cfg.get('mode') == 'slide'
                 and self.test_cfg.get('fast_inference', True)
                 and self.out_channels > 1)
+
+    def slide_inference(self, inputs: Tensor,
+                        batch_img_metas: List[dict]) -> Tensor:
+        if self.test_cfg.get('window_rule', 'stride') != 'stride':
+            raise ValueError('mmseg\'s stock slide inference places windows '
+                             "by stride only: test_cfg.window_rule="
+                             f"{self.test_cfg.window_rule!r} needs "
+                             'test_cfg.fast_inference=True')
+        return super().slide_inference(inputs, batch_img_metas)
 
     def autocast(self, device_type: str) -> ContextManager:
         setting = self.test_cfg.get('amp', False)
@@ -175,12 +187,13 @@ class BatchedEncoderDecoder(EncoderDecoder):
         stride_h, stride_w = self.test_cfg.stride
         batch_size = resolve_window_batch_size(
             self.test_cfg.get('window_batch_size'), views[0][0].device.type)
+        rule = self.test_cfg.get('window_rule', 'stride')
         grids = []
         by_size: Dict[Tuple[int, int], list] = {}
         for index, (image, _) in enumerate(views):
             height, width = image.shape[-2:]
-            rows = slide_window_spans(height, crop_h, stride_h)
-            cols = slide_window_spans(width, crop_w, stride_w)
+            rows = slide_window_spans(height, crop_h, stride_h, rule)
+            cols = slide_window_spans(width, crop_w, stride_w, rule)
             grids.append((rows, cols))
             for r, (y1, y2) in enumerate(rows):
                 for c, (x1, x2) in enumerate(cols):

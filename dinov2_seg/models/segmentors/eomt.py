@@ -3,7 +3,6 @@ transformer), with the batched slide inference of
 :class:`BatchedEncoderDecoder`."""
 from typing import List
 
-from mmengine.logging import MessageHub
 from mmseg.registry import MODELS
 from mmseg.utils import SampleList
 from torch import Tensor
@@ -25,9 +24,9 @@ class EoMTSegmentor(BatchedEncoderDecoder):
     head's ``predict_logits`` gives the slide windows' class maps before
     their resize, so the batched slide and multi-scale flip paths apply.
 
-    The masking probabilities follow the training iteration, read from
-    mmengine's message hub (set by the runner's RuntimeInfoHook before each
-    iteration, also after a resume).
+    The masking probabilities follow the training iteration, which
+    :class:`EoMTMaskAnnealingHook` sets before each iteration (also after a
+    resume); a masked training step without it is an error.
     """
 
     def __init__(self, *args, **kwargs):
@@ -48,9 +47,16 @@ class EoMTSegmentor(BatchedEncoderDecoder):
                 "backbone's embed_dim")
 
     def loss(self, inputs: Tensor, data_samples: SampleList) -> dict:
-        iteration = MessageHub.get_current_instance().get_info('iter')
-        if iteration is not None:
-            self.decode_head.set_iteration(iteration)
+        head = self.decode_head
+        if head.masked_attention and head.iteration is None:
+            # Without it the masking probabilities would silently stay
+            # where they are (1 from the start) for the whole run.
+            raise RuntimeError(
+                'EoMTSegmentor: a training step with masked attention needs '
+                'the training iteration, which nothing has set: add '
+                "dict(type='EoMTMaskAnnealingHook') to custom_hooks (the "
+                'EoMT configs do), or call decode_head.set_iteration(...) '
+                'before the step')
         return super().loss(inputs, data_samples)
 
     def network_features(self, inputs: Tensor) -> List[Prediction]:

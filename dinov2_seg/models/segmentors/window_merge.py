@@ -15,6 +15,7 @@ The matrices come from index arithmetic in float64; the result is the
 stock one up to float rounding, on any device.
 """
 import functools
+import math
 from dataclasses import dataclass
 from typing import Callable, List, Optional, Tuple
 
@@ -22,16 +23,43 @@ import torch
 from torch import Tensor
 
 
-def slide_window_spans(length: int, crop: int,
-                       stride: int) -> List[Tuple[int, int]]:
-    """[start, end) of every window along one axis, with mmseg's rule (the
-    last window is shifted back to end at the border; a window never
-    exceeds the image)."""
+def slide_window_spans(length: int,
+                       crop: int,
+                       stride: int,
+                       rule: str = 'stride') -> List[Tuple[int, int]]:
+    """[start, end) of every window along one axis.
+
+    ``rule='stride'`` is mmseg's (a window every ``stride``, the last one
+    shifted back to end at the border). ``rule='spread'`` is EoMT's
+    evaluation (``window_imgs_semantic`` of tue-mps/eomt): ceil(length /
+    crop) windows, the spare overlap split evenly between them, starts
+    truncated to integers, ``stride`` unused. A window never exceeds the
+    image.
+    """
+    if rule == 'spread':
+        return _spread_window_spans(length, crop)
+    if rule != 'stride':
+        raise ValueError(f"test_cfg.window_rule={rule!r}: expected 'stride' "
+                         "(mmseg's) or 'spread' (EoMT's)")
     count = max(length - crop + stride - 1, 0) // stride + 1
     spans = []
     for index in range(count):
         end = min(index * stride + crop, length)
         spans.append((max(end - crop, 0), end))
+    return spans
+
+
+def _spread_window_spans(length: int, crop: int) -> List[Tuple[int, int]]:
+    if length <= crop:
+        return [(0, length)]
+    count = math.ceil(length / crop)
+    step = crop - (count * crop - length) / (count - 1)
+    spans = [(int(index * step), int(index * step) + crop)
+             for index in range(count)]
+    # EoMT's float step can truncate the last start one short of
+    # length - crop (crop 640 from length 4481 on; never for 512 crops),
+    # which leaves the last column without a window: end there instead.
+    spans[-1] = (length - crop, length)
     return spans
 
 
