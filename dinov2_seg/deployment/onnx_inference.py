@@ -77,6 +77,7 @@ class OnnxSegmentor:
                 'linear and ms configs')
         self.crop = tuple(test_cfg.crop_size)
         self.stride = tuple(test_cfg.stride)
+        self.window_rule = test_cfg.get('window_rule', 'stride')
         if window != self.crop:
             raise ValueError(
                 f'{onnx_file} takes {window[0]}x{window[1]} windows, the '
@@ -149,8 +150,8 @@ class OnnxSegmentor:
                 f'{crop_h}x{crop_w} window: slide inference would run the '
                 'network on a smaller input, which a fixed-size ONNX export '
                 'cannot take')
-        rows = slide_window_spans(height, crop_h, stride_h)
-        cols = slide_window_spans(width, crop_w, stride_w)
+        rows = slide_window_spans(height, crop_h, stride_h, self.window_rule)
+        cols = slide_window_spans(width, crop_w, stride_w, self.window_rule)
         boxes = [(r, c) for r in range(len(rows)) for c in range(len(cols))]
         output, bands = None, None
         for first in range(0, len(boxes), self.max_windows):
