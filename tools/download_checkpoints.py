@@ -10,20 +10,20 @@ import fnmatch
 import os
 import os.path as osp
 import sys
-
-from torch.hub import download_url_to_file
+from typing import List, Optional
 
 from dinov2_seg.checkpoints.catalog import OFFICIAL_FILES
+from dinov2_seg.checkpoints.safe_loading import download_file
 
 
-def main() -> int:
+def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('names', nargs='*', help='file names or patterns')
     parser.add_argument('--dest', default='checkpoints')
     parser.add_argument('--list', action='store_true', help='list the files')
     parser.add_argument(
         '--force', action='store_true', help='download existing files again')
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.list or not args.names:
         for name, entry in OFFICIAL_FILES.items():
             print(f'{name:45s} {entry.config or "":35s} {entry.url}')
@@ -46,9 +46,15 @@ def main() -> int:
             print(f'{path} exists, kept (--force to download again)')
             continue
         print(f'{OFFICIAL_FILES[name].url} -> {path}')
-        # Written to a temporary name and renamed when complete: an
-        # interrupted download leaves no truncated checkpoint behind.
-        download_url_to_file(OFFICIAL_FILES[name].url, path)
+        try:
+            download_file(OFFICIAL_FILES[name].url, path)
+        except OSError as error:
+            print(
+                f'{name}: the download from {OFFICIAL_FILES[name].url} '
+                f'failed ({type(error).__name__}: {error}); nothing was '
+                f'written to {path}. Run the same command again.',
+                file=sys.stderr)
+            return 1
     return 0
 
 

@@ -13,9 +13,12 @@ schemes: the runner's ``load_from`` / ``--resume``, ``init_cfg``
 objects that mmengine stores in every checkpoint's ``message_hub`` and
 ``meta``; instead of turning it off, exactly those globals are allowlisted.
 """
+import http.client
 import os
 import os.path as osp
 import pickle
+import tempfile
+import urllib.request
 from typing import Any, Optional
 from urllib.parse import urlparse
 
@@ -84,14 +87,48 @@ def url_cache_path(url: str) -> str:
     return osp.join(torch.hub.get_dir(), 'checkpoints', name)
 
 
+def download_file(url: str, path: str) -> None:
+    """Download ``url`` to ``path``, complete or not at all.
+
+    torch hub's ``download_url_to_file`` takes a connection that closes
+    early for the end of the file and keeps the truncated copy; here the
+    bytes go to a temporary file beside ``path``, renamed only when as many
+    arrived as the server announced.
+
+    Raises:
+        OSError: if the transfer fails or ends short; ``path`` is then left
+            as it was.
+    """
+    folder = osp.dirname(osp.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    partial = tempfile.NamedTemporaryFile(
+        dir=folder, prefix=osp.basename(path) + '.', suffix='.part',
+        delete=False)
+    try:
+        with partial, urllib.request.urlopen(url) as response:
+            announced = response.headers.get('Content-Length')
+            received = 0
+            for block in iter(lambda: response.read(1 << 20), b''):
+                partial.write(block)
+                received += len(block)
+        if announced is not None and received != int(announced):
+            raise OSError(f'{url}: the connection closed after {received} '
+                          f'of {announced} bytes')
+        os.replace(partial.name, path)
+    except http.client.HTTPException as error:
+        raise OSError(f'{url}: {type(error).__name__}: {error}') from error
+    finally:
+        if osp.exists(partial.name):
+            os.remove(partial.name)
+
+
 def fetch_url(url: str) -> str:
     """The local copy of ``url``, downloaded once (rank 0 first in a
     distributed run, the other ranks wait and reuse its file)."""
     path = url_cache_path(url)
     rank, world_size = get_dist_info()
     if rank == 0 and not osp.isfile(path):
-        os.makedirs(osp.dirname(path), exist_ok=True)
-        torch.hub.download_url_to_file(url, path, progress=False)
+        download_file(url, path)
     if world_size > 1:
         torch.distributed.barrier()
     return path
