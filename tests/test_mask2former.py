@@ -151,6 +151,7 @@ def build_tiny(cfg: Config):
     return model
 
 
+@pytest.mark.slow
 def test_training_learns_with_a_frozen_backbone(shapes_root):
     cfg = load('ade20k_vits14_m2f')
     model = build_tiny(cfg)
@@ -229,6 +230,7 @@ randomness = dict(seed=0)
     return str(path)
 
 
+@pytest.mark.slow
 def test_train_then_test_tools(tmp_path, shapes_root):
     config = write_tiny_config(tmp_path / 'tiny_m2f.py', shapes_root)
     work = tmp_path / 'work'
