@@ -94,6 +94,7 @@ def tiny_vit_parameters(dim: int, depth: int) -> int:
             depth * block + 2 * dim)
 
 
+@pytest.mark.slow  # the tool end to end, stock TTA included
 def test_tta_compare_reports_the_stock_path_beside_the_fast_one(
         tmp_path, capsys):
     config = tiny_config(tmp_path, 'voc2012_vits14_ms.py', 4)
