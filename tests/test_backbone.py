@@ -8,8 +8,25 @@ from dinov2_seg.models.backbones.dinov2 import center_pad
 from helpers.fabricate import fabricate_official_file, official_manifest
 from helpers.reference import reference_features
 
+# Meta's hub models, written from the release (FACTS.md, 'Official DINOv2
+# backbones'; dinov2/hub/backbones.py): embed dim, depth, heads, FFN.
+OFFICIAL_SIZES = {
+    'vits14': (384, 12, 6, 'mlp'),
+    'vitb14': (768, 12, 12, 'mlp'),
+    'vitl14': (1024, 24, 16, 'mlp'),
+    'vitg14': (1536, 40, 24, 'swiglu'),
+}
+# Positional-embedding resize and register tokens: original models offset
+# 0.1 without antialias; the _reg models offset 0.0, antialias, 4 registers.
+ORIGINAL = dict(registers=0, offset=0.1, antialias=False)
+REGISTERS = dict(registers=4, offset=0.0, antialias=True)
+OFFICIAL_PRESETS = {
+    **{name: ORIGINAL for name in OFFICIAL_SIZES},
+    **{f'{name}_reg4': REGISTERS for name in OFFICIAL_SIZES},
+}
 
-@pytest.mark.parametrize('arch', sorted(ARCH_SETTINGS))
+
+@pytest.mark.parametrize('arch', sorted(OFFICIAL_PRESETS))
 def test_preset_matches_official_layout(arch):
     with torch.device('meta'):
         model = DinoVisionTransformer(arch=arch)
@@ -29,12 +46,21 @@ def test_parameter_counts(arch, millions):
     assert count / 1e6 == pytest.approx(millions, abs=0.01)
 
 
-def test_register_variants_use_their_own_interpolation():
-    assert ARCH_SETTINGS['vitl14']['interpolate_offset'] == 0.1
-    assert not ARCH_SETTINGS['vitl14']['interpolate_antialias']
-    assert ARCH_SETTINGS['vitl14_reg4']['interpolate_offset'] == 0.0
-    assert ARCH_SETTINGS['vitl14_reg4']['interpolate_antialias']
-    assert ARCH_SETTINGS['vitl14_reg4']['num_register_tokens'] == 4
+def test_presets_are_metas_hub_models():
+    """Every preset, and only those, is one of Meta's hub models with its
+    size and its positional-embedding resize."""
+    assert set(ARCH_SETTINGS) == set(OFFICIAL_PRESETS)
+    for name, settings in ARCH_SETTINGS.items():
+        dim, depth, heads, ffn = OFFICIAL_SIZES[name.split('_')[0]]
+        official = OFFICIAL_PRESETS[name]
+        assert (settings['embed_dim'], settings['depth'],
+                settings['num_heads'], settings['ffn']) == (dim, depth, heads,
+                                                            ffn), name
+        assert (settings['num_register_tokens'],
+                settings['interpolate_offset'],
+                settings['interpolate_antialias']) == (
+                    official['registers'], official['offset'],
+                    official['antialias']), name
 
 
 def test_unknown_arch_is_a_clear_error():
@@ -53,14 +79,14 @@ def test_loaded_file_reproduces_reference_features(tmp_path, arch, size):
     x = torch.randn(2, 3, *size, generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
         feats = model(x)
-    settings = ARCH_SETTINGS[arch]
+    official = OFFICIAL_PRESETS[arch]
     ref = reference_features(
         state,
         x,
-        6,
-        settings['num_register_tokens'],
-        settings['interpolate_offset'],
-        settings['interpolate_antialias'],
+        OFFICIAL_SIZES['vits14'][2],
+        official['registers'],
+        official['offset'],
+        official['antialias'],
         blocks_to_take=[8, 9, 10, 11])
     grid = (math.ceil(size[0] / 14), math.ceil(size[1] / 14))
     assert len(feats) == 4
@@ -70,8 +96,8 @@ def test_loaded_file_reproduces_reference_features(tmp_path, arch, size):
 
 
 def test_interpolation_offset_changes_features(tmp_path):
-    """The 0.1 offset of the original models is not a no-op: with the
-    register models' plain resize the features differ."""
+    """The 0.1 offset of the original models is not a no-op: each setting
+    gives the reference's features for it, and the two differ."""
     path = tmp_path / 'f.pth'
     state = fabricate_official_file('vits14', path, depth=1)
     arch = dict(ARCH_SETTINGS['vits14'], depth=1)
@@ -81,7 +107,10 @@ def test_interpolation_offset_changes_features(tmp_path):
         model = DinoVisionTransformer(
             arch=dict(arch, interpolate_offset=offset), out_indices=[0])
         model.load_state_dict(state)
-        feats[offset] = model(x)[0]
+        with torch.no_grad():
+            feats[offset] = model(x)[0]
+        want = reference_features(state, x, 6, 0, offset, False, [0])[0]
+        torch.testing.assert_close(feats[offset], want, atol=1e-4, rtol=1e-4)
     assert (feats[0.1] - feats[0.0]).abs().max() > 1e-3
 
 

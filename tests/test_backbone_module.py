@@ -8,7 +8,8 @@ import transformers
 from helpers.archs import TINY_ARCH
 
 from helpers.tools import REPO
-from helpers.fabricate import fabricate_head_file, fabricate_official_file
+from helpers.fabricate import fabricate_head_file
+from helpers.meta_hub import MetaDinoViT, perturbed, segmentation_features
 
 CONFIG = str(REPO / 'configs' / 'voc2012_vits14_linear.py')
 REGISTER_ARCH = dict(
@@ -81,36 +82,53 @@ def test_transformers_model_gives_its_features(kind):
         torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
 
 
-def test_meta_layout_module_with_a_head_file(tmp_path):
-    """A model whose parameters carry Meta's names, as torch.hub's
-    dinov2_vits14 does (the released files are its state_dict), with one of
-    Meta's head files: no backbone file needed."""
+@pytest.mark.parametrize('registers', [False, True])
+def test_meta_hub_module_with_a_head_file(tmp_path, registers):
+    """A module with the attribute names and forward of Meta's torch.hub
+    dinov2_vits14 (the released files are its state_dict; written in
+    helpers.meta_hub from Meta's code) and one of Meta's head files: no
+    backbone file needed; the segmentor's features are those of Meta's
+    ``get_intermediate_layers`` on the center-padded image."""
     from dinov2_seg.apis.inference import init_segmentor
-    from dinov2_seg.models.backbones import DinoVisionTransformer
-    official = fabricate_official_file('vits14', tmp_path / 'b.pth', depth=4)
-    arch = dict(
-        embed_dim=384,
-        depth=4,
-        num_heads=6,
-        ffn='mlp',
-        num_register_tokens=0,
-        interpolate_offset=0.1,
-        interpolate_antialias=False)
-    hub_like = DinoVisionTransformer(arch=arch)
-    hub_like.load_state_dict(official)
-    head = fabricate_head_file(tmp_path / 'head.pth', 384, 1, 21)
+    arch = REGISTER_ARCH if registers else TINY_ARCH
+    # Meta's _reg models: 4 registers, offset 0, antialiased resize.
+    hub = perturbed(
+        MetaDinoViT(
+            TINY_ARCH['embed_dim'],
+            TINY_ARCH['depth'],
+            TINY_ARCH['num_heads'],
+            registers=4 if registers else 0,
+            offset=0.0 if registers else 0.1,
+            antialias=registers))
+    head = fabricate_head_file(tmp_path / 'head.pth', TINY_ARCH['embed_dim'],
+                               1, 21)
     # The config names a backbone file that does not exist: the module is
     # used instead.
     model = init_segmentor(
         CONFIG,
         checkpoint=str(tmp_path / 'head.pth'),
-        backbone=hub_like,
-        cfg_options={'model.backbone.arch': dict(arch, _delete_=True)})
+        backbone=hub,
+        cfg_options={
+            'model.backbone.arch': dict(arch, _delete_=True),
+            'model.decode_head.in_channels': [TINY_ARCH['embed_dim']],
+        })
     state = model.state_dict()
-    for key, value in official.items():
+    for key, value in hub.state_dict().items():
         assert torch.equal(state[f'backbone.{key}'], value), key
     for key, value in head.items():
         assert torch.equal(state[key], value), key
+    # 61 x 75: padded to 70 x 84 (5 x 6 patches), position embeddings
+    # resized from 37 x 37.
+    image = torch.randn(
+        2, 3, 61, 75, generator=torch.Generator().manual_seed(1))
+    blocks = list(range(TINY_ARCH['depth']))
+    with torch.no_grad():
+        ours = model.backbone(image)
+        want = segmentation_features(hub, image, blocks)
+    assert len(ours) == len(want) == TINY_ARCH['depth']
+    for got, expected in zip(ours, want):
+        assert got.shape == (2, TINY_ARCH['embed_dim'], 5, 6)
+        torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
 
 
 def test_module_of_another_size_is_refused_with_both_shapes():

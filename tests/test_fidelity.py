@@ -114,6 +114,7 @@ def compare(labels, probs):
     assert len(np.unique(labels)) > 3
 
 
+@pytest.mark.slow  # end to end at full ViT-S size
 def test_linear_recipe_matches_official(tmp_path, image):
     backbone = fabricate_official_file('vits14', tmp_path / 'b.pth', seed=1)
     head = fabricate_head_file(tmp_path / 'h.pth', 384, 1, 150, seed=2)
@@ -137,6 +138,7 @@ def test_linear_recipe_matches_official(tmp_path, image):
     compare(labels, probs)
 
 
+@pytest.mark.slow  # end to end at full ViT-S size
 def test_ms_recipe_three_scales_and_flip_match_official(tmp_path, image):
     backbone = fabricate_official_file(
         'vits14', tmp_path / 'b.pth', depth=DEPTH, seed=3)
@@ -173,6 +175,7 @@ def test_scale_count_is_bounded(tmp_path):
             cfg_options={'model.backbone.init_cfg': None})
 
 
+@pytest.mark.slow  # end to end at full ViT-S size
 def test_mixed_precision_labels_agree_with_float32(tmp_path, image):
     """--amp (bfloat16 on CPU and on GPUs that have it) changes at most 0.5%
     of the labels of the linear fidelity case."""

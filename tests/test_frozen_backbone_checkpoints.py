@@ -40,6 +40,7 @@ def frozen_run(tmp_path_factory, shapes_root):
     return config, weights, work
 
 
+@pytest.mark.slow
 def test_checkpoint_holds_no_backbone_but_its_file_and_hash(frozen_run):
     _, weights, work = frozen_run
     checkpoint = torch.load(work / 'iter_4.pth', weights_only=False)
@@ -57,6 +58,7 @@ def test_checkpoint_holds_no_backbone_but_its_file_and_hash(frozen_run):
     assert len(checkpoint['optimizer']['state']) == 4
 
 
+@pytest.mark.slow
 def test_resume_test_and_api_rebuild_the_backbone(frozen_run, tmp_path):
     config, weights, work = frozen_run
     log = check(
@@ -85,6 +87,7 @@ def test_resume_test_and_api_rebuild_the_backbone(frozen_run, tmp_path):
         assert torch.equal(state[key], value), key
 
 
+@pytest.mark.slow
 def test_another_backbone_file_is_refused(frozen_run, tmp_path):
     config, weights, work = frozen_run
     other = backbone_file(tmp_path / 'other.pth', seed=2)
@@ -105,6 +108,7 @@ def test_another_backbone_file_is_refused(frozen_run, tmp_path):
     assert not (work / 'iter_8.pth').exists()
 
 
+@pytest.mark.slow
 def test_fine_tuned_backbone_is_saved_whole(tmp_path, shapes_root):
     weights = backbone_file(tmp_path / 'backbone.pth', seed=1)
     config = write_config(

@@ -3,6 +3,7 @@ inference of the whole segmentor, the tools, and the configs of every
 backbone size."""
 import itertools
 import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -21,11 +22,11 @@ from helpers.tools import REPO, assert_every_scale_and_flip, check, predictions_
 from dinov2_seg.datasets.synthetic import SHAPES_CLASSES, SHAPES_PALETTE
 
 EMBED = {'vits14': 384, 'vitb14': 768, 'vitl14': 1024, 'vitg14': 1536}
+DEPTH = {'vits14': 12, 'vitb14': 12, 'vitl14': 24, 'vitg14': 40}
+# Four evenly spaced blocks, the last one included: the end of each quarter.
 BLOCKS = {
-    'vits14': [2, 5, 8, 11],
-    'vitb14': [2, 5, 8, 11],
-    'vitl14': [5, 11, 17, 23],
-    'vitg14': [9, 19, 29, 39]
+    arch: [(i + 1) * depth // 4 - 1 for i in range(4)]
+    for arch, depth in DEPTH.items()
 }
 CLASSES = {'ade20k': 150, 'voc2012': 21}
 M2F_CONFIGS = [
@@ -151,6 +152,7 @@ def build_tiny(cfg: Config):
     return model
 
 
+@pytest.mark.slow
 def test_training_learns_with_a_frozen_backbone(shapes_root):
     cfg = load('ade20k_vits14_m2f')
     model = build_tiny(cfg)
@@ -229,6 +231,7 @@ randomness = dict(seed=0)
     return str(path)
 
 
+@pytest.mark.slow
 def test_train_then_test_tools(tmp_path, shapes_root):
     config = write_tiny_config(tmp_path / 'tiny_m2f.py', shapes_root)
     work = tmp_path / 'work'
@@ -258,50 +261,79 @@ def test_train_then_test_tools(tmp_path, shapes_root):
     assert sum(record['backbone_images']) == 4 * 2 * (1 + 2)
 
 
+def mmseg_stock_config(relative: str) -> Config:
+    """One of the configs that mmsegmentation 1.2.2 installs with its
+    package (``mmseg/.mim/configs``): the source of the recipe values."""
+    import mmseg
+    return Config.fromfile(
+        str(Path(mmseg.__file__).parent / '.mim' / 'configs' / relative))
+
+
+@pytest.fixture(scope='module')
+def stock_m2f():
+    """mmseg's own Mask2Former ADE20K 512 recipe, which the m2f configs
+    follow for the head and the optimiser; the schedule is DINOv2's
+    (FACTS.md 'Official head recipes': linear warm-up 1500 iterations,
+    40k iterations, 2 images per GPU)."""
+    return mmseg_stock_config(
+        'mask2former/mask2former_r50_8xb2-160k_ade20k-512x512.py')
+
+
 @pytest.mark.parametrize('name', M2F_CONFIGS)
-def test_config(name):
+def test_config(name, stock_m2f):
     ds, arch, _ = name.split('_')
     cfg = load(name)
     backbone = cfg.model.backbone
-    assert (backbone.type, backbone.arch) == ('DinoVisionTransformer', arch)
+    assert backbone.arch == arch
     assert backbone.out_indices == BLOCKS[arch]
+    # Meta's release names its backbone files <name>_pretrain.pth.
     assert backbone.init_cfg.checkpoint == (
         f'checkpoints/dinov2_{arch}_pretrain.pth')
-    assert cfg.model.neck.type == 'DinoFeaturePyramid'
     assert cfg.model.neck.in_channels == EMBED[arch]
-    head = cfg.model.decode_head
-    assert head.type == 'DinoMask2FormerHead'
+    head, stock_head = cfg.model.decode_head, stock_m2f.model.decode_head
     assert head.num_classes == CLASSES[ds]
-    assert (head.num_queries, head.transformer_decoder.num_layers,
-            head.pixel_decoder.encoder.num_layers) == (100, 9, 6)
-    assert cfg.model.type == 'BatchedEncoderDecoder'
-    assert cfg.model.test_cfg == dict(
-        mode='slide',
-        crop_size=(512, 512),
-        stride=(341, 341),
-        fast_inference=True,
-        window_batch_size=None)
-    assert cfg.model.data_preprocessor.size == (512, 512)
+    for key in ('num_queries', 'feat_channels', 'out_channels',
+                'num_transformer_feat_level'):
+        assert head[key] == stock_head[key], key
+    assert (head.transformer_decoder.num_layers,
+            head.pixel_decoder.encoder.num_layers) == (
+                stock_head.transformer_decoder.num_layers,
+                stock_head.pixel_decoder.encoder.num_layers)
+    for loss in ('loss_cls', 'loss_mask', 'loss_dice'):
+        assert head[loss].loss_weight == stock_head[loss].loss_weight, loss
+    crop = stock_m2f.crop_size
+    assert cfg.model.test_cfg.mode == 'slide'
+    # The linear recipe's window (FACTS: slide crop 512 stride 341).
+    assert (cfg.model.test_cfg.crop_size,
+            cfg.model.test_cfg.stride) == (crop, (341, 341))
+    assert cfg.model.data_preprocessor.size == crop
 
     train = cfg.train_dataloader
-    assert train.batch_size == 2
+    assert train.batch_size == stock_m2f.train_dataloader.batch_size == 2
     assert train.dataset.data_prefix.seg_map_path in ('annotations/training',
                                                       'SegmentationClass')
-    crop = [t for t in train.dataset.pipeline if t.type == 'RandomCrop']
-    assert crop[0].crop_size == (512, 512)
-    # Ratios 0.5 to 1.75 of the (2048, 512) test scale, each with a flip.
-    scales = [t.scale for t in cfg.tta_pipeline[1].transforms[0]]
-    assert scales == [(1024, 256), (1536, 384), (2048, 512), (2560, 640),
-                      (3072, 768), (3584, 896)]
+    crop_step = [t for t in train.dataset.pipeline if t.type == 'RandomCrop']
+    stock_crop = [
+        t for t in stock_m2f.train_pipeline if t.type == 'RandomCrop'
+    ]
+    assert crop_step[0].crop_size == stock_crop[0].crop_size == crop
+    # mmseg's ADE20K TTA ratios (0.5 to 1.75) applied, as mmseg 0.x's
+    # MultiScaleFlipAug did, to the (2048, 512) test scale; both flips.
+    ratios = mmseg_stock_config('_base_/datasets/ade20k.py').img_ratios
+    scales = [tuple(t.scale) for t in cfg.tta_pipeline[1].transforms[0]]
+    assert scales == [(int(2048 * r), int(512 * r)) for r in ratios]
     flips = [t.prob for t in cfg.tta_pipeline[1].transforms[1]]
     assert flips == [0.0, 1.0]
-    optimizer = cfg.optim_wrapper.optimizer
-    assert (optimizer.type, optimizer.lr, optimizer.weight_decay,
-            optimizer.eps) == ('AdamW', 1e-4, 0.05, 1e-8)
-    assert cfg.optim_wrapper.clip_grad.max_norm == 0.01
+    optimizer, stock_optimizer = (cfg.optim_wrapper.optimizer,
+                                  stock_m2f.optim_wrapper.optimizer)
+    for key in ('type', 'lr', 'weight_decay', 'eps', 'betas'):
+        assert optimizer.get(key) == stock_optimizer.get(key), key
+    assert cfg.optim_wrapper.clip_grad == stock_m2f.optim_wrapper.clip_grad
     warmup, poly = cfg.param_scheduler
-    assert (warmup.end, poly.power, poly.end) == (1500, 0.9, 40000)
-    assert cfg.train_cfg.max_iters == 40000
+    (stock_poly, ) = stock_m2f.param_scheduler
+    assert (warmup.type, warmup.end) == ('LinearLR', 1500)
+    assert (poly.type, poly.power) == (stock_poly.type, stock_poly.power)
+    assert poly.end == cfg.train_cfg.max_iters == 40000
 
     with torch.device('meta'):
         model = MODELS.build(cfg.model)

@@ -275,6 +275,7 @@ def test_official_test_and_tta_sizes_suit_the_adapter(tmp_path):
     assert shapes[2] == (896, 1408)  # ratio 1.0 is the single-scale size
 
 
+@pytest.mark.slow
 def test_tools_test_runs_the_meta_file(meta_file, tmp_path, shapes_root):
     """tools/test.py CONFIG dinov2_vitg14_ade20k_m2f.pth, as a user runs it
     (the official config shrunk to the fabricated file, on the shapes

@@ -80,6 +80,7 @@ def test_head_file_without_backbone_file_is_explained(tmp_path):
         load_segmentor_checkpoint(model, str(head))
 
 
+@pytest.mark.slow
 def test_tools_test_accepts_meta_files(tmp_path, vits14_file, shapes_root):
     """`tools/test.py CONFIG HEAD.pth` with the backbone file beside it, as a
     user with Meta's downloads runs it."""

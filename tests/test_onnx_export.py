@@ -7,10 +7,14 @@ import pytest
 import torch
 
 from helpers.fabricate import fabricate_head_file, fabricate_official_file
+from helpers.modules import require
 from helpers.tools import REPO, check, run
 
-pytest.importorskip('onnxruntime')
-pytest.importorskip('onnxscript')  # torch.onnx's exporter needs it
+require('onnx')
+require('onnxruntime')
+require('onnxscript')  # torch.onnx's exporter needs it
+# Every test runs tools/export_onnx.py in a subprocess (or its output).
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope='module')

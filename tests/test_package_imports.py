@@ -4,8 +4,13 @@ does not import the models."""
 import subprocess
 import sys
 
+import pytest
+
 from helpers.tools import REPO
 from dinov2_seg.checkpoints.catalog import OFFICIAL_FILES
+
+# Every test starts a fresh interpreter.
+pytestmark = pytest.mark.slow
 
 # Run before the code under test, in a fresh interpreter: any import of
 # mmcv, mmseg or mmdet fails as it would where they are not installed.

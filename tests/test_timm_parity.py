@@ -11,6 +11,9 @@ from helpers.tools import REPO
 from dinov2_seg.models.backbones import ARCH_SETTINGS, DinoVisionTransformer
 from helpers.fabricate import fabricate_official_file
 
+# Every test runs timm in another interpreter.
+pytestmark = pytest.mark.slow
+
 TIMM_PYTHON = os.environ.get('DINOV2_SEG_TIMM_PYTHON',
                              str(REPO / '.venv-timm' / 'bin' / 'python'))
 

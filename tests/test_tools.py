@@ -18,6 +18,9 @@ from mmseg.registry import MODELS
 from helpers.tools import REPO, assert_every_scale_and_flip, check, miou_percent, predictions_miou, reported_miou, run, run_test_tool_recording_views, shapes_labels, write_config
 from dinov2_seg.datasets import SHAPES_CLASSES
 
+# Every test runs a tool in a subprocess.
+pytestmark = pytest.mark.slow
+
 
 def save_model(config: Path, path: Path, values: dict = None) -> Path:
     """A whole-model checkpoint of the config's randomly initialised

@@ -14,12 +14,26 @@ REPO = Path(__file__).resolve().parents[2]
 
 def run(*args, timeout: int = 600) -> subprocess.CompletedProcess:
     """Run ``python ARGS...`` from the repository root, as a user runs the
-    tools."""
-    return subprocess.run([sys.executable, *map(str, args)],
-                          cwd=REPO,
-                          capture_output=True,
-                          text=True,
-                          timeout=timeout)
+    tools. A run past ``timeout`` seconds (below pytest's 900 s) is killed
+    and returned with exit status 124 and what it printed, so that
+    :func:`check` reports a hung tool with its output."""
+    command = [sys.executable, *map(str, args)]
+    try:
+        return subprocess.run(command,
+                              cwd=REPO,
+                              capture_output=True,
+                              text=True,
+                              timeout=timeout)
+    except subprocess.TimeoutExpired as expired:
+
+        def text(value) -> str:
+            if isinstance(value, bytes):
+                return value.decode(errors='replace')
+            return value or ''
+
+        return subprocess.CompletedProcess(
+            command, 124, text(expired.stdout),
+            text(expired.stderr) + f'\n[killed after {timeout} s]')
 
 
 def check(result: subprocess.CompletedProcess) -> str:
