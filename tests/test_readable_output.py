@@ -209,8 +209,8 @@ def test_verbose_config_key_keeps_mmengine_console():
 
 
 def test_progress_lines_without_a_terminal(capsys):
-    from dinov2_seg.engine.hooks.progress_bar_hook import _Phase
-    phase = _Phase('train', 100, 0, 'iters', 0.1, every_seconds=3600)
+    from dinov2_seg.engine.hooks.progress_bar_hook import ProgressDisplay
+    phase = ProgressDisplay('train', 100, 0, 'iters', 0.1, every_seconds=3600)
     for done in range(1, 26):
         phase.update(done, f'loss {1 / done:.4f}')
     phase.finish()
@@ -221,7 +221,7 @@ def test_progress_lines_without_a_terminal(capsys):
     assert 'eta' in lines[0]
     assert 'loss 0.1000' in lines[0]
     # every_seconds=0: a line at every update.
-    phase = _Phase('val', 4, 0, 'images', 0.5, every_seconds=0)
+    phase = ProgressDisplay('val', 4, 0, 'images', 0.5, every_seconds=0)
     for done in range(1, 5):
         phase.update(done)
     phase.finish()
@@ -229,9 +229,9 @@ def test_progress_lines_without_a_terminal(capsys):
 
 
 def test_progress_bar_redraws_in_a_terminal(capsys, monkeypatch):
-    from dinov2_seg.engine.hooks.progress_bar_hook import _Phase
+    from dinov2_seg.engine.hooks.progress_bar_hook import ProgressDisplay
     monkeypatch.setenv('TTY_COMPATIBLE', '1')  # rich: treat as a terminal
-    phase = _Phase('train', 3, 0, 'iters', 0.1, every_seconds=3600)
+    phase = ProgressDisplay('train', 3, 0, 'iters', 0.1, every_seconds=3600)
     for done in range(1, 4):
         phase.update(done, 'loss 0.5000')
     phase.finish()
