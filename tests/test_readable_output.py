@@ -5,6 +5,7 @@ import csv
 import json
 import re
 import shutil
+import sys
 
 import numpy as np
 import pytest
@@ -38,6 +39,13 @@ def test_training_console_shows_progress_warnings_and_results(trained):
     for noise in ('Config:', 'Hooks will be executed', 'Iter(train)',
                   'build_loss', 'avg_non_ignore', 'System environment'):
         assert noise not in console, noise
+    # mmengine's lines that a user acts on stay: where the checkpoints go
+    # and the SyncBN -> BN conversion of a single-process run.
+    assert re.search(rf'^Checkpoints will be saved to {re.escape(str(work))}',
+                     console, re.M)
+    assert re.search(
+        r'^Distributed training is not used, all SyncBatchNorm \(SyncBN\) '
+        'layers in the model will be automatically reverted', console, re.M)
     # The validation results: mmseg's table without log prefixes, then
     # one line of metrics.
     assert re.search(r'^\+-+\+-+\+-+\+$', console, re.M)
@@ -52,6 +60,20 @@ def test_training_console_shows_progress_warnings_and_results(trained):
     for line in ('Config:', 'Hooks will be executed', 'Iter(train) [6/6]',
                  'per class results'):
         assert line in log, line
+
+
+@pytest.mark.slow
+def test_resume_says_what_it_loaded(trained, tmp_path):
+    config, work, _ = trained
+    copy = tmp_path / 'work'
+    shutil.copytree(work, copy)
+    console = check(
+        run('tools/train.py', config, '--work-dir', copy, '--resume'))
+    checkpoint = re.escape(str(copy / 'iter_6.pth'))
+    assert re.search(rf'^Auto resumed from the latest checkpoint {checkpoint}',
+                     console, re.M), console
+    assert re.search(r'^resumed epoch: 0, iter: 6$', console, re.M)
+    assert 'Iter(train)' not in console
 
 
 def test_test_tool_writes_plots_that_match_its_metrics(trained, tmp_path,
@@ -241,3 +263,117 @@ def test_progress_bar_redraws_in_a_terminal(capsys, monkeypatch):
     plain = re.sub(r'\x1b\[[0-9;?]*[A-Za-z]', '', out)
     assert '0/3 iters' in plain and '3/3 iters' in plain
     assert plain.count('\n') <= 2
+
+
+def test_console_filter_lets_through_what_users_act_on():
+    """mmengine's INFO lines about loading, resuming, checkpoints and the
+    SyncBN conversion pass the quiet console; the rest of INFO does not."""
+    import logging
+
+    from dinov2_seg.engine import ConsoleFilter
+    console_filter = ConsoleFilter()
+
+    def shown(message, level=logging.INFO):
+        return console_filter.filter(
+            logging.LogRecord('mmengine', level, __file__, 1, message, None,
+                              None))
+
+    for message in (
+            'Load checkpoint from work_dirs/run/iter_4000.pth',
+            'Auto resumed from the latest checkpoint work_dirs/run/iter_8.pth.',
+            'resumed epoch: 0, iter: 8',
+            'Checkpoints will be saved to /data/work_dirs/run.',
+            'The best checkpoint with 47.3100 mIoU at 8000 iter is saved to '
+            'best_mIoU_iter_8000.pth.',
+            'Distributed training is not used, all SyncBatchNorm (SyncBN) '
+            'layers in the model will be automatically reverted to '
+            'BatchNormXd layers if they are used.'):
+        assert shown(message), message
+    for message in ('Iter(train) [10/40000]  lr: 1.0e-03  loss: 2.3',
+                    'Hooks will be executed in the following order:',
+                    'Saving checkpoint at 8 iterations'):
+        assert not shown(message), message
+    assert shown('the backbone is randomly initialised', logging.WARNING)
+    assert not shown('``build_loss`` would be deprecated soon',
+                     logging.WARNING)
+
+
+def build_loss(loss):
+    from mmseg.registry import MODELS
+    return MODELS.build(loss)
+
+
+def test_avg_non_ignore_warning_hidden_for_the_recipe_losses_only():
+    import warnings
+
+    from mmengine.config import Config
+
+    from dinov2_seg.engine.console import hide_library_noise
+    from helpers.tools import REPO
+    # The tools' noise filter does not hide it process-wide: a user's own
+    # loss still warns after it ...
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        hide_library_noise()
+        build_loss(dict(type='CrossEntropyLoss', loss_weight=0.4))
+    assert any('avg_non_ignore' in str(w.message) for w in caught)
+
+    from dinov2_seg.engine.console import RECIPE_LOSS, recipe_warnings_hidden
+    # The recipe's loss, as the linear and ms configs set it.
+    for name in ('voc2012_vits14_linear.py', 'ade20k_vitb14_ms.py'):
+        cfg = Config.fromfile(str(REPO / 'configs' / name))
+        assert cfg.model.decode_head.loss_decode == RECIPE_LOSS, name
+    recipe = dict(
+        decode_head=dict(loss_decode=dict(RECIPE_LOSS)),
+        auxiliary_head=dict(loss_decode=[dict(RECIPE_LOSS)]))
+    own = dict(
+        decode_head=dict(loss_decode=dict(RECIPE_LOSS)),
+        auxiliary_head=dict(
+            loss_decode=[dict(RECIPE_LOSS, loss_weight=0.4)]))
+    # ... and while a model is built, only the recipe's losses are quiet.
+    for model, hidden in ((recipe, True), (own, False)):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter('always')
+            with recipe_warnings_hidden(model):
+                for head in model.values():
+                    losses = head['loss_decode']
+                    for loss in losses if isinstance(losses, list) else [
+                            losses]:
+                        build_loss(loss)
+        warned = any('avg_non_ignore' in str(w.message) for w in caught)
+        assert warned != hidden, model
+
+
+def test_a_failing_run_stops_the_progress_bar(capsys, monkeypatch):
+    """An exception in the middle of training (a bad file, out of memory,
+    Ctrl-C) must not leave the live bar running: rich hides the cursor and
+    holds sys.stdout until it is stopped."""
+    from types import SimpleNamespace
+
+    from mmengine.runner import Runner
+
+    from dinov2_seg.engine import ProgressBarHook, QuietConsoleRunner
+    monkeypatch.setenv('TTY_COMPATIBLE', '1')  # rich: treat as a terminal
+    hook = ProgressBarHook()
+    runner = object.__new__(QuietConsoleRunner)  # the hooks are all it needs
+    runner._hooks = [hook]
+    stdout = sys.stdout
+    phases = []
+
+    def failing_train(self):
+        hook.before_train(SimpleNamespace(max_iters=10, iter=3))
+        phases.append(hook._phases['train'])
+        assert sys.stdout is not stdout  # rich's proxy while live
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Runner, 'train', failing_train)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            runner.train()
+        assert not phases[0].progress.live.is_started
+        assert sys.stdout is stdout
+        out = capsys.readouterr().out
+        hide, show = '\x1b[?25l', '\x1b[?25h'
+        assert hide in out and show in out.rsplit(hide, 1)[1]
+    finally:  # leave the test session's terminal as it was either way
+        phases[0].progress.stop()
