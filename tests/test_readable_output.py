@@ -67,6 +67,8 @@ def test_resume_says_what_it_loaded(trained, tmp_path):
     config, work, _ = trained
     copy = tmp_path / 'work'
     shutil.copytree(work, copy)
+    # mmengine resumes from the file named in last_checkpoint.
+    (copy / 'last_checkpoint').write_text(str(copy / 'iter_6.pth'))
     console = check(
         run('tools/train.py', config, '--work-dir', copy, '--resume'))
     checkpoint = re.escape(str(copy / 'iter_6.pth'))
