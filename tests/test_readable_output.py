@@ -379,3 +379,64 @@ def test_a_failing_run_stops_the_progress_bar(capsys, monkeypatch):
         assert hide in out and show in out.rsplit(hide, 1)[1]
     finally:  # leave the test session's terminal as it was either way
         phases[0].progress.stop()
+
+
+def run_in_terminal(*args, timeout: int = 600) -> tuple:
+    """``python ARGS...`` from the repository root with a pseudo-terminal as
+    its console (so rich draws live): exit status and everything shown."""
+    import os
+    import pty
+    import select
+    import subprocess
+    import time
+
+    from helpers.tools import REPO
+    master, slave = pty.openpty()
+    process = subprocess.Popen([sys.executable, *map(str, args)],
+                               cwd=REPO,
+                               stdin=slave,
+                               stdout=slave,
+                               stderr=slave,
+                               env=dict(os.environ, TERM='xterm'))
+    os.close(slave)
+    chunks, deadline = [], time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            if select.select([master], [], [], 1.0)[0]:
+                try:
+                    data = os.read(master, 1 << 16)
+                except OSError:  # Linux: EIO once the child has gone
+                    break
+                if not data:
+                    break
+                chunks.append(data)
+            elif process.poll() is not None:
+                break
+    finally:
+        os.close(master)
+        if process.poll() is None:
+            process.kill()
+    return process.wait(), b''.join(chunks).decode(errors='replace')
+
+
+@pytest.mark.slow
+def test_a_crash_in_training_leaves_the_terminal_usable(tmp_path,
+                                                        shapes_root):
+    """A label file that breaks mid-run: the live bar is stopped before the
+    traceback, and the cursor that rich hid is shown again."""
+    root = tmp_path / 'shapes'
+    shutil.copytree(shapes_root, root)
+    broken = sorted((root / 'annotations' / 'training').glob('*.png'))[3]
+    broken.write_bytes(broken.read_bytes()[:60])
+    config = write_config(tmp_path / 'tiny.py', root)
+    status, console = run_in_terminal('tools/train.py', config,
+                                      '--work-dir', tmp_path / 'work')
+    assert status != 0
+    hide, show = '\x1b[?25l', '\x1b[?25h'
+    assert hide in console, console[-3000:]  # the bar was drawn live ...
+    after_bar = console.rsplit(hide, 1)[1]
+    assert show in after_bar, console[-3000:]  # ... and stopped
+    # The traceback comes after the bar, in full.
+    traceback = after_bar.split(show, 1)[1]
+    assert 'Traceback (most recent call last)' in traceback
+    assert f'Cannot read the label map {broken}' in traceback
