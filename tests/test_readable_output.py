@@ -440,3 +440,27 @@ def test_a_crash_in_training_leaves_the_terminal_usable(tmp_path,
     traceback = after_bar.split(show, 1)[1]
     assert 'Traceback (most recent call last)' in traceback
     assert f'Cannot read the label map {broken}' in traceback
+
+
+def test_quiet_console_for_tools_without_a_runner(capsys):
+    """tools/inference.py and tools/export_onnx.py: mmengine's INFO lines
+    (e.g. each checkpoint file read) hidden, its warnings and the lines
+    users act on shown; --verbose leaves the console alone."""
+    import logging
+
+    from mmengine.logging import MMLogger, print_log
+
+    from dinov2_seg.engine.console import quiet_console
+
+    def shown(message, level=logging.INFO):
+        print_log(message, logger='current', level=level)
+        return message in capsys.readouterr().out
+
+    MMLogger.get_instance('verbose_tool', log_level='INFO')
+    quiet_console(verbose=True)
+    assert shown('Loads checkpoint by local backend from path: h.pth')
+    MMLogger.get_instance('quiet_tool', log_level='INFO')
+    quiet_console()
+    assert not shown('Loads checkpoint by local backend from path: h.pth')
+    assert shown('Load checkpoint from work_dirs/run/iter_8.pth')
+    assert shown('that file holds 150 classes', logging.WARNING)
