@@ -1,6 +1,6 @@
 """What tools/export_onnx.py prints: its two result lines, without the
 libraries' log lines (``--verbose``, which brings them back, is tested on
-tools/inference.py in test_inference.py: both use the same quiet_console).""""
+tools/inference.py in test_inference.py: both use the same quiet_console)."""
 import pytest
 
 from helpers.archs import TINY_ARCH
