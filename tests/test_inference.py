@@ -4,6 +4,7 @@ import re
 import cv2
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from helpers.archs import TINY_ARCH
@@ -185,7 +186,6 @@ model = dict(
 
 @pytest.fixture(scope='module')
 def tiny_model(tmp_path_factory):
-    import torch
     from mmengine.config import Config
     from mmseg.registry import MODELS
     root = tmp_path_factory.mktemp('tiny')
@@ -307,7 +307,7 @@ def test_backbone_and_a_whole_checkpoint_are_refused(tmp_path, tiny_model):
         "overwritten by the checkpoint's. Pass the checkpoint alone" \
         in str(error.value)
     backbone_file = tmp_path / 'backbone.pth'
-    torch_save(module.state_dict(), backbone_file)
+    torch.save(module.state_dict(), backbone_file)
     with pytest.raises(ValueError, match=r"backbone='.*backbone\.pth' "
                        r'\(--backbone\): that file would be ignored'):
         init_segmentor(str(config), str(checkpoint), str(backbone_file))
@@ -316,7 +316,7 @@ def test_backbone_and_a_whole_checkpoint_are_refused(tmp_path, tiny_model):
     head = tmp_path / 'head.pth'
     fabricate_head_file(head, 48, 1, 21)
     frozen = tmp_path / 'frozen.pth'
-    torch_save(dict(state_dict={}, meta=dict(backbone_sha256='0' * 64)),
+    torch.save(dict(state_dict={}, meta=dict(backbone_sha256='0' * 64)),
                frozen)
     from dinov2_seg.apis.inference import holds_backbone_weights
     assert holds_backbone_weights(str(checkpoint))
@@ -324,10 +324,4 @@ def test_backbone_and_a_whole_checkpoint_are_refused(tmp_path, tiny_model):
     assert not holds_backbone_weights(str(frozen))
     model = init_segmentor(str(config), str(head), backbone=module)
     assert model.backbone.cls_token.data_ptr() != module.cls_token.data_ptr()
-    import torch
     assert torch.equal(model.backbone.cls_token, module.cls_token)
-
-
-def torch_save(obj, path):
-    import torch
-    torch.save(obj, path)

@@ -201,11 +201,11 @@ class ImageFiles(Dataset):
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
-    quiet_console(args.verbose)
     if args.batch_size < 1 or args.workers < 0:
         raise ValueError('--batch-size must be >= 1 and --workers >= 0')
     inputs = expand_inputs(args.images)
     check_outputs_differ(inputs, args.out_dir)
+    quiet_console(args.verbose)
     model = init_segmentor(
         args.config,
         args.checkpoint,
@@ -233,8 +233,9 @@ def main(argv: Optional[List[str]] = None) -> int:
             failed += [f"{item['path']}: {item['error']}" for item in batch
                        if 'error' in item]
             readable = [item for item in batch if 'error' not in item]
-            labels = segment_batch(
-                model, [item['inputs'] for item in readable]) if readable else []
+            labels = segment_batch(model, [
+                item['inputs'] for item in readable
+            ]) if readable else []
             for item, label in zip(readable, labels):
                 try:
                     files = write_results(item, label, model, args)
