@@ -229,3 +229,57 @@ def test_corrupt_label_in_a_dataset_names_the_file(tmp_path, shapes_root):
     dataset[0]
     with pytest.raises(OSError, match=f'Cannot read the label map {label}'):
         dataset[1]
+
+
+def load_label(path, backend, reduce_zero_label=False, label_map=None):
+    from dinov2_seg.datasets.transforms import LoadAnnotations
+    return LoadAnnotations(imdecode_backend=backend)(
+        dict(
+            seg_map_path=str(path),
+            reduce_zero_label=reduce_zero_label,
+            label_map=label_map,
+            seg_fields=[]))['gt_seg_map']
+
+
+@pytest.mark.parametrize('backend', ['pillow', 'cv2'])
+def test_label_decode_failures_name_the_file_with_either_backend(
+        tmp_path, backend):
+    # cv2 returns None for bytes it cannot decode and raises on empty ones;
+    # PIL raises its own errors: all become the error naming the file.
+    for label in broken_pngs(tmp_path):
+        with pytest.raises(OSError) as err:
+            load_label(label, backend)
+        assert str(err.value).startswith(
+            f'Cannot read the label map {label} ('), str(err.value)
+
+
+@pytest.mark.parametrize('backend', ['pillow', 'cv2'])
+def test_label_values_as_mmseg_defines_them(tmp_path, backend):
+    values = np.array([[0, 1, 2], [5, 254, 255]], np.uint8)
+    path = tmp_path / 'label.png'
+    cv2.imwrite(str(path), values)
+    assert load_label(path, backend).tolist() == values.tolist()
+    # reduce_zero_label: 0 (unlabelled) -> 255, k -> k - 1, 255 stays.
+    assert load_label(path, backend, True).tolist() == [[255, 0, 1],
+                                                        [4, 253, 255]]
+    # label_map applied to the original values, each pixel once.
+    assert load_label(path, backend, False, {1: 2, 2: 1}).tolist() == [[
+        0, 2, 1
+    ], [5, 254, 255]]
+
+
+def test_errors_other_than_decoding_propagate_unchanged(tmp_path,
+                                                        monkeypatch):
+    """A bug (here an AttributeError raised inside the decoder) is not
+    reported as an unreadable label file."""
+    import mmcv
+    path = tmp_path / 'label.png'
+    cv2.imwrite(str(path), np.full((3, 4), 1, np.uint8))
+
+    def broken(*args, **kwargs):
+        raise AttributeError("'NoneType' object has no attribute 'oops'")
+
+    monkeypatch.setattr(mmcv, 'imfrombytes', broken)
+    with pytest.raises(AttributeError, match='oops') as err:
+        load_label(path, 'pillow')
+    assert type(err.value) is AttributeError

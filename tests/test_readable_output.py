@@ -5,6 +5,7 @@ import csv
 import json
 import re
 import shutil
+import sys
 
 import numpy as np
 import pytest
@@ -26,6 +27,7 @@ def trained(tmp_path_factory, shapes_root):
     return config, work, result
 
 
+@pytest.mark.slow
 def test_training_console_shows_progress_warnings_and_results(trained):
     _, work, result = trained
     console = result.stdout + result.stderr
@@ -38,6 +40,13 @@ def test_training_console_shows_progress_warnings_and_results(trained):
     for noise in ('Config:', 'Hooks will be executed', 'Iter(train)',
                   'build_loss', 'avg_non_ignore', 'System environment'):
         assert noise not in console, noise
+    # mmengine's lines that a user acts on stay: where the checkpoints go
+    # and the SyncBN -> BN conversion of a single-process run.
+    assert re.search(rf'^Checkpoints will be saved to {re.escape(str(work))}',
+                     console, re.M)
+    assert re.search(
+        r'^Distributed training is not used, all SyncBatchNorm \(SyncBN\) '
+        'layers in the model will be automatically reverted', console, re.M)
     # The validation results: mmseg's table without log prefixes, then
     # one line of metrics.
     assert re.search(r'^\+-+\+-+\+-+\+$', console, re.M)
@@ -54,6 +63,24 @@ def test_training_console_shows_progress_warnings_and_results(trained):
         assert line in log, line
 
 
+@pytest.mark.slow
+@pytest.mark.slow
+def test_resume_says_what_it_loaded(trained, tmp_path):
+    config, work, _ = trained
+    copy = tmp_path / 'work'
+    shutil.copytree(work, copy)
+    # mmengine resumes from the file named in last_checkpoint.
+    (copy / 'last_checkpoint').write_text(str(copy / 'iter_6.pth'))
+    console = check(
+        run('tools/train.py', config, '--work-dir', copy, '--resume'))
+    checkpoint = re.escape(str(copy / 'iter_6.pth'))
+    assert re.search(rf'^Auto resumed from the latest checkpoint {checkpoint}',
+                     console, re.M), console
+    assert re.search(r'^resumed epoch: 0, iter: 6$', console, re.M)
+    assert 'Iter(train)' not in console
+
+
+@pytest.mark.slow
 def test_test_tool_writes_plots_that_match_its_metrics(trained, tmp_path,
                                                        shapes_root):
     config, work, _ = trained
@@ -92,6 +119,7 @@ def test_test_tool_writes_plots_that_match_its_metrics(trained, tmp_path,
             assert image.format == 'PNG' and min(image.size) >= 200
 
 
+@pytest.mark.slow
 def test_plot_dir_needs_an_iou_metric(trained, tmp_path):
     config, work, _ = trained
     result = run('tools/test.py', config, work / 'iter_6.pth', '--plot-dir',
@@ -108,6 +136,7 @@ def scalars(work) -> list:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_plot_curves_overlays_runs_and_merges_resumed_logs(trained, tmp_path):
     from dinov2_seg.visualization.training_curves import plot_training_curves
     _, work, _ = trained
@@ -148,12 +177,14 @@ def test_plot_curves_overlays_runs_and_merges_resumed_logs(trained, tmp_path):
         assert image.size == (800, 550)
 
 
+@pytest.mark.slow
 def test_plot_curves_names_a_folder_without_logs(tmp_path):
     result = run('tools/plot_curves.py', tmp_path)
     assert result.returncode != 0
     assert f'{tmp_path} holds no */vis_data/scalars.json' in result.stderr
 
 
+@pytest.mark.slow
 def test_tensorboard_backend_from_the_command_line(tmp_path, shapes_root):
     event_accumulator = pytest.importorskip(
         'tensorboard.backend.event_processing.event_accumulator')
@@ -209,8 +240,8 @@ def test_verbose_config_key_keeps_mmengine_console():
 
 
 def test_progress_lines_without_a_terminal(capsys):
-    from dinov2_seg.engine.hooks.progress_bar_hook import _Phase
-    phase = _Phase('train', 100, 0, 'iters', 0.1, every_seconds=3600)
+    from dinov2_seg.engine.hooks.progress_bar_hook import ProgressDisplay
+    phase = ProgressDisplay('train', 100, 0, 'iters', 0.1, every_seconds=3600)
     for done in range(1, 26):
         phase.update(done, f'loss {1 / done:.4f}')
     phase.finish()
@@ -221,7 +252,7 @@ def test_progress_lines_without_a_terminal(capsys):
     assert 'eta' in lines[0]
     assert 'loss 0.1000' in lines[0]
     # every_seconds=0: a line at every update.
-    phase = _Phase('val', 4, 0, 'images', 0.5, every_seconds=0)
+    phase = ProgressDisplay('val', 4, 0, 'images', 0.5, every_seconds=0)
     for done in range(1, 5):
         phase.update(done)
     phase.finish()
@@ -229,9 +260,9 @@ def test_progress_lines_without_a_terminal(capsys):
 
 
 def test_progress_bar_redraws_in_a_terminal(capsys, monkeypatch):
-    from dinov2_seg.engine.hooks.progress_bar_hook import _Phase
+    from dinov2_seg.engine.hooks.progress_bar_hook import ProgressDisplay
     monkeypatch.setenv('TTY_COMPATIBLE', '1')  # rich: treat as a terminal
-    phase = _Phase('train', 3, 0, 'iters', 0.1, every_seconds=3600)
+    phase = ProgressDisplay('train', 3, 0, 'iters', 0.1, every_seconds=3600)
     for done in range(1, 4):
         phase.update(done, 'loss 0.5000')
     phase.finish()
@@ -241,3 +272,208 @@ def test_progress_bar_redraws_in_a_terminal(capsys, monkeypatch):
     plain = re.sub(r'\x1b\[[0-9;?]*[A-Za-z]', '', out)
     assert '0/3 iters' in plain and '3/3 iters' in plain
     assert plain.count('\n') <= 2
+
+
+def test_console_filter_lets_through_what_users_act_on():
+    """mmengine's INFO lines about loading, resuming, checkpoints and the
+    SyncBN conversion pass the quiet console; the rest of INFO does not."""
+    import logging
+
+    from dinov2_seg.engine import ConsoleFilter
+    console_filter = ConsoleFilter()
+
+    def shown(message, level=logging.INFO):
+        return console_filter.filter(
+            logging.LogRecord('mmengine', level, __file__, 1, message, None,
+                              None))
+
+    for message in (
+            'Load checkpoint from work_dirs/run/iter_4000.pth',
+            'Auto resumed from the latest checkpoint work_dirs/r/iter_8.pth.',
+            'resumed epoch: 0, iter: 8',
+            'Checkpoints will be saved to /data/work_dirs/run.',
+            'The best checkpoint with 47.3100 mIoU at 8000 iter is saved to '
+            'best_mIoU_iter_8000.pth.',
+            'Distributed training is not used, all SyncBatchNorm (SyncBN) '
+            'layers in the model will be automatically reverted to '
+            'BatchNormXd layers if they are used.'):
+        assert shown(message), message
+    for message in ('Iter(train) [10/40000]  lr: 1.0e-03  loss: 2.3',
+                    'Hooks will be executed in the following order:',
+                    'Saving checkpoint at 8 iterations'):
+        assert not shown(message), message
+    assert shown('the backbone is randomly initialised', logging.WARNING)
+    assert not shown('``build_loss`` would be deprecated soon',
+                     logging.WARNING)
+
+
+def build_loss(loss):
+    from mmseg.registry import MODELS
+    return MODELS.build(loss)
+
+
+def test_avg_non_ignore_warning_hidden_for_the_recipe_losses_only():
+    import warnings
+
+    from mmengine.config import Config
+
+    from dinov2_seg.engine.console import hide_library_noise
+    from helpers.tools import REPO
+    # The tools' noise filter does not hide it process-wide: a user's own
+    # loss still warns after it ...
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        hide_library_noise()
+        build_loss(dict(type='CrossEntropyLoss', loss_weight=0.4))
+    assert any('avg_non_ignore' in str(w.message) for w in caught)
+
+    from dinov2_seg.engine.console import RECIPE_LOSS, recipe_warnings_hidden
+    # The recipe's loss, as the linear and ms configs set it.
+    for name in ('voc2012_vits14_linear.py', 'ade20k_vitb14_ms.py'):
+        cfg = Config.fromfile(str(REPO / 'configs' / name))
+        assert cfg.model.decode_head.loss_decode == RECIPE_LOSS, name
+    recipe = dict(
+        decode_head=dict(loss_decode=dict(RECIPE_LOSS)),
+        auxiliary_head=dict(loss_decode=[dict(RECIPE_LOSS)]))
+    own = dict(
+        decode_head=dict(loss_decode=dict(RECIPE_LOSS)),
+        auxiliary_head=dict(
+            loss_decode=[dict(RECIPE_LOSS, loss_weight=0.4)]))
+    # ... and while a model is built, only the recipe's losses are quiet.
+    for model, hidden in ((recipe, True), (own, False)):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter('always')
+            with recipe_warnings_hidden(model):
+                for head in model.values():
+                    losses = head['loss_decode']
+                    for loss in losses if isinstance(losses, list) else [
+                            losses]:
+                        build_loss(loss)
+        warned = any('avg_non_ignore' in str(w.message) for w in caught)
+        assert warned != hidden, model
+
+
+def test_a_failing_run_stops_the_progress_bar(capsys, monkeypatch):
+    """An exception in the middle of training (a bad file, out of memory,
+    Ctrl-C) must not leave the live bar running: rich hides the cursor and
+    holds sys.stdout until it is stopped."""
+    from types import SimpleNamespace
+
+    from mmengine.runner import Runner
+
+    from dinov2_seg.engine import ProgressBarHook, QuietConsoleRunner
+    monkeypatch.setenv('TTY_COMPATIBLE', '1')  # rich: treat as a terminal
+    hook = ProgressBarHook()
+    runner = object.__new__(QuietConsoleRunner)  # the hooks are all it needs
+    runner._hooks = [hook]
+    stdout = sys.stdout
+    phases = []
+
+    def failing_train(self):
+        hook.before_train(SimpleNamespace(max_iters=10, iter=3))
+        phases.append(hook._phases['train'])
+        assert sys.stdout is not stdout  # rich's proxy while live
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Runner, 'train', failing_train)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            runner.train()
+        assert not phases[0].progress.live.is_started
+        assert sys.stdout is stdout
+        out = capsys.readouterr().out
+        hide, show = '\x1b[?25l', '\x1b[?25h'
+        assert hide in out and show in out.rsplit(hide, 1)[1]
+    finally:  # leave the test session's terminal as it was either way
+        phases[0].progress.stop()
+
+
+def run_in_terminal(*args, timeout: int = 600) -> tuple:
+    """``python ARGS...`` from the repository root with a pseudo-terminal as
+    its console (so rich draws live): exit status and everything shown."""
+    import os
+    import pty
+    import select
+    import subprocess
+    import time
+
+    from helpers.tools import REPO
+    master, slave = pty.openpty()
+    process = subprocess.Popen([sys.executable, *map(str, args)],
+                               cwd=REPO,
+                               stdin=slave,
+                               stdout=slave,
+                               stderr=slave,
+                               env=dict(os.environ, TERM='xterm'))
+    os.close(slave)
+    chunks, deadline = [], time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            if select.select([master], [], [], 1.0)[0]:
+                try:
+                    data = os.read(master, 1 << 16)
+                except OSError:  # Linux: EIO once the child has gone
+                    break
+                if not data:
+                    break
+                chunks.append(data)
+            elif process.poll() is not None:
+                break
+    finally:
+        os.close(master)
+        if process.poll() is None:
+            process.kill()
+    return process.wait(), b''.join(chunks).decode(errors='replace')
+
+
+@pytest.mark.slow
+@pytest.mark.slow
+def test_a_crash_in_training_leaves_the_terminal_usable(tmp_path,
+                                                        shapes_root):
+    """A label file that breaks mid-run: the live bar is stopped before the
+    traceback, and the cursor that rich hid is shown again."""
+    root = tmp_path / 'shapes'
+    shutil.copytree(shapes_root, root)
+    broken = sorted((root / 'annotations' / 'training').glob('*.png'))[3]
+    broken.write_bytes(broken.read_bytes()[:60])
+    config = write_config(tmp_path / 'tiny.py', root)
+    status, console = run_in_terminal('tools/train.py', config,
+                                      '--work-dir', tmp_path / 'work')
+    assert status != 0
+    hide, show = '\x1b[?25l', '\x1b[?25h'
+    assert hide in console, console[-3000:]  # the bar was drawn live ...
+    after_bar = console.rsplit(hide, 1)[1]
+    assert show in after_bar, console[-3000:]  # ... and stopped
+    # The traceback comes after the bar, in full.
+    traceback = after_bar.split(show, 1)[1]
+    assert 'Traceback (most recent call last)' in traceback
+    assert f'Cannot read the label map {broken}' in traceback
+
+
+def test_quiet_console_for_tools_without_a_runner(capsys):
+    """tools/inference.py and tools/export_onnx.py: mmengine's INFO lines
+    (e.g. each checkpoint file read) hidden, its warnings and the lines
+    users act on shown; --verbose leaves the console alone."""
+    import logging
+
+    from mmengine.logging import MMLogger, print_log
+
+    from dinov2_seg.engine.console import quiet_console
+
+    def shown(message, level=logging.INFO):
+        print_log(message, logger='current', level=level)
+        return message in capsys.readouterr().out
+
+    MMLogger.get_instance('verbose_tool', log_level='INFO')
+    quiet_console(verbose=True)
+    assert shown('Loads checkpoint by local backend from path: h.pth')
+    logger = MMLogger.get_instance('quiet_tool', log_level='INFO')
+    quiet_console()
+    try:
+        assert not shown('Loads checkpoint by local backend from path: h.pth')
+        assert shown('Load checkpoint from work_dirs/run/iter_8.pth')
+        assert shown('that file holds 150 classes', logging.WARNING)
+    finally:  # later tests in this process see mmengine's INFO lines again
+        for handler in logger.handlers:
+            for console_filter in handler.filters[:]:
+                handler.removeFilter(console_filter)

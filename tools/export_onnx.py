@@ -1,5 +1,5 @@
 """Export to ONNX: python tools/export_onnx.py CONFIG CHECKPOINT
-[--backbone FILE] [--size H W] [--opset N] --out model.onnx"""
+[--backbone FILE] [--size H W] [--opset N] --out model.onnx [--verbose]"""
 import sys
 
 from dinov2_seg.apis import export_onnx

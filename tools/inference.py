@@ -1,6 +1,6 @@
 """Segment images: python tools/inference.py IMAGES... --config C
 --checkpoint HEAD [--backbone FILE] [--scales N] [--device cuda|cpu]
---out-dir DIR"""
+--out-dir DIR [--verbose]"""
 import sys
 
 from dinov2_seg.apis import inference_cli

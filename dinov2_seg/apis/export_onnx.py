@@ -10,7 +10,7 @@ from mmengine.config import DictAction
 from dinov2_seg.deployment.onnx_export import (MIN_OPSET, check_exportable,
                                                compare_with_onnxruntime,
                                                export_onnx, random_windows)
-from dinov2_seg.engine import hide_library_noise
+from dinov2_seg.engine.console import quiet_console
 from .inference import init_segmentor
 from .runner_setup import load_config
 
@@ -49,12 +49,16 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         nargs='+',
         action=DictAction,
         help='override config entries, as for tools/test.py')
+    parser.add_argument(
+        '--verbose',
+        action='store_true',
+        help="show the libraries' log lines and warnings too")
     return parser.parse_args(argv)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
-    hide_library_noise()
+    quiet_console(args.verbose)
     cfg = load_config(args.config, args.cfg_options)
     # Before loading any weights: a Mask2Former file is large.
     check_exportable(cfg.model)

@@ -11,6 +11,8 @@ load the backbone and head files, segment an image array, render it.
     colours = render_segmentation(labels, model.dataset_meta['palette'])
 """
 import copy
+import os.path as osp
+import pickle
 from typing import List, Optional, Sequence, Union
 
 import numpy as np
@@ -25,8 +27,12 @@ from mmseg.structures import SegDataSample
 from mmseg.visualization import SegLocalVisualizer
 from torch import nn
 
-from dinov2_seg.checkpoints import load_segmentor_checkpoint
+from dinov2_seg.checkpoints import load_segmentor_checkpoint, read_checkpoint
+from dinov2_seg.checkpoints.eomt import is_eomt_layout
 from dinov2_seg.checkpoints.from_module import load_backbone_from_module
+from dinov2_seg.checkpoints.frozen_backbone import BACKBONE_SHA256_KEY
+from dinov2_seg.checkpoints.meta_m2f import is_meta_m2f_layout
+from dinov2_seg.engine.console import recipe_warnings_hidden
 from .runner_setup import select_tta_scales
 
 ImageType = Union[str, np.ndarray]
@@ -59,6 +65,46 @@ def without_annotations(pipeline: list) -> list:
     return kept
 
 
+def holds_backbone_weights(checkpoint: str) -> bool:
+    """Whether a segmentor checkpoint brings backbone weights of its own (a
+    whole model) rather than leaving them to a backbone file (Meta's head
+    files, our checkpoints of frozen-backbone runs)."""
+    loaded = None
+    if osp.isfile(checkpoint):
+        try:  # memory-mapped: only the key names are read, not 4 GB of ViT-g
+            loaded = torch.load(checkpoint, map_location='cpu', mmap=True)
+        except (RuntimeError, pickle.UnpicklingError):
+            # torch's pre-1.6 format cannot be mapped; mmengine's reader
+            # explains what else goes wrong
+            loaded = None
+    if loaded is None:
+        loaded = read_checkpoint(checkpoint)
+    if BACKBONE_SHA256_KEY in (loaded.get('meta') or {}):
+        return False
+    state_dict = loaded.get('state_dict', loaded)
+    keys = {k[len('module.'):] if k.startswith('module.') else k: None
+            for k in state_dict}
+    return (is_meta_m2f_layout(keys) or is_eomt_layout(keys)
+            or any(k.startswith('backbone.') for k in keys))
+
+
+def _refuse_two_backbones(checkpoint: str, backbone: Union[str,
+                                                           nn.Module]) -> None:
+    if isinstance(backbone, nn.Module):
+        given = (f'backbone=<{type(backbone).__module__}.'
+                 f'{type(backbone).__name__} module>')
+        fate = "its weights would be overwritten by the checkpoint's"
+    else:
+        given = f'backbone={backbone!r} (--backbone)'
+        fate = 'that file would be ignored'
+    raise ValueError(
+        f'init_segmentor got checkpoint={checkpoint!r}, which holds a whole '
+        f'segmentor (backbone weights included), and {given}: {fate}. Pass '
+        'the checkpoint alone to use its backbone, or give the backbone '
+        "with a head-only checkpoint (one of Meta's *_head.pth files, or a "
+        'checkpoint of a frozen-backbone run).')
+
+
 def init_segmentor(config: Union[str, Config],
                    checkpoint: Optional[str] = None,
                    backbone: Optional[Union[str, nn.Module]] = None,
@@ -76,7 +122,9 @@ def init_segmentor(config: Union[str, Config],
         backbone: A DINOv2 backbone file, or a DINOv2 model in memory
             (Meta's torch.hub model, timm's or transformers'); overrides
             the config's. A model's weights are converted and checked as a
-            file of its layout would be.
+            file of its layout would be. Only with a checkpoint that holds
+            no backbone weights: a whole segmentor's would replace them
+            (ValueError).
         scales: ``None`` for single-scale inference (the config's
             test_pipeline); N in 1..5 for the multi-scale + flip test with
             the first N scales of an ms config (HEAD_SCALE_COUNT).
@@ -88,7 +136,14 @@ def init_segmentor(config: Union[str, Config],
     Returns:
         nn.Module: the model in eval mode, with ``cfg``, ``dataset_meta``
         (classes, palette) and ``pipeline`` attributes.
+
+    Raises:
+        ValueError: if both ``backbone`` and a ``checkpoint`` holding the
+            whole segmentor are given, naming both.
     """
+    if backbone is not None and checkpoint is not None and \
+            holds_backbone_weights(checkpoint):
+        _refuse_two_backbones(checkpoint, backbone)
     if isinstance(config, str):
         cfg = Config.fromfile(config)
     else:
@@ -102,7 +157,8 @@ def init_segmentor(config: Union[str, Config],
     if backbone is not None and not in_memory:
         cfg.model.backbone.init_cfg = dict(
             type='Pretrained', checkpoint=backbone)
-    model = MODELS.build(cfg.model)
+    with recipe_warnings_hidden(cfg.model):
+        model = MODELS.build(cfg.model)
     if in_memory:
         load_backbone_from_module(model.backbone, backbone)
     if checkpoint is not None:
@@ -183,8 +239,12 @@ def overlay_segmentation(image: np.ndarray,
                          opacity: float = 0.5) -> np.ndarray:
     """Blend the coloured labels over a BGR image, with class names, using
     mmseg's visualizer: (H, W, 3) RGB uint8."""
-    visualizer = SegLocalVisualizer.get_instance(
-        'dinov2_seg_inference', alpha=opacity)
+    name = 'dinov2_seg_inference'
+    # Settings only at creation: mmengine warns when a later get_instance
+    # passes them again.
+    visualizer = (SegLocalVisualizer.get_instance(name)
+                  if SegLocalVisualizer.check_instance_created(name) else
+                  SegLocalVisualizer.get_instance(name, alpha=opacity))
     visualizer.set_dataset_meta(dataset_meta['classes'],
                                 dataset_meta['palette'])
     sample = SegDataSample(

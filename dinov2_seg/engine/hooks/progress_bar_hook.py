@@ -13,10 +13,15 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
 from ..console import console_filters
 
 
-class _Phase:
+class ProgressDisplay:
     """One bar. In a terminal it is redrawn live (rich); otherwise (a log
     file, a pipe) it is printed as a line every ``every_fraction`` of the
-    work or ``every_seconds``, and once at the end."""
+    work or ``every_seconds``, and once at the end.
+
+    While it is live, rich hides the cursor and routes ``sys.stdout`` and
+    ``sys.stderr`` through itself: :meth:`finish` must run, also when the
+    work fails, or the terminal is left without a cursor.
+    """
 
     def __init__(self, name: str, total: Optional[int], completed: int,
                  unit: str, every_fraction: float, every_seconds: float):
@@ -53,15 +58,22 @@ class _Phase:
                                                   >= self.every_seconds):
             self._print_line(completed)
 
+    @property
+    def completed(self) -> int:
+        return int(self.progress.tasks[0].completed)
+
     def _print_line(self, completed: int) -> None:
         self.progress.console.print(self.progress.get_renderable())
         self.printed_at = (completed, time.monotonic())
 
     def finish(self) -> None:
+        """Stop redrawing (the cursor comes back) or print the last line;
+        once is enough, a second call does nothing."""
         if self.live:
             self.progress.stop()
-        elif self.printed_at[0] != self.progress.tasks[0].completed:
-            self._print_line(int(self.progress.tasks[0].completed))
+        elif self.printed_at[0] != self.completed:
+            self._print_line(self.completed)
+        self.printed_at = (self.completed, self.printed_at[1])
 
 
 @HOOKS.register_module()
@@ -91,7 +103,7 @@ class ProgressBarHook(Hook):
                  every_seconds: float = 600.0):
         self.every_fraction = every_fraction
         self.every_seconds = every_seconds
-        self._phases: Dict[str, _Phase] = {}
+        self._phases: Dict[str, ProgressDisplay] = {}
         self._resume_train = False
 
     # Bars -----------------------------------------------------------------
@@ -99,7 +111,7 @@ class ProgressBarHook(Hook):
     def _start(self, name: str, total: Optional[int], completed: int,
                unit: str) -> None:
         if is_main_process():
-            self._phases[name] = _Phase(name, total, completed, unit,
+            self._phases[name] = ProgressDisplay(name, total, completed, unit,
                                         self.every_fraction,
                                         self.every_seconds)
 
@@ -195,6 +207,12 @@ class ProgressBarHook(Hook):
         self._print_metrics(runner, None, metrics)
 
     def after_run(self, runner) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        """Finish every bar. mmengine calls no hook when a loop raises, so
+        :class:`~dinov2_seg.engine.console.QuietConsoleRunner` calls this
+        then, before the traceback is printed."""
         for name in list(self._phases):
             self._finish(name)
 
