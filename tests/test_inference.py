@@ -155,34 +155,6 @@ def test_download_tool_keeps_existing_files(tmp_path):
     assert kept.read_bytes() == b'already here'
 
 
-def test_downloads_leave_no_partial_file(tmp_path):
-    """What the tool relies on torch.hub's download_url_to_file for: the
-    file appears complete or not at all (file:// URLs, no network)."""
-    from torch.hub import download_url_to_file
-    source = tmp_path / 'source.pth'
-    source.write_bytes(bytes(range(256)) * 1000)
-    dest = tmp_path / 'dest'
-    dest.mkdir()
-    download_url_to_file(
-        source.as_uri(), str(dest / 'copy.pth'), progress=False)
-    assert (dest / 'copy.pth').read_bytes() == source.read_bytes()
-    with pytest.raises(OSError):
-        download_url_to_file(
-            (tmp_path / 'gone.pth').as_uri(),
-            str(dest / 'gone.pth'),
-            progress=False)
-    assert sorted(p.name for p in dest.iterdir()) == ['copy.pth']
-
-
-# A user's fork of the VOC linear recipe with a tiny backbone, and a whole
-# segmentor checkpoint of it (random weights): quick to run as a tool.
-TINY_CONFIG = f"""
-_base_ = [{str(REPO / 'configs' / 'voc2012_vits14_linear.py')!r}]
-model = dict(
-    backbone=dict(arch=dict(_delete_=True, **{TINY_ARCH!r}), init_cfg=None),
-    decode_head=dict(in_channels=[{TINY_ARCH['embed_dim']}]))
-"""
-
 
 @pytest.fixture(scope='module')
 def tiny_model(tmp_path_factory):

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from helpers.modules import require
 from helpers.tools import check, run, write_config
 
 CLASSES = ('sky', 'ground', 'disc', 'box', 'triangle')
@@ -186,7 +187,7 @@ def test_plot_curves_names_a_folder_without_logs(tmp_path):
 
 @pytest.mark.slow
 def test_tensorboard_backend_from_the_command_line(tmp_path, shapes_root):
-    event_accumulator = pytest.importorskip(
+    event_accumulator = require(
         'tensorboard.backend.event_processing.event_accumulator')
     config = write_config(tmp_path / 'tiny.py', shapes_root)
     work = tmp_path / 'work'

@@ -4,13 +4,14 @@ tools/inference.py in test_inference.py: both use the same quiet_console)."""
 import pytest
 
 from helpers.archs import TINY_ARCH
+from helpers.modules import require
 from helpers.tools import REPO, check, run
 
 
 @pytest.mark.slow
 def test_export_tool_prints_its_results_only(tmp_path):
-    pytest.importorskip('onnxruntime')
-    pytest.importorskip('onnxscript')
+    require('onnxruntime')
+    require('onnxscript')
     import torch
     from mmengine.config import Config
     from mmseg.registry import MODELS
