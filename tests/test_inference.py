@@ -155,6 +155,15 @@ def test_download_tool_keeps_existing_files(tmp_path):
     assert kept.read_bytes() == b'already here'
 
 
+# A user's fork of the VOC linear recipe with a tiny backbone, and a whole
+# segmentor checkpoint of it (random weights): quick to run as a tool.
+TINY_CONFIG = f"""
+_base_ = [{str(REPO / 'configs' / 'voc2012_vits14_linear.py')!r}]
+model = dict(
+    backbone=dict(arch=dict(_delete_=True, **{TINY_ARCH!r}), init_cfg=None),
+    decode_head=dict(in_channels=[{TINY_ARCH['embed_dim']}]))
+"""
+
 
 @pytest.fixture(scope='module')
 def tiny_model(tmp_path_factory):

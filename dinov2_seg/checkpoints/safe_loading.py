@@ -142,7 +142,12 @@ def local_file(filename: str) -> str:
     return filename
 
 
-def _load_url(filename: str, map_location: Optional[Any] = None) -> Any:
+# mmengine logs "Loads checkpoint by <name[10:]> backend", hence the names.
+def load_from_local(filename: str, map_location: Optional[Any] = None) -> Any:
+    return load_weights_only(filename, map_location)
+
+
+def load_from_url(filename: str, map_location: Optional[Any] = None) -> Any:
     return load_weights_only(fetch_url(filename), map_location)
 
 
@@ -155,5 +160,5 @@ def install_safe_loading() -> None:
         (_history_buffer_getattr, 'builtins.getattr'),
         *_numpy_globals(),
     ])
-    CheckpointLoader.register_scheme('', load_weights_only, force=True)
-    CheckpointLoader.register_scheme(URL_PREFIXES, _load_url, force=True)
+    CheckpointLoader.register_scheme('', load_from_local, force=True)
+    CheckpointLoader.register_scheme(URL_PREFIXES, load_from_url, force=True)
