@@ -59,9 +59,9 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 from dinov2_seg.checkpoints import load_segmentor_checkpoint
-from .inference import without_annotations
-from .runner_setup import load_config, select_tta_scales
-from .train import enable_amp
+from dinov2_seg.datasets.pipelines import (select_tta_scales,
+                                           without_annotations)
+from dinov2_seg.engine.run_config import enable_amp, load_config
 
 # Dense (no sparsity) bfloat16 tensor-core peaks from NVIDIA's data sheets,
 # for the model-FLOPs utilisation of --mode backbone.

@@ -1,7 +1,7 @@
 """Whole-image inference with an exported window network: the config's test
 resize, normalisation, slide windows and (optionally) the multi-scale flip
 test around an onnxruntime session, giving the labels of
-:func:`dinov2_seg.apis.inference.inference_segmentor`.
+:func:`dinov2_seg.apis.inference_segmentor`.
 
     segmentor = OnnxSegmentor('model.onnx', 'configs/voc2012_vits14_ms.py',
                               scales=3)
@@ -17,17 +17,16 @@ from typing import Optional, Sequence, Union
 
 import numpy as np
 import torch
-from mmcv.transforms import Compose
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 from torch import Tensor
 
-from dinov2_seg.apis.inference import _dataset_meta, without_annotations
-from dinov2_seg.apis.runner_setup import select_tta_scales
+from dinov2_seg.datasets.pipelines import (ImageType, inference_inputs,
+                                           select_tta_scales,
+                                           test_dataset_meta,
+                                           without_annotations)
 from dinov2_seg.models.segmentors.window_merge import (axis_band_cache,
                                                        merge_slide_windows)
-
-ImageType = Union[str, np.ndarray]
 
 
 class OnnxSegmentor:
@@ -101,19 +100,12 @@ class OnnxSegmentor:
             pipeline = select_tta_scales(cfg, cfg.filename or 'the config')
         self.pipeline = without_annotations(pipeline)
         self.multi_view = scales is not None
-        self.dataset_meta = _dataset_meta(cfg)
+        self.dataset_meta = test_dataset_meta(cfg)
 
     def __call__(self, image: ImageType) -> np.ndarray:
         """Segment one image (a path, or an HxWx3 BGR array as cv2 reads
         it): (H, W) int64 class indices."""
-        if isinstance(image, np.ndarray) and image.ndim == 2:
-            image = np.repeat(image[..., None], 3, axis=2)
-        steps = copy.deepcopy(self.pipeline)
-        if not isinstance(image, str):
-            steps[0]['type'] = 'LoadImageFromNDArray'
-        data = Compose(steps)(
-            dict(img_path=image) if isinstance(image, str) else dict(
-                img=image))
+        data = inference_inputs(self.pipeline, image)
         views, samples = data['inputs'], data['data_samples']
         if not isinstance(views, list):
             views, samples = [views], [samples]
