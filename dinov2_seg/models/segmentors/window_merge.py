@@ -13,6 +13,10 @@ gathering the (at most four) taps per output row by 3-6x on CPU.
 
 The matrices come from index arithmetic in float64; the result is the
 stock one up to float rounding, on any device.
+
+:func:`merge_slide_windows` is the loop around it (windows cut, batched,
+merged) that both :class:`BatchedEncoderDecoder` and the ONNX segmentor
+run, each with its own "logits of these windows" function.
 """
 import functools
 import math
