@@ -5,7 +5,7 @@ import pytest
 from mmengine.config import Config
 
 from helpers.tools import REPO, check, run
-from dinov2_seg.apis.test import enable_test_amp
+from dinov2_seg.engine.run_config import enable_test_amp
 
 # One config per kind: linear, ms (tested with --tta), Mask2Former, EoMT.
 KINDS = ('ade20k_vits14_linear', 'ade20k_vits14_ms', 'ade20k_vits14_m2f',
@@ -45,7 +45,7 @@ import sys, torch
 from mmengine.config import Config
 from mmseg.registry import MODELS
 from mmseg.utils import register_all_modules
-from dinov2_seg.apis import inference_cli, test
+from dinov2_seg.cli import inference, test
 register_all_modules()
 image = sys.argv[1]
 for config in sys.argv[2:]:
@@ -56,7 +56,7 @@ for config in sys.argv[2:]:
     metrics = test.main([config, checkpoint, '--amp', '--work-dir',
                          config[:-3] + '_work', *tta])
     print('TESTED', config, metrics['mIoU'])
-    inference_cli.main([image, '--config', config, '--checkpoint',
+    inference.main([image, '--config', config, '--checkpoint',
                         checkpoint, '--out-dir', config[:-3] + '_out',
                         '--amp'])
     print('INFERRED', config)

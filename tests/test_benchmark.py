@@ -10,7 +10,9 @@ from mmseg.registry import MODELS
 
 from helpers.archs import TINY_ARCH
 from helpers.tools import REPO
-from dinov2_seg.apis.benchmark import LiveTensorBytes, backbone_flops, main
+from dinov2_seg.benchmark.flops import backbone_flops
+from dinov2_seg.benchmark.memory import LiveTensorBytes
+from dinov2_seg.cli.benchmark import main
 from dinov2_seg.models.backbones import DinoVisionTransformer
 
 

@@ -238,7 +238,7 @@ def test_image_smaller_than_a_patch_through_slide_inference():
 
 
 def test_amp_flag_switches_the_optim_wrapper():
-    from dinov2_seg.apis.train import enable_amp
+    from dinov2_seg.engine.run_config import enable_amp
     cfg = load('ade20k_vits14_linear')
     enable_amp(cfg)
     assert cfg.optim_wrapper.type == 'AmpOptimWrapper'
@@ -247,7 +247,7 @@ def test_amp_flag_switches_the_optim_wrapper():
 
 @pytest.mark.parametrize('count', [None, 3, 1])
 def test_tta_scale_count_selects_the_first_scales(count):
-    from dinov2_seg.apis.runner_setup import select_tta_scales
+    from dinov2_seg.datasets.pipelines import select_tta_scales
     # The recipe's short sides: int(640 * ratio) for the first scales.
     heights = [int(640 * r) for r in RECIPES['ms']['img_ratios'][:count]]
     cfg = load('ade20k_vits14_ms')

@@ -196,7 +196,7 @@ test_pipeline = [dict(type='LoadImageFromFile'), dict(type='PackSegInputs')]
 def test_benchmark_times_another_config_on_the_same_images(tmp_path):
     """tools/benchmark.py --against: both models through their fast path;
     the record names the other config and describes both models."""
-    from dinov2_seg.apis.benchmark import main
+    from dinov2_seg.cli.benchmark import main
     measured, other = tiny_eomt_config(tmp_path,
                                        4), tiny_eomt_config(tmp_path, 40)
     out = tmp_path / 'results.jsonl'

@@ -243,7 +243,7 @@ def test_folder_tree_keeps_sub_folders_on_a_readable_console(
 
 def test_inputs_that_would_share_an_output_are_refused(
         tmp_path, tiny_model, tree):
-    from dinov2_seg.apis import inference_cli
+    from dinov2_seg.cli import inference as inference_cli
     config, checkpoint = tiny_model
     folder, (xa, ya, b) = tree
     other_b = folder / 'b.jpg'  # b.png's results would be b.png too
@@ -262,7 +262,7 @@ def test_inputs_that_would_share_an_output_are_refused(
 
 
 def test_input_names_below_folders_and_globs(tmp_path, tree):
-    from dinov2_seg.apis.inference_cli import expand_inputs
+    from dinov2_seg.apis.image_files import expand_inputs
     folder, (xa, ya, b) = tree
     assert expand_inputs([str(folder)]) == [(str(b), 'b'), (str(xa), 'x/a'),
                                             (str(ya), 'y/a')]

@@ -10,7 +10,8 @@ from mmengine.config import Config
 from mmseg.registry import MODELS
 
 from dinov2_seg.apis.inference import inference_segmentor, init_segmentor
-from dinov2_seg.apis.official_m2f_config import compare_m2f_configs, main
+from dinov2_seg.checkpoints.meta_m2f_config import compare_m2f_configs
+from dinov2_seg.cli.check_official_m2f_config import main
 from dinov2_seg.checkpoints import load_segmentor_checkpoint
 from dinov2_seg.checkpoints.meta_m2f import (convert_meta_m2f,
                                              is_meta_m2f_layout)

@@ -2,7 +2,7 @@
 dinov2_vitg14_ade20k_m2f_config.py; exit status 1 if a setting differs."""
 import sys
 
-from dinov2_seg.apis.official_m2f_config import main
+from dinov2_seg.cli.check_official_m2f_config import main
 
 if __name__ == '__main__':
     sys.exit(main())

@@ -2,7 +2,7 @@
 [--backbone FILE] [--size H W] [--opset N] --out model.onnx [--verbose]"""
 import sys
 
-from dinov2_seg.apis import export_onnx
+from dinov2_seg.cli import export_onnx
 
 if __name__ == '__main__':
     sys.exit(export_onnx.main())

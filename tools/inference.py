@@ -3,7 +3,7 @@
 --out-dir DIR [--verbose]"""
 import sys
 
-from dinov2_seg.apis import inference_cli
+from dinov2_seg.cli import inference
 
 if __name__ == '__main__':
-    sys.exit(inference_cli.main())
+    sys.exit(inference.main())

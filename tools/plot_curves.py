@@ -2,7 +2,7 @@
 [--keys loss lr mIoU] [--labels A B] [--out curves.png]"""
 import sys
 
-from dinov2_seg.apis import plot_curves
+from dinov2_seg.cli import plot_curves
 
 if __name__ == '__main__':
     sys.exit(plot_curves.main())

@@ -17,14 +17,11 @@ from typing import List, Optional, Sequence, Union
 
 import numpy as np
 import torch
-from mmcv.transforms import Compose
 from mmengine.config import Config
 from mmengine.dataset import pseudo_collate
 from mmengine.registry import init_default_scope
-from mmengine.structures import PixelData
-from mmseg.registry import DATASETS, MODELS
+from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
-from mmseg.visualization import SegLocalVisualizer
 from torch import nn
 
 from dinov2_seg.checkpoints import load_segmentor_checkpoint, read_checkpoint
@@ -32,37 +29,18 @@ from dinov2_seg.checkpoints.eomt import is_eomt_layout
 from dinov2_seg.checkpoints.from_module import load_backbone_from_module
 from dinov2_seg.checkpoints.frozen_backbone import BACKBONE_SHA256_KEY
 from dinov2_seg.checkpoints.meta_m2f import is_meta_m2f_layout
+from dinov2_seg.datasets.pipelines import (ImageType, inference_inputs,
+                                           select_tta_scales,
+                                           test_dataset_meta,
+                                           without_annotations)
 from dinov2_seg.engine.console import recipe_warnings_hidden
-from .runner_setup import select_tta_scales
+# Part of this API since the official notebook's: colours of a label map.
+from dinov2_seg.visualization.segmentation import render_segmentation
 
-ImageType = Union[str, np.ndarray]
-
-
-def _dataset_meta(cfg: Config) -> dict:
-    dataset = cfg.test_dataloader.dataset
-    while 'datasets' in dataset or 'dataset' in dataset:
-        dataset = (dataset.get('datasets') or [dataset.get('dataset')])[0]
-    meta = dict(getattr(DATASETS.get(dataset.type), 'METAINFO', {}))
-    meta.update(dataset.get('metainfo') or {})
-    return meta
-
-
-def without_annotations(pipeline: list) -> list:
-    """Drop LoadAnnotations (inference has no ground truth), also from
-    inside TestTimeAug's stages."""
-    kept = []
-    for step in pipeline:
-        if step['type'] == 'LoadAnnotations':
-            continue
-        if step['type'] == 'TestTimeAug':
-            step = dict(
-                step,
-                transforms=[
-                    stage for stage in step['transforms']
-                    if any(t['type'] != 'LoadAnnotations' for t in stage)
-                ])
-        kept.append(step)
-    return kept
+__all__ = [
+    'holds_backbone_weights', 'inference_inputs', 'inference_segmentor',
+    'init_segmentor', 'render_segmentation', 'segment_batch'
+]
 
 
 def holds_backbone_weights(checkpoint: str) -> bool:
@@ -172,22 +150,9 @@ def init_segmentor(config: Union[str, Config],
         pipeline = select_tta_scales(cfg, cfg.filename or 'the config')
         model = MODELS.build(dict(cfg.tta_model, module=model))
     model.cfg = cfg
-    model.dataset_meta = _dataset_meta(cfg)
+    model.dataset_meta = test_dataset_meta(cfg)
     model.pipeline = without_annotations(pipeline)
     return model.to(device).eval()
-
-
-def inference_inputs(pipeline: list, image: ImageType) -> dict:
-    """One image (a path, or an HxWx3 BGR array as cv2 reads it) through an
-    inference pipeline (``model.pipeline``), ready for ``pseudo_collate``."""
-    if isinstance(image, np.ndarray) and image.ndim == 2:
-        image = np.repeat(image[..., None], 3, axis=2)
-    steps = copy.deepcopy(pipeline)
-    if not isinstance(image, str):
-        steps[0]['type'] = 'LoadImageFromNDArray'
-    inputs = dict(img_path=image) if isinstance(image, str) else dict(
-        img=image)
-    return Compose(steps)(inputs)
 
 
 @torch.no_grad()
@@ -225,43 +190,3 @@ def inference_segmentor(
             for image in items[first:first + batch_size]
         ])
     return labels[0] if single else labels
-
-
-def render_segmentation(labels: np.ndarray,
-                        palette: Sequence[Sequence[int]]) -> np.ndarray:
-    """Colour a label map with a dataset palette: (H, W, 3) RGB uint8."""
-    return np.asarray(palette, dtype=np.uint8)[labels]
-
-
-def overlay_segmentation(image: np.ndarray,
-                         labels: np.ndarray,
-                         dataset_meta: dict,
-                         opacity: float = 0.5) -> np.ndarray:
-    """Blend the coloured labels over a BGR image, with class names, using
-    mmseg's visualizer: (H, W, 3) RGB uint8."""
-    name = 'dinov2_seg_inference'
-    # Settings only at creation: mmengine warns when a later get_instance
-    # passes them again.
-    visualizer = (SegLocalVisualizer.get_instance(name)
-                  if SegLocalVisualizer.check_instance_created(name) else
-                  SegLocalVisualizer.get_instance(name, alpha=opacity))
-    visualizer.set_dataset_meta(dataset_meta['classes'],
-                                dataset_meta['palette'])
-    sample = SegDataSample(
-        pred_sem_seg=PixelData(data=torch.from_numpy(labels)[None]))
-    visualizer.alpha = opacity
-    visualizer.add_datasample(
-        'inference', image[..., ::-1].copy(), sample, draw_gt=False)
-    return visualizer.get_image()
-
-
-def summarize(labels: np.ndarray,
-              classes: Sequence[str],
-              top: int = 5) -> List[str]:
-    """The largest classes of a label map as 'name share%' strings."""
-    counts = np.bincount(labels.ravel(), minlength=len(classes))
-    order = np.argsort(counts)[::-1]
-    return [
-        f'{classes[i]} {100 * counts[i] / labels.size:.1f}%'
-        for i in order[:top] if counts[i]
-    ]

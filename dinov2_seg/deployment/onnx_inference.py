@@ -1,7 +1,7 @@
 """Whole-image inference with an exported window network: the config's test
 resize, normalisation, slide windows and (optionally) the multi-scale flip
 test around an onnxruntime session, giving the labels of
-:func:`dinov2_seg.apis.inference.inference_segmentor`.
+:func:`dinov2_seg.apis.inference_segmentor`.
 
     segmentor = OnnxSegmentor('model.onnx', 'configs/voc2012_vits14_ms.py',
                               scales=3)
@@ -17,18 +17,16 @@ from typing import Optional, Sequence, Union
 
 import numpy as np
 import torch
-from mmcv.transforms import Compose
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 from torch import Tensor
 
-from dinov2_seg.apis.inference import _dataset_meta, without_annotations
-from dinov2_seg.apis.runner_setup import select_tta_scales
-from dinov2_seg.models.segmentors.window_merge import (add_window,
-                                                       axis_band_cache,
-                                                       slide_window_spans)
-
-ImageType = Union[str, np.ndarray]
+from dinov2_seg.datasets.pipelines import (ImageType, inference_inputs,
+                                           select_tta_scales,
+                                           test_dataset_meta,
+                                           without_annotations)
+from dinov2_seg.models.segmentors.window_merge import (axis_band_cache,
+                                                       merge_slide_windows)
 
 
 class OnnxSegmentor:
@@ -102,19 +100,12 @@ class OnnxSegmentor:
             pipeline = select_tta_scales(cfg, cfg.filename or 'the config')
         self.pipeline = without_annotations(pipeline)
         self.multi_view = scales is not None
-        self.dataset_meta = _dataset_meta(cfg)
+        self.dataset_meta = test_dataset_meta(cfg)
 
     def __call__(self, image: ImageType) -> np.ndarray:
         """Segment one image (a path, or an HxWx3 BGR array as cv2 reads
         it): (H, W) int64 class indices."""
-        if isinstance(image, np.ndarray) and image.ndim == 2:
-            image = np.repeat(image[..., None], 3, axis=2)
-        steps = copy.deepcopy(self.pipeline)
-        if not isinstance(image, str):
-            steps[0]['type'] = 'LoadImageFromNDArray'
-        data = Compose(steps)(
-            dict(img_path=image) if isinstance(image, str) else dict(
-                img=image))
+        data = inference_inputs(self.pipeline, image)
         views, samples = data['inputs'], data['data_samples']
         if not isinstance(views, list):
             views, samples = [views], [samples]
@@ -143,45 +134,20 @@ class OnnxSegmentor:
             image = image[[2, 1, 0]]
         image = (image - self.mean) / self.std
         height, width = image.shape[1:]
-        (crop_h, crop_w), (stride_h, stride_w) = self.crop, self.stride
+        crop_h, crop_w = self.crop
         if height < crop_h or width < crop_w:
             raise ValueError(
                 f'The resized image is {height}x{width}, smaller than the '
                 f'{crop_h}x{crop_w} window: slide inference would run the '
                 'network on a smaller input, which a fixed-size ONNX export '
                 'cannot take')
-        rows = slide_window_spans(height, crop_h, stride_h, self.window_rule)
-        cols = slide_window_spans(width, crop_w, stride_w, self.window_rule)
-        boxes = [(r, c) for r in range(len(rows)) for c in range(len(cols))]
-        output, bands = None, None
-        for first in range(0, len(boxes), self.max_windows):
-            chunk = boxes[first:first + self.max_windows]
-            windows = torch.stack([
-                image[:, rows[r][0]:rows[r][1], cols[c][0]:cols[c][1]]
-                for r, c in chunk
-            ])
-            logits = torch.from_numpy(
-                self.session.run(None, {self.input_name: windows.numpy()})[0])
-            if bands is None:
-                bands = self._bands(rows, cols, (height, width),
-                                    logits.shape[2:], meta)
-                output = logits.new_zeros(logits.shape[1],
-                                          *meta['ori_shape'][:2])
-            for (r, c), window in zip(chunk, logits):
-                add_window(output, window, bands[0][r], bands[1][c])
-        return output
+        return merge_slide_windows([(image, meta)], self.crop, self.stride,
+                                   self.window_rule, self.max_windows,
+                                   self.window_network_logits,
+                                   self.axis_bands, self.align_corners)[0]
 
-    def _bands(self, rows: list, cols: list, size: tuple, head_size: tuple,
-               meta: dict) -> tuple:
-        """Per-window row and column maps from the head output to the
-        original image (the fast slide path's, on the CPU)."""
-        flip = meta.get('flip', False) and meta.get('flip_direction')
-        out_h, out_w = meta['ori_shape'][:2]
-
-        def along(spans, head, canvas, out, direction):
-            return self.axis_bands(
-                tuple(spans), int(head), canvas, (0, 0), flip == direction,
-                out, self.align_corners, torch.device('cpu'))
-
-        return (along(rows, head_size[0], size[0], out_h, 'vertical'),
-                along(cols, head_size[1], size[1], out_w, 'horizontal'))
+    def window_network_logits(self, windows: Tensor, metas: list) -> Tensor:
+        """The exported network's logits of a (N, 3, h, w) batch of
+        normalised windows (their metainfo is not needed)."""
+        return torch.from_numpy(
+            self.session.run(None, {self.input_name: windows.numpy()})[0])

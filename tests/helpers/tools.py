@@ -97,7 +97,7 @@ def shapes_labels(root: Path, split: str = 'validation') -> dict:
 _RECORD_VIEWS = """
 import sys
 import torch
-from dinov2_seg.apis.test import main
+from dinov2_seg.cli.test import main
 from dinov2_seg.models.backbones import DinoViTBase
 from mmseg.models.data_preprocessor import SegDataPreProcessor
 views, backbone_images = [], []

@@ -1,8 +1,8 @@
 """EncoderDecoder whose slide inference batches the windows and merges them
 at the original resolution."""
 import contextlib
-from typing import (Any, ContextManager, Dict, List, Optional, Sequence,
-                    Tuple, Union)
+from typing import (Any, ContextManager, List, Optional, Sequence, Tuple,
+                    Union)
 
 import torch
 from mmengine.structures import PixelData
@@ -14,9 +14,7 @@ from mmseg.utils import OptSampleList, SampleList
 from torch import Tensor
 from torch.utils._pytree import tree_map
 
-from .window_merge import add_window, axis_band_cache, slide_window_spans
-
-View = Tuple[Tensor, dict]  # a (3, H, W) network input and its metainfo
+from .window_merge import View, axis_band_cache, merge_slide_windows
 
 
 def amp_dtype(setting: Union[bool, str], device_type: str) -> torch.dtype:
@@ -183,49 +181,13 @@ class BatchedEncoderDecoder(EncoderDecoder):
         Returns:
             list[Tensor]: (C, H, W) float32 logits per view.
         """
-        crop_h, crop_w = self.test_cfg.crop_size
-        stride_h, stride_w = self.test_cfg.stride
         batch_size = resolve_window_batch_size(
             self.test_cfg.get('window_batch_size'), views[0][0].device.type)
-        rule = self.test_cfg.get('window_rule', 'stride')
-        grids = []
-        by_size: Dict[Tuple[int, int], list] = {}
-        for index, (image, _) in enumerate(views):
-            height, width = image.shape[-2:]
-            rows = slide_window_spans(height, crop_h, stride_h, rule)
-            cols = slide_window_spans(width, crop_w, stride_w, rule)
-            grids.append((rows, cols))
-            for r, (y1, y2) in enumerate(rows):
-                for c, (x1, x2) in enumerate(cols):
-                    by_size.setdefault((y2 - y1, x2 - x1), []).append(
-                        (index, r, c))
-        outputs: List[Optional[Tensor]] = [None] * len(views)
-        bands: dict = {}
-        chunks = [
-            windows[first:first + batch_size]
-            for windows in by_size.values()
-            for first in range(0, len(windows), batch_size)
-        ]
-        for chunk in chunks:
-            crops, metas = [], []
-            for index, r, c in chunk:
-                (y1, y2), (x1, x2) = grids[index][0][r], grids[index][1][c]
-                crops.append(views[index][0][:, y1:y2, x1:x2])
-                metas.append(
-                    dict(
-                        views[index][1],
-                        img_shape=torch.Size(crops[-1].shape[-2:])))
-            logits = self.window_logits(torch.stack(crops), metas)
-            for (index, r, c), window_logits in zip(chunk, logits):
-                if index not in bands:
-                    bands[index] = self._view_bands(views[index],
-                                                    grids[index],
-                                                    window_logits.shape[-2:])
-                    outputs[index] = window_logits.new_zeros(
-                        len(window_logits), *views[index][1]['ori_shape'])
-                add_window(outputs[index], window_logits, bands[index][0][r],
-                           bands[index][1][c])
-        return outputs
+        return merge_slide_windows(views, self.test_cfg.crop_size,
+                                   self.test_cfg.stride,
+                                   self.test_cfg.get('window_rule', 'stride'),
+                                   batch_size, self.window_logits,
+                                   self.axis_bands, self.align_corners)
 
     def window_logits(self, crops: Tensor, metas: List[dict]) -> Tensor:
         """Float32 logits of a batch of windows as the decode head computes
@@ -242,26 +204,3 @@ class BatchedEncoderDecoder(EncoderDecoder):
         else:  # any other head: its window-sized output
             logits = head.predict(features, metas, self.test_cfg)
         return logits.float()
-
-    def _view_bands(self, view: View, grid: tuple,
-                   head_size: Tuple[int, int]) -> tuple:
-        image, meta = view
-        height, width = image.shape[-2:]
-        left, right, top, bottom = meta.get(
-            'img_padding_size', meta.get('padding_size', [0] * 4))
-        flip = meta.get('flip', False)
-        direction = meta.get('flip_direction')
-        if flip and direction not in ('horizontal', 'vertical'):
-            raise ValueError(f'flip_direction {direction!r} of '
-                             f"{meta.get('img_path', 'an image')}: expected "
-                             "'horizontal' or 'vertical'")
-        out_h, out_w = meta['ori_shape'][:2]
-        rows = self.axis_bands(
-            tuple(grid[0]), head_size[0], height, (top, bottom), flip
-            and direction == 'vertical', out_h, self.align_corners,
-            image.device)
-        cols = self.axis_bands(
-            tuple(grid[1]), head_size[1], width, (left, right), flip
-            and direction == 'horizontal', out_w, self.align_corners,
-            image.device)
-        return rows, cols

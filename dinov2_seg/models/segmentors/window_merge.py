@@ -13,11 +13,15 @@ gathering the (at most four) taps per output row by 3-6x on CPU.
 
 The matrices come from index arithmetic in float64; the result is the
 stock one up to float rounding, on any device.
+
+:func:`merge_slide_windows` is the loop around it (windows cut, batched,
+merged) that both :class:`BatchedEncoderDecoder` and the ONNX segmentor
+run, each with its own "logits of these windows" function.
 """
 import functools
 import math
 from dataclasses import dataclass
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
@@ -196,3 +200,107 @@ def add_window(out: Tensor,
             cols.start:cols.stop] += (
                 row_matrix[first:last, head_first:head_last]
                 @ x_cols[:, head_first:head_last])
+
+
+# (network input, metainfo) of one image or test-time view
+View = Tuple[Tensor, dict]
+# logits of a (N, 3, h, w) batch of windows, given their metainfo
+CropLogits = Callable[[Tensor, List[dict]], Tensor]
+
+
+def view_bands(axis_bands: Callable[..., Tuple[AxisBand, ...]], view: View,
+               grid: Tuple[List[Tuple[int, int]], List[Tuple[int, int]]],
+               head_size: Tuple[int, int],
+               align_corners: bool) -> Tuple[Tuple[AxisBand, ...], ...]:
+    """Row and column bands of every window of one view: through its
+    padding (``img_padding_size`` or ``padding_size``, left, right, top,
+    bottom) and flip to its ``ori_shape``, on the view's device."""
+    image, meta = view
+    height, width = image.shape[-2:]
+    left, right, top, bottom = meta.get('img_padding_size',
+                                        meta.get('padding_size', [0] * 4))
+    flip = meta.get('flip', False)
+    direction = meta.get('flip_direction')
+    if flip and direction not in ('horizontal', 'vertical'):
+        raise ValueError(f'flip_direction {direction!r} of '
+                         f"{meta.get('img_path', 'an image')}: expected "
+                         "'horizontal' or 'vertical'")
+    out_h, out_w = meta['ori_shape'][:2]
+    rows = axis_bands(
+        tuple(grid[0]), int(head_size[0]), height, (top, bottom), flip
+        and direction == 'vertical', out_h, align_corners, image.device)
+    cols = axis_bands(
+        tuple(grid[1]), int(head_size[1]), width, (left, right), flip
+        and direction == 'horizontal', out_w, align_corners, image.device)
+    return rows, cols
+
+
+def merge_slide_windows(views: Sequence[View], crop_size: Tuple[int, int],
+                        stride: Tuple[int, int], window_rule: str,
+                        batch_size: int, crop_logits: CropLogits,
+                        axis_bands: Callable[..., Tuple[AxisBand, ...]],
+                        align_corners: bool) -> List[Tensor]:
+    """Slide-window logits of each view at its ``ori_shape``: the windows
+    of all the views cut, batched (``batch_size`` windows of one size at
+    most per ``crop_logits`` call) and each window's logits added into its
+    view's output through its bands.
+
+    Args:
+        views: (C, H, W) network inputs and their metainfo (``ori_shape``;
+            ``flip``, ``flip_direction`` and padding if any).
+        crop_size: (h, w) of a window.
+        stride: (h, w) step between windows (``window_rule='stride'``).
+        window_rule: see :func:`slide_window_spans`.
+        batch_size: Most windows per ``crop_logits`` call.
+        crop_logits: Logits of a batch of windows, before the decode head's
+            resize to the window; gets each window's metainfo (the view's,
+            with ``img_shape`` the window's).
+        axis_bands: :func:`axis_bands` or a cache of it
+            (:func:`axis_band_cache`).
+        align_corners: The decode head's.
+
+    Returns:
+        list[Tensor]: (C, H, W) logits per view, of ``crop_logits``' dtype.
+    """
+    crop_h, crop_w = crop_size
+    stride_h, stride_w = stride
+    grids = []
+    # Windows of one size can share a call; for one image larger than the
+    # window they all have the crop size, in row-major order.
+    by_size: Dict[Tuple[int, int], list] = {}
+    for index, (image, _) in enumerate(views):
+        height, width = image.shape[-2:]
+        rows = slide_window_spans(height, crop_h, stride_h, window_rule)
+        cols = slide_window_spans(width, crop_w, stride_w, window_rule)
+        grids.append((rows, cols))
+        for r, (y1, y2) in enumerate(rows):
+            for c, (x1, x2) in enumerate(cols):
+                by_size.setdefault((y2 - y1, x2 - x1), []).append(
+                    (index, r, c))
+    outputs: List[Optional[Tensor]] = [None] * len(views)
+    bands: dict = {}
+    chunks = [
+        windows[first:first + batch_size] for windows in by_size.values()
+        for first in range(0, len(windows), batch_size)
+    ]
+    for chunk in chunks:
+        crops, metas = [], []
+        for index, r, c in chunk:
+            (y1, y2), (x1, x2) = grids[index][0][r], grids[index][1][c]
+            crops.append(views[index][0][:, y1:y2, x1:x2])
+            metas.append(
+                dict(
+                    views[index][1],
+                    img_shape=torch.Size(crops[-1].shape[-2:])))
+        logits = crop_logits(torch.stack(crops), metas)
+        for (index, r, c), window_logits in zip(chunk, logits):
+            if index not in bands:
+                bands[index] = view_bands(axis_bands, views[index],
+                                          grids[index],
+                                          window_logits.shape[-2:],
+                                          align_corners)
+                outputs[index] = window_logits.new_zeros(
+                    len(window_logits), *views[index][1]['ori_shape'][:2])
+            add_window(outputs[index], window_logits, bands[index][0][r],
+                       bands[index][1][c])
+    return outputs

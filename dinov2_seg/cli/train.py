@@ -1,16 +1,16 @@
 """``tools/train.py``: train a segmentor from a config, as mmseg 1.x does."""
 import argparse
-import logging
 from typing import List, Optional
 
 from mmengine.config import DictAction
-from mmengine.logging import print_log
 from mmengine.runner import Runner
 
 from dinov2_seg.datasets.layout import check_dataset_paths
 from dinov2_seg.engine import runner_for_console
-from .runner_setup import (load_config, prepare_cpu_distributed,
-                           set_local_rank, shutdown_distributed)
+from dinov2_seg.engine.distributed import (prepare_cpu_distributed,
+                                           set_local_rank,
+                                           shutdown_distributed)
+from dinov2_seg.engine.run_config import enable_amp, load_config
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -43,21 +43,6 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         'warnings and results; the full log is always in the work dir)')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     return parser.parse_args(argv)
-
-
-def enable_amp(cfg) -> None:
-    wrapper = cfg.optim_wrapper
-    if wrapper.type == 'AmpOptimWrapper':
-        print_log(
-            'AMP is already enabled in the config.',
-            logger='current',
-            level=logging.WARNING)
-        return
-    if wrapper.type != 'OptimWrapper':
-        raise ValueError('--amp needs optim_wrapper.type="OptimWrapper", got '
-                         f'{wrapper.type!r}')
-    wrapper.type = 'AmpOptimWrapper'
-    wrapper.loss_scale = 'dynamic'
 
 
 def main(argv: Optional[List[str]] = None) -> Runner:

@@ -1,9 +1,7 @@
-"""Config handling shared by tools/train.py and tools/test.py."""
-import copy
+"""Distributed runs of mmengine's runner on machines without CUDA, and the
+process-group housekeeping of tools/train.py and tools/test.py."""
 import logging
 import os
-import os.path as osp
-from typing import Optional
 
 import torch
 import torch.distributed as dist
@@ -12,30 +10,6 @@ from mmengine.logging import print_log
 from mmengine.model import MMDistributedDataParallel, revert_sync_batchnorm
 from mmengine.registry import MODEL_WRAPPERS
 from torch import nn
-
-from dinov2_seg.engine.vis_backends import expand_vis_backends
-
-
-def load_config(path: str,
-                cfg_options: Optional[dict] = None,
-                work_dir: Optional[str] = None,
-                launcher: str = 'none') -> Config:
-    """Read a config, apply ``--cfg-options`` and choose the work dir as
-    mmseg's tools do (CLI, then the config's ``work_dir``, then
-    ``work_dirs/<config name>``)."""
-    if not osp.isfile(path):
-        raise FileNotFoundError(f'Config file {path} does not exist')
-    cfg = Config.fromfile(path)
-    cfg.launcher = launcher
-    if cfg_options:
-        cfg.merge_from_dict(cfg_options)
-    expand_vis_backends(cfg)
-    if work_dir is not None:
-        cfg.work_dir = work_dir
-    elif cfg.get('work_dir') is None:
-        cfg.work_dir = osp.join('./work_dirs',
-                                osp.splitext(osp.basename(path))[0])
-    return cfg
 
 
 @MODEL_WRAPPERS.register_module()
@@ -92,23 +66,3 @@ def set_local_rank(local_rank: int) -> None:
     """``torch.distributed.launch`` passes --local-rank instead of setting
     LOCAL_RANK; mmengine reads the environment."""
     os.environ.setdefault('LOCAL_RANK', str(local_rank))
-
-
-def select_tta_scales(cfg: Config, config_path: str) -> list:
-    """The TTA pipeline with its first ``cfg.tta_scale_count`` scales (the
-    official notebook's HEAD_SCALE_COUNT; all when unset)."""
-    if 'tta_pipeline' not in cfg or 'tta_model' not in cfg:
-        raise KeyError(
-            f'{config_path} defines no tta_pipeline/tta_model, so it has no '
-            'multi-scale flip test (--tta, --scales); the official linear '
-            'recipe has none, the ms configs (e.g. '
-            'configs/ade20k_vits14_ms.py) have it')
-    pipeline = copy.deepcopy(cfg.tta_pipeline)
-    resizes = pipeline[-1].transforms[0]
-    count = cfg.get('tta_scale_count') or len(resizes)
-    if not 1 <= count <= len(resizes):
-        raise ValueError(f'tta_scale_count={count}: {config_path} has '
-                         f'{len(resizes)} test scales, choose 1..'
-                         f'{len(resizes)}')
-    pipeline[-1].transforms[0] = resizes[:count]
-    return pipeline

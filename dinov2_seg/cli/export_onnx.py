@@ -10,9 +10,9 @@ from mmengine.config import DictAction
 from dinov2_seg.deployment.onnx_export import (MIN_OPSET, check_exportable,
                                                compare_with_onnxruntime,
                                                export_onnx, random_windows)
+from dinov2_seg.apis.inference import init_segmentor
 from dinov2_seg.engine.console import quiet_console
-from .inference import init_segmentor
-from .runner_setup import load_config
+from dinov2_seg.engine.run_config import load_config
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:

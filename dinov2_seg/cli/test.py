@@ -7,15 +7,15 @@ from typing import List, Optional
 from mmengine.config import DictAction
 from mmengine.model import is_model_wrapper
 
-from mmseg.registry import MODELS
-
 from dinov2_seg.checkpoints import load_segmentor_checkpoint
 from dinov2_seg.datasets.layout import check_dataset_paths
 from dinov2_seg.engine import runner_for_console
-from dinov2_seg.models.segmentors import BatchedEncoderDecoder
-from .runner_setup import (load_config, prepare_cpu_distributed,
-                           select_tta_scales, set_local_rank,
-                           shutdown_distributed)
+from dinov2_seg.engine.distributed import (prepare_cpu_distributed,
+                                           set_local_rank,
+                                           shutdown_distributed)
+from dinov2_seg.engine.run_config import (enable_plots, enable_test_amp,
+                                          enable_tta, enable_visualization,
+                                          load_config)
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -64,58 +64,6 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         'warnings and results; the full log is always in the work dir)')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     return parser.parse_args(argv)
-
-
-def enable_visualization(cfg, show: bool, show_dir: Optional[str],
-                         wait_time: float) -> None:
-    """Switch on mmseg's SegVisualizationHook for every test image."""
-    hook = cfg.default_hooks.get('visualization')
-    if hook is None:
-        raise KeyError("--show/--show-dir need default_hooks.visualization="
-                       "dict(type='SegVisualizationHook') in the config")
-    hook['draw'] = True
-    # mmseg's hook paints every 50th image; asked for explicitly, paint all.
-    hook['interval'] = 1
-    if show:
-        hook['show'] = True
-        hook['wait_time'] = wait_time
-    if show_dir:
-        cfg.visualizer['save_dir'] = osp.join(cfg.work_dir, show_dir)
-
-
-def enable_test_amp(cfg, config_path: str) -> None:
-    """Set ``test_cfg.amp`` of a BatchedEncoderDecoder or of a segmentor
-    built on it (EoMTSegmentor), looked up in the registry."""
-    model_type = cfg.model.type
-    model_class = MODELS.get(model_type) if isinstance(model_type,
-                                                       str) else model_type
-    if not (isinstance(model_class, type)
-            and issubclass(model_class, BatchedEncoderDecoder)):
-        raise ValueError(
-            f"--amp: {config_path} has model.type={model_type!r}; test "
-            "autocast is a test_cfg setting of 'BatchedEncoderDecoder' "
-            'and the segmentors built on it')
-    cfg.model.test_cfg.amp = True
-
-
-def enable_plots(cfg, plot_dir: str) -> None:
-    """Evaluate with ConfusionIoUMetric: mmseg's IoUMetric (same numbers)
-    that also keeps the confusion matrix and draws the charts."""
-    evaluator = cfg.test_evaluator
-    metrics = evaluator if isinstance(evaluator, list) else [evaluator]
-    found = [m for m in metrics if m.get('type') == 'IoUMetric']
-    if not found:
-        raise ValueError(
-            "--plot-dir needs test_evaluator to hold mmseg's IoUMetric "
-            f"(type='IoUMetric'); this config has "
-            f'{[m.get("type") for m in metrics]}')
-    found[0].update(type='ConfusionIoUMetric', plot_dir=plot_dir)
-
-
-def enable_tta(cfg, config_path: str) -> None:
-    cfg.test_dataloader.dataset.pipeline = select_tta_scales(cfg, config_path)
-    cfg.tta_model.module = cfg.model
-    cfg.model = cfg.tta_model
 
 
 def main(argv: Optional[List[str]] = None) -> dict:

@@ -7,8 +7,7 @@ file cannot confirm them; Meta's config, published next to it, can. It is an
 mmseg 0.x config (mmcv 1.x transformer-layer syntax), read here as plain
 Python with mmengine.
 """
-import argparse
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import Any, List, Sequence, Tuple
 
 from mmengine.config import Config
 
@@ -183,35 +182,6 @@ def compare_m2f_configs(official: Config, ours: Config) -> List[dict]:
     return rows
 
 
-def _show(value: Any) -> str:
+def show_setting(value: Any) -> str:
+    """A setting as the comparison prints it ('not found' if absent)."""
     return 'not found' if value is _MISSING else repr(_normalise(value))
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(
-        description='Check configs/ade20k_vitg14_m2f_official.py against '
-        "Meta's dinov2_vitg14_ade20k_m2f_config.py (download it from "
-        'https://dl.fbaipublicfiles.com/dinov2/dinov2_vitg14/'
-        'dinov2_vitg14_ade20k_m2f_config.py).')
-    parser.add_argument('official', help="Meta's _m2f_config.py")
-    parser.add_argument(
-        '--config',
-        default='configs/ade20k_vitg14_m2f_official.py',
-        help='our config to check')
-    args = parser.parse_args(argv)
-    rows = compare_m2f_configs(
-        Config.fromfile(args.official), Config.fromfile(args.config))
-    width = max(len(r['name']) for r in rows)
-    for row in rows:
-        mark = 'ok  ' if row['same'] else 'DIFF'
-        print(
-            f"{mark} {row['name']:<{width}}  official {_show(row['official'])}"
-            f"  ours {_show(row['ours'])}")
-    differing = [r['name'] for r in rows if not r['same']]
-    if differing:
-        print(f'{len(differing)} setting(s) differ or were not found: '
-              f'{", ".join(differing)}. Set them in {args.config} (or with '
-              '--cfg-options) before evaluating.')
-        return 1
-    print('All settings match.')
-    return 0

@@ -1,0 +1,93 @@
+"""Timing of runs: medians of runs alternating after a warm-up, and the
+backbone's calls and share of time inside one run."""
+import statistics
+import time
+from typing import Callable, Dict, List, Tuple
+
+import torch
+from torch import nn
+
+
+def synchronize(device: str) -> None:
+    if device.startswith('cuda'):
+        torch.cuda.synchronize()
+
+
+def compare_runs(runs: Dict[str, Callable[[], object]], device: str,
+                 repeat: int, warmup: int) -> Tuple[Dict[str, float], dict]:
+    """Median seconds and last output of each run, alternating between the
+    runs after ``warmup`` rounds (so that load changes on a shared machine
+    hit all of them alike)."""
+    for _ in range(warmup):
+        for run in runs.values():
+            run()
+    times: Dict[str, List[float]] = {name: [] for name in runs}
+    outputs = {}
+    for _ in range(repeat):
+        for name, run in runs.items():
+            synchronize(device)
+            start = time.perf_counter()
+            outputs[name] = run()
+            synchronize(device)
+            times[name].append(time.perf_counter() - start)
+    medians = {
+        name: statistics.median(values)
+        for name, values in times.items()
+    }
+    return medians, outputs
+
+
+def recording_windows(segmentor: nn.Module, run: Callable,
+                      shapes: List[tuple]) -> Callable:
+    """``run`` that, the first time, records into ``shapes`` the input
+    shape of every backbone call (seen by the patch embedding: EoMT runs
+    the ViT's parts without its forward)."""
+    backbone = segmentor.backbone
+    module = getattr(backbone, 'patch_embed', backbone)
+
+    def first_run_records():
+        if shapes:
+            return run()
+        handle = module.register_forward_pre_hook(
+            lambda module, args: shapes.append(tuple(args[0].shape)))
+        try:
+            return run()
+        finally:
+            handle.remove()
+
+    return first_run_records
+
+
+def timing_backbone(segmentor: nn.Module, run: Callable, device: str,
+                    shares: List[float]) -> Callable:
+    """``run`` that appends to ``shares`` the part of its time spent inside
+    the backbone's forward calls: a split of one run, which load changes
+    on a shared machine between runs do not enter."""
+    clock = []
+
+    def pre_hook(module, args):
+        synchronize(device)
+        clock.append(time.perf_counter())
+
+    def post_hook(module, args, out):
+        synchronize(device)
+        clock[-1] = time.perf_counter() - clock[-1]
+
+    def timed_run():
+        clock.clear()
+        synchronize(device)
+        start = time.perf_counter()
+        handles = [
+            segmentor.backbone.register_forward_pre_hook(pre_hook),
+            segmentor.backbone.register_forward_hook(post_hook)
+        ]
+        try:
+            return run()
+        finally:
+            for handle in handles:
+                handle.remove()
+            synchronize(device)
+            if clock:  # EoMT runs the ViT's parts, not its forward
+                shares.append(sum(clock) / (time.perf_counter() - start))
+
+    return timed_run
