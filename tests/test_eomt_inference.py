@@ -71,7 +71,7 @@ def test_multi_scale_flip_test_matches_mmseg_tta():
     for resize in stages[0]:
         resize.scale = tuple(side * 70 // 512 for side in resize.scale)
     pipeline[1].transforms = [
-        stage for stage in stages if stage[0].type != 'LoadAnnotations'
+        stage for stage in stages if stage[0].type != 'DinoLoadAnnotations'
     ]
     image = images(1, 60, 90, seed=5)[0].permute(1, 2, 0).numpy()
     data = pseudo_collate([Compose(pipeline)(dict(img=image))])
@@ -119,7 +119,7 @@ def official_test_pipeline(short: int):
     resize, = [t for t in pipeline if t['type'] == 'Resize']
     assert min(resize['scale']) == 512
     resize['scale'] = (max(resize['scale']) * short // 512, short)
-    return Compose([t for t in pipeline if t['type'] != 'LoadAnnotations'])
+    return Compose([t for t in pipeline if t['type'] != 'DinoLoadAnnotations'])
 
 
 # 16:9 and 4.5:1 (mmseg's Resize scale (2048, 512) would cap the long side

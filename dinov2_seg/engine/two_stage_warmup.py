@@ -28,7 +28,7 @@ class TwoStageWarmupPolyLR(LRSchedulerMixin, _ParamScheduler):
     ``backbone_warmup_iters`` after that. Each then decays polynomially
     (``power``) to 0 at ``end``. mmengine's schedulers scale all groups
     alike, hence this one; it needs the groups named by
-    :class:`LayerDecayOptimWrapperConstructor`.
+    :class:`DinoLayerDecayOptimWrapperConstructor`.
 
     Args:
         optimizer: Wrapped optimizer.
@@ -59,7 +59,7 @@ class TwoStageWarmupPolyLR(LRSchedulerMixin, _ParamScheduler):
             raise ValueError(
                 'TwoStageWarmupPolyLR tells the backbone from the head by '
                 'the names of the parameter groups; set optim_wrapper.'
-                "constructor='LayerDecayOptimWrapperConstructor'")
+                "constructor='DinoLayerDecayOptimWrapperConstructor'")
         self.warmup_iters = warmup_iters
         self.backbone_warmup_iters = backbone_warmup_iters
         self.power = power
