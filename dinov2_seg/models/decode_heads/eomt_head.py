@@ -15,10 +15,11 @@ from mmdet.models.dense_heads import Mask2FormerHead as MMDetMask2FormerHead
 from mmdet.models.dense_heads import MaskFormerHead
 from mmengine.model import BaseModule
 from mmseg.models.decode_heads import Mask2FormerHead
-from mmseg.models.utils.san_layers import LayerNorm2d
 from mmseg.registry import MODELS, TASK_UTILS
 from mmseg.utils import ConfigType, SampleList
 from torch import Tensor, nn
+
+from ..layers import LayerNorm2d
 
 # Per block: (mask logits (B, Q, h, w), class logits (B, Q, classes + 1)).
 Prediction = Tuple[Tensor, Tensor]
