@@ -1,7 +1,11 @@
 """EoMT's learning-rate schedule: the new parts warm up first, the
 pretrained backbone after them."""
+# _ParamScheduler is the base mmengine documents for new schedulers (and
+# exports from mmengine.optim) despite its underscore; its _get_value contract
+# is mmengine 0.10's, pinned in setup.py.
+from mmengine.optim import _ParamScheduler
 from mmengine.optim.scheduler.lr_scheduler import LRSchedulerMixin
-from mmengine.optim.scheduler.param_scheduler import INF, _ParamScheduler
+from mmengine.optim.scheduler.param_scheduler import INF
 from mmseg.registry import PARAM_SCHEDULERS
 
 
