@@ -14,10 +14,17 @@ setup(
         # (object, name) pairs, which every checkpoint read relies on
         # (dinov2_seg/checkpoints/safe_loading.py).
         'torch>=2.6',
+        # The upper bounds also protect the private names the project uses:
+        # mmengine's _ParamScheduler._get_value (engine/two_stage_warmup.py),
+        # Runner._load_from (engine/hooks/frozen_backbone_checkpoint_hook.py)
+        # and HistoryBuffer._statistics_methods (checkpoints/safe_loading.py).
         'mmengine>=0.10.0,<0.11',
         # mmseg 1.2.x and mmdet 3.3.x accept only mmcv<2.2; it must be built
         # with its ops (see tools/setup_env.sh).
         'mmcv>=2.1.0,<2.2.0',
+        # mmseg's Mask2FormerHead._seg_data_to_instance_data and mmdet's
+        # Mask2FormerHead._get_targets_single / _loss_by_feat_single
+        # (EoMTHead in models/decode_heads/eomt_head.py).
         'mmsegmentation>=1.2.2,<1.3',
         'mmdet>=3.3.0,<3.4',
         'numpy',

@@ -32,7 +32,7 @@ model = dict(
     data_preprocessor=dict(size=crop_size),
     backbone=dict(
         _delete_=True,
-        type='ViTAdapter',
+        type='DinoViTAdapter',
         arch='vitg14',
         img_size=518,  # (shape) 37x37 positional embedding
         patch_size=14,  # (shape)
@@ -82,7 +82,7 @@ test_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='Resize', scale=(3584, 896), keep_ratio=True),
     dict(type='ResizeToMultiple', size_divisor=32),
-    dict(type='LoadAnnotations'),
+    dict(type='DinoLoadAnnotations'),
     dict(type='PackSegInputs')
 ]
 # Training is not part of Meta's release; this is ViT-Adapter's ADE20K
@@ -90,7 +90,7 @@ test_pipeline = [
 # frozen, for fine-tuning the released model.
 train_pipeline = [
     dict(type='LoadImageFromFile'),
-    dict(type='LoadAnnotations'),
+    dict(type='DinoLoadAnnotations'),
     dict(
         type='RandomResize',
         scale=(3584, 896),

@@ -41,7 +41,7 @@ test_pipeline = [
         interpolation='bilinear',
         backend='pillow'),
     # Ground truth at the original resolution, as EoMT evaluates.
-    dict(type='LoadAnnotations'),
+    dict(type='DinoLoadAnnotations'),
     dict(type='PackSegInputs')
 ]
 val_dataloader = dict(dataset=dict(pipeline=test_pipeline))

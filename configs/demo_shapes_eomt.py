@@ -17,7 +17,7 @@ _base_ = [
 crop_size = (126, 126)
 train_pipeline = [
     dict(type='LoadImageFromFile'),
-    dict(type='LoadAnnotations'),
+    dict(type='DinoLoadAnnotations'),
     dict(
         type='RandomResize',
         scale=(250, 126),
@@ -31,7 +31,7 @@ train_pipeline = [
 test_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='Resize', scale=(250, 126), keep_ratio=True),
-    dict(type='LoadAnnotations'),
+    dict(type='DinoLoadAnnotations'),
     dict(type='PackSegInputs')
 ]
 train_dataloader = dict(dataset=dict(pipeline=train_pipeline))

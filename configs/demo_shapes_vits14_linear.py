@@ -14,7 +14,7 @@ _base_ = [
 crop_size = (224, 224)
 train_pipeline = [
     dict(type='LoadImageFromFile'),
-    dict(type='LoadAnnotations'),
+    dict(type='DinoLoadAnnotations'),
     dict(
         type='RandomResize',
         scale=(448, 224),
@@ -27,7 +27,7 @@ train_pipeline = [
 test_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='Resize', scale=(448, 224), keep_ratio=True),
-    dict(type='LoadAnnotations'),
+    dict(type='DinoLoadAnnotations'),
     dict(type='PackSegInputs')
 ]
 train_dataloader = dict(dataset=dict(pipeline=train_pipeline))

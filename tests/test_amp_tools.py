@@ -19,7 +19,7 @@ _base_ = [{base!r}]
 data_root = {data!r}
 pipeline = [dict(type='LoadImageFromFile'),
             dict(type='Resize', scale=(70, 70), keep_ratio=False),
-            dict(type='LoadAnnotations'), dict(type='PackSegInputs')]
+            dict(type='DinoLoadAnnotations'), dict(type='PackSegInputs')]
 test_dataloader = dict(num_workers=0, persistent_workers=False,
                        dataset=dict(data_root=data_root, pipeline=pipeline))
 val_dataloader = test_dataloader
@@ -34,7 +34,7 @@ tta_pipeline = [
          for r in (1, 2)],
         [dict(type='RandomFlip', prob=0., direction='horizontal'),
          dict(type='RandomFlip', prob=1., direction='horizontal')],
-        [dict(type='LoadAnnotations')], [dict(type='PackSegInputs')]])]
+        [dict(type='DinoLoadAnnotations')], [dict(type='PackSegInputs')]])]
 """
 
 # One interpreter for every run (imports once): a random whole-model

@@ -141,5 +141,5 @@ def test_module_of_another_size_is_refused_with_both_shapes():
     assert message.startswith(
         'Checkpoint the transformers.models.dinov2.modeling_dinov2.'
         "Dinov2Model module does not fit DinoVisionTransformer(arch='custom')")
-    assert 'The module looks like arch' in message
+    assert 'The weights look like arch' in message
     assert 'cls_token: file has (1, 1, 96), DinoVisionTransformer' in message

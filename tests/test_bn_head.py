@@ -2,11 +2,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dinov2_seg.models.decode_heads import BNHead
+from dinov2_seg.models.decode_heads import DinoBNHead
 
 
 def make_head(in_channels, in_index, num_classes=5):
-    head = BNHead(
+    head = DinoBNHead(
         in_channels=in_channels,
         in_index=in_index,
         num_classes=num_classes,
@@ -69,11 +69,11 @@ def test_channels_must_match_the_concatenation():
             ValueError,
             match=r'channels=384 must equal '
             r'sum\(in_channels\)=1536'):
-        BNHead(
+        DinoBNHead(
             in_channels=[384] * 4,
             in_index=[0, 1, 2, 3],
             channels=384,
             num_classes=3)
     with pytest.raises(ValueError, match="input_transform='resize_concat'"):
-        BNHead(
+        DinoBNHead(
             in_channels=[8], in_index=[0], input_transform=None, num_classes=3)

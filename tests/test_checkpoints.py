@@ -36,8 +36,33 @@ def test_register_file_into_plain_arch_is_named(tmp_path):
         load_backbone_checkpoint(model, str(path))
     message = str(err.value)
     assert "DinoVisionTransformer(arch='vits14')" in message
-    assert "looks like arch 'vits14_reg4'" in message
+    assert "The weights look like arch 'vits14_reg4'." in message
     assert 'Unexpected keys (1): register_tokens' in message
+
+
+def test_module_and_file_report_a_mismatch_alike(tmp_path):
+    """A model in memory and a file of the same weights go through the same
+    load: the same message, but for the name of the source."""
+    from dinov2_seg.checkpoints.from_module import load_backbone_from_module
+    path = tmp_path / 'dinov2_vits14_reg4_pretrain.pth'
+    fabricate_official_file('vits14_reg4', path, depth=2)
+    module = small('vits14_reg4')
+    module.load_state_dict(torch.load(path))
+    messages = []
+    for load, source, name in ((load_backbone_checkpoint, str(path), 'F'),
+                               (load_backbone_from_module, module, 'M')):
+        with pytest.raises(ValueError) as err:
+            load(small('vits14'), source)
+        messages.append(str(err.value))
+    from_file, from_module = messages
+    module_name = ('the dinov2_seg.models.backbones.dinov2.'
+                   'DinoVisionTransformer module')
+    assert from_file.startswith(f'Checkpoint {path} does not fit')
+    assert from_module.startswith(f'Checkpoint {module_name} does not fit')
+    assert from_file.replace(str(path), 'X') == from_module.replace(
+        module_name, 'X')
+    assert ('The weights look like arch '
+            "'embed_dim=384, depth=2, num_register_tokens=4'.") in from_module
 
 
 def test_truncated_file_lists_missing_keys(tmp_path):

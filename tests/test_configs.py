@@ -21,7 +21,7 @@ CLASSES = {'ade20k': 150, 'voc2012': 21}
 RECIPES = {
     'linear':
     dict(
-        # "BNHead in_channels=[embed], in_index=[3], channels=embed"
+        # "DinoBNHead in_channels=[embed], in_index=[3], channels=embed"
         levels=1,
         in_index=[3],
         # "Resize img_scale=(2048, 512) ratio_range=(0.5, 2.0), RandomCrop
@@ -36,7 +36,7 @@ RECIPES = {
         stride=341),
     'ms':
     dict(
-        # "BNHead in_channels=[embed]*4, in_index=[0, 1, 2, 3],
+        # "DinoBNHead in_channels=[embed]*4, in_index=[0, 1, 2, 3],
         # channels=4*embed"
         levels=4,
         in_index=[0, 1, 2, 3],
@@ -85,7 +85,7 @@ def test_config_follows_official_recipe(name):
         type='Pretrained',
         checkpoint=f'checkpoints/dinov2_{arch}_pretrain.pth')
     head = model.decode_head
-    assert head.type == 'BNHead' and head.num_classes == CLASSES[ds]
+    assert head.type == 'DinoBNHead' and head.num_classes == CLASSES[ds]
     # "dropout 0, SyncBN, cross-entropy"
     assert head.dropout_ratio == 0
     assert head.norm_cfg.type == 'SyncBN'

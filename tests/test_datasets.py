@@ -232,8 +232,8 @@ def test_corrupt_label_in_a_dataset_names_the_file(tmp_path, shapes_root):
 
 
 def load_label(path, backend, reduce_zero_label=False, label_map=None):
-    from dinov2_seg.datasets.transforms import LoadAnnotations
-    return LoadAnnotations(imdecode_backend=backend)(
+    from dinov2_seg.datasets.transforms import DinoLoadAnnotations
+    return DinoLoadAnnotations(imdecode_backend=backend)(
         dict(
             seg_map_path=str(path),
             reduce_zero_label=reduce_zero_label,

@@ -11,7 +11,7 @@ from mmcv.ops.multi_scale_deform_attn import \
 
 from helpers.archs import TINY_SWIGLU_ARCH
 from dinov2_seg.models import deformable_attention
-from dinov2_seg.models.backbones import ViTAdapter
+from dinov2_seg.models.backbones import DinoViTAdapter
 
 SHAPES = torch.tensor([[6, 8], [3, 4]])
 STARTS = torch.tensor([0, 48])
@@ -35,7 +35,7 @@ def sampled_dtypes(monkeypatch):
 def test_adapter_samples_float32_under_bfloat16_autocast(sampled_dtypes):
     """As BatchedEncoderDecoder runs the backbone under test_cfg.amp."""
     torch.manual_seed(0)
-    adapter = ViTAdapter(
+    adapter = DinoViTAdapter(
         arch=TINY_SWIGLU_ARCH,
         deform_num_heads=2,
         conv_inplane=16,

@@ -90,7 +90,7 @@ def test_config(name):
     assert (wrapper.optimizer.type, wrapper.optimizer.lr,
             wrapper.optimizer.weight_decay) == ('AdamW', 1e-4, 0.05)
     assert wrapper.clip_grad == dict(max_norm=0.01, norm_type=2)
-    assert wrapper.constructor == 'LayerDecayOptimWrapperConstructor'
+    assert wrapper.constructor == 'DinoLayerDecayOptimWrapperConstructor'
     assert wrapper.paramwise_cfg == dict(layer_decay_rate=0.8)
     schedule, = cfg.param_scheduler
     assert (schedule.type, schedule.warmup_iters,
@@ -102,8 +102,8 @@ def test_config(name):
     # then RandomCrop(img_size), flip, colour jitter.
     pipeline = cfg.train_dataloader.dataset.pipeline
     assert [t.type for t in pipeline] == [
-        'LoadImageFromFile', 'LoadAnnotations', 'RandomResize', 'RandomCrop',
-        'RandomFlip', 'PhotoMetricDistortion', 'PackSegInputs'
+        'LoadImageFromFile', 'DinoLoadAnnotations', 'RandomResize',
+        'RandomCrop', 'RandomFlip', 'PhotoMetricDistortion', 'PackSegInputs'
     ]
     assert (pipeline[2].scale, pipeline[2].ratio_range,
             pipeline[2].keep_ratio) == ((512, 512), (0.5, 2.0), True)

@@ -71,7 +71,7 @@ def test_multi_scale_flip_test_matches_mmseg_tta():
     for resize in stages[0]:
         resize.scale = tuple(side * 70 // 512 for side in resize.scale)
     pipeline[1].transforms = [
-        stage for stage in stages if stage[0].type != 'LoadAnnotations'
+        stage for stage in stages if stage[0].type != 'DinoLoadAnnotations'
     ]
     image = images(1, 60, 90, seed=5)[0].permute(1, 2, 0).numpy()
     data = pseudo_collate([Compose(pipeline)(dict(img=image))])
@@ -119,7 +119,7 @@ def official_test_pipeline(short: int):
     resize, = [t for t in pipeline if t['type'] == 'Resize']
     assert min(resize['scale']) == 512
     resize['scale'] = (max(resize['scale']) * short // 512, short)
-    return Compose([t for t in pipeline if t['type'] != 'LoadAnnotations'])
+    return Compose([t for t in pipeline if t['type'] != 'DinoLoadAnnotations'])
 
 
 # 16:9 and 4.5:1 (mmseg's Resize scale (2048, 512) would cap the long side
@@ -228,3 +228,19 @@ def test_spread_window_spans():
     assert len(spans) == 8 and spans[-1] == (3841, 4481)
     with pytest.raises(ValueError, match="window_rule='even'"):
         slide_window_spans(100, 50, 25, 'even')
+
+
+def test_layer_norm_2d_normalises_each_pixel_over_its_channels():
+    from dinov2_seg.models.decode_heads.eomt_head import ScaleBlock
+    from dinov2_seg.models.layers import LayerNorm2d
+    norm = ScaleBlock(2).norm
+    assert isinstance(norm, LayerNorm2d) and norm.eps == 1e-6
+    with torch.no_grad():
+        norm.weight.copy_(torch.tensor([2.0, 1.0]))
+        norm.bias.copy_(torch.tensor([0.0, 10.0]))
+    # Pixel (0, 0): channels 1 and 3 (mean 2, variance 1); pixel (0, 1):
+    # 5 and 5 (variance 0).
+    x = torch.tensor([[[[1.0, 5.0]], [[3.0, 5.0]]]])
+    scale = 1 / (1 + 1e-6)**0.5
+    torch.testing.assert_close(
+        norm(x), torch.tensor([[[[-2 * scale, 0.0]], [[10 + scale, 10.0]]]]))

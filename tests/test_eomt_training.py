@@ -292,7 +292,8 @@ def test_two_stage_schedule_needs_named_groups():
     model = build_tiny()
     wrapper = build_optim_wrapper(model,
                                   dict(optimizer=dict(type='AdamW', lr=1)))
-    with pytest.raises(ValueError, match='LayerDecayOptimWrapperConstructor'):
+    with pytest.raises(ValueError,
+                       match='DinoLayerDecayOptimWrapperConstructor'):
         PARAM_SCHEDULERS.build(
             dict(type='TwoStageWarmupPolyLR', end=10, optimizer=wrapper))
 

@@ -306,3 +306,24 @@ def test_backbone_and_a_whole_checkpoint_are_refused(tmp_path, tiny_model):
     model = init_segmentor(str(config), str(head), backbone=module)
     assert model.backbone.cls_token.data_ptr() != module.cls_token.data_ptr()
     assert torch.equal(model.backbone.cls_token, module.cls_token)
+
+
+def test_project_pipelines_lose_their_label_loading_for_inference():
+    """The configs load labels with DinoLoadAnnotations (mmseg's
+    LoadAnnotations in a user's config): neither reaches an image without
+    labels."""
+    from mmengine.config import Config
+
+    from dinov2_seg.datasets.pipelines import without_annotations
+    cfg = Config.fromfile(str(REPO / 'configs' / 'ade20k_vits14_ms.py'))
+    steps = without_annotations(cfg.test_pipeline)
+    assert [s['type'] for s in steps] == [
+        t['type'] for t in cfg.test_pipeline
+        if t['type'] != 'DinoLoadAnnotations'
+    ]
+    assert len(steps) == len(cfg.test_pipeline) - 1
+    stages = without_annotations(cfg.tta_pipeline)[1]['transforms']
+    assert all(t['type'] != 'DinoLoadAnnotations' for s in stages for t in s)
+    assert len(stages) == len(cfg.tta_pipeline[1]['transforms']) - 1
+    mmseg_own = [dict(type='LoadImageFromFile'), dict(type='LoadAnnotations')]
+    assert without_annotations(mmseg_own) == [dict(type='LoadImageFromFile')]

@@ -132,7 +132,7 @@ def shapes_batch(root, split: str, count: int) -> dict:
         reduce_zero_label=True,
         pipeline=[
             dict(type='LoadImageFromFile'),
-            dict(type='LoadAnnotations'),
+            dict(type='DinoLoadAnnotations'),
             dict(type='PackSegInputs')
         ])
     return pseudo_collate([dataset[i] for i in range(count)])

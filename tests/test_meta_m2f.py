@@ -262,7 +262,9 @@ def test_official_test_and_tta_sizes_suit_the_adapter(tmp_path):
     image = tmp_path / 'odd.jpg'
     cv2.imwrite(str(image), np.zeros((333, 517, 3), np.uint8))
     cfg = Config.fromfile(OFFICIAL_CFG)
-    steps = [s for s in cfg.test_pipeline if s['type'] != 'LoadAnnotations']
+    steps = [
+        s for s in cfg.test_pipeline if s['type'] != 'DinoLoadAnnotations'
+    ]
     packed = Compose(steps)(dict(img_path=str(image)))
     assert tuple(packed['inputs'].shape[1:]) == (896, 1408)
     tta = cfg.tta_pipeline[1]['transforms']

@@ -49,7 +49,7 @@ def exported(meta_files, tmp_path_factory):
 def test_export_reports_the_onnxruntime_check(exported):
     out, log = exported
     assert re.search(
-        r'DinoVisionTransformer\(custom\) \+ BNHead \(21 classes\), '
+        r'DinoVisionTransformer\(custom\) \+ DinoBNHead \(21 classes\), '
         r'640x640 windows -> .*model\.onnx \(\d+\.\d MiB\)', log)
     found = re.search(
         r'max \|difference\| of the logits (\S+) \(tolerance 1e-03\): OK', log)

@@ -235,7 +235,7 @@ def test_verbose_config_key_keeps_mmengine_console():
         dict(custom_hooks=[dict(type='FrozenBackboneCheckpointHook')]))
     assert runner_for_console(cfg) is QuietConsoleRunner
     assert [h['type'] for h in cfg.custom_hooks
-            ] == ['FrozenBackboneCheckpointHook', 'ProgressBarHook']
+            ] == ['FrozenBackboneCheckpointHook', 'DinoProgressBarHook']
     assert runner_for_console(Config(dict(verbose=True))) is Runner
     assert runner_for_console(Config(), verbose=True) is Runner
 
@@ -362,9 +362,9 @@ def test_a_failing_run_stops_the_progress_bar(capsys, monkeypatch):
 
     from mmengine.runner import Runner
 
-    from dinov2_seg.engine import ProgressBarHook, QuietConsoleRunner
+    from dinov2_seg.engine import DinoProgressBarHook, QuietConsoleRunner
     monkeypatch.setenv('TTY_COMPATIBLE', '1')  # rich: treat as a terminal
-    hook = ProgressBarHook()
+    hook = DinoProgressBarHook()
     runner = object.__new__(QuietConsoleRunner)  # the hooks are all it needs
     runner._hooks = [hook]
     stdout = sys.stdout

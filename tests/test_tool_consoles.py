@@ -31,5 +31,5 @@ model = dict(
     lines = console.strip().splitlines()
     assert len(lines) == 2, console
     assert lines[0].startswith('Exported DinoVisionTransformer(custom) + '
-                               'BNHead (21 classes), 56x56 windows -> ')
+                               'DinoBNHead (21 classes), 56x56 windows -> ')
     assert lines[1].startswith('onnxruntime vs PyTorch on 2 random windows')

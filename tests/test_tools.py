@@ -113,7 +113,7 @@ tta_pipeline = [
               keep_ratio=True) for r in (1.0, 1.5)],
         [dict(type='RandomFlip', prob=0., direction='horizontal'),
          dict(type='RandomFlip', prob=1., direction='horizontal')],
-        [dict(type='LoadAnnotations')],
+        [dict(type='DinoLoadAnnotations')],
         [dict(type='PackSegInputs')]])]
 """
     config = write_config(tmp_path / 'tta.py', shapes_root, extra)

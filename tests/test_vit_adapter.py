@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dinov2_seg.models.backbones import DinoVisionTransformer, ViTAdapter
+from dinov2_seg.models.backbones import DinoVisionTransformer, DinoViTAdapter
 from dinov2_seg.models.backbones.dinov2_layers import SwiGLUFFN
 from dinov2_seg.models.backbones.vit_adapter import even_interaction_indexes
 
@@ -14,7 +14,7 @@ from helpers.reference import layer_norm, linear, resize_pos_embed, vit_block
 ARCH = TINY_SWIGLU_ARCH
 
 
-def tiny_adapter(**kwargs) -> ViTAdapter:
+def tiny_adapter(**kwargs) -> DinoViTAdapter:
     torch.manual_seed(0)
     settings = dict(
         arch=ARCH,
@@ -23,7 +23,7 @@ def tiny_adapter(**kwargs) -> ViTAdapter:
         deform_ratio=0.5,
         norm_cfg=dict(type='BN'))
     settings.update(kwargs)
-    return ViTAdapter(**settings)
+    return DinoViTAdapter(**settings)
 
 
 def test_pyramid_strides_4_to_32():
@@ -140,7 +140,7 @@ def test_vit_weights_from_a_dinov2_file(tmp_path):
         init_cfg=dict(type='Pretrained', checkpoint=str(path)))
     with pytest.raises(ValueError) as error:
         model.init_weights()
-    assert 'ViTAdapter(arch=' in str(error.value)
+    assert 'DinoViTAdapter(arch=' in str(error.value)
     assert 'Missing keys' in str(error.value) and 'blocks.3.' in str(
         error.value)
 

@@ -1,5 +1,5 @@
 from .arch_detection import describe_arch
-from .backbone import load_backbone_checkpoint
+from .backbone import load_backbone_checkpoint, load_backbone_state_dict
 from .reading import extract_state_dict, read_checkpoint
 from .safe_loading import install_safe_loading
 from .segmentor import load_segmentor_checkpoint
@@ -7,6 +7,6 @@ from .strict_check import check_state_dict
 
 __all__ = [
     'install_safe_loading', 'check_state_dict', 'describe_arch',
-    'extract_state_dict', 'load_backbone_checkpoint', 'read_checkpoint',
-    'load_segmentor_checkpoint'
+    'extract_state_dict', 'load_backbone_checkpoint',
+    'load_backbone_state_dict', 'read_checkpoint', 'load_segmentor_checkpoint'
 ]

@@ -1,12 +1,14 @@
-"""Strict loading of DINOv2 backbone files.
+"""Strict loading of DINOv2 backbone weights, from a file or from a model in
+memory.
 
 The released ``dinov2_<arch>_pretrain.pth`` files are plain state_dicts whose
 keys are exactly the backbone's parameter names, so they need no renaming;
-timm and Hugging Face files are converted to that layout first (foreign.py).
-What this module adds is checking: every tensor must be used, none missing,
-and a file of another size is an error naming both shapes.
+timm and Hugging Face weights are converted to that layout first
+(foreign.py). What this module adds is checking: every tensor must be used,
+none missing, and weights of another size are an error naming both shapes.
+A file and a module go through the same :func:`load_backbone_state_dict`.
 """
-from typing import Callable, Optional
+from typing import Callable, Mapping, Optional
 
 import torch
 from torch import nn
@@ -17,30 +19,48 @@ from .reading import extract_state_dict, read_checkpoint
 from .strict_check import check_state_dict
 
 
-def load_backbone_checkpoint(
+def load_backbone_state_dict(
         backbone: nn.Module,
-        filename: str,
+        state_dict: Mapping,
+        source: str,
         keep: Optional[Callable[[str], bool]] = None) -> None:
-    """Load a DINOv2 backbone file (path or URL; Meta's, timm's or Hugging
-    Face's layout) into ``backbone`` strictly.
+    """Load DINOv2 weights (Meta's, timm's or Hugging Face's layout, possibly
+    wrapped in a checkpoint dict or a model with a task head) into
+    ``backbone`` strictly.
 
-    ``keep`` selects the keys that take part, on both sides (e.g. only the
-    ViT of a ViT-Adapter, which has no use for the file's final norm).
+    Args:
+        backbone: The DINOv2 backbone to fill.
+        state_dict: The weights read from ``source``: a state_dict, or a
+            checkpoint dict wrapping one.
+        source: What the weights come from (a file name, a module's class),
+            for error messages.
+        keep: Selects the keys that take part, on both sides (e.g. only the
+            ViT of a ViT-Adapter, which has no use for the final norm).
 
     Raises:
         ValueError: if any key is missing, unexpected or of another shape; the
-            message names the file, the configured arch and both shapes.
+            message names ``source``, the configured arch and both shapes.
     """
-    state_dict = to_official_layout(
-        extract_state_dict(read_checkpoint(filename), filename))
+    state_dict = to_official_layout(extract_state_dict(state_dict, source))
     target = (f'{type(backbone).__name__}'
               f'(arch={getattr(backbone, "arch", "?")!r})')
     looks_like = describe_arch(state_dict)
-    hints = [f'The file looks like arch {looks_like!r}.'] if looks_like else []
+    hints = ([f'The weights look like arch {looks_like!r}.']
+             if looks_like else [])
     expected = backbone.state_dict()
     if keep is not None:
         expected = {k: v for k, v in expected.items() if keep(k)}
         state_dict = {k: v for k, v in state_dict.items() if keep(k)}
-    check_state_dict(expected, state_dict, filename, target, hints)
+    check_state_dict(expected, state_dict, source, target, hints)
     with torch.no_grad():
         backbone.load_state_dict(state_dict, strict=keep is None)
+
+
+def load_backbone_checkpoint(
+        backbone: nn.Module,
+        filename: str,
+        keep: Optional[Callable[[str], bool]] = None) -> None:
+    """Load a DINOv2 backbone file (path or URL) into ``backbone`` strictly;
+    see :func:`load_backbone_state_dict`."""
+    load_backbone_state_dict(backbone, read_checkpoint(filename), filename,
+                             keep)

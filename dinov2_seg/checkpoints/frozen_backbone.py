@@ -7,17 +7,15 @@ tensors and the optimizer state, plus the backbone file's name and SHA-256
 in ``meta``; whoever loads them rebuilds the backbone from ``init_cfg`` and
 refuses a file with another hash. A backbone that trains, or that is not
 loaded from a file (random initialisation), is saved whole.
+
+The file logic lives here; the runner applies it through
+:class:`dinov2_seg.engine.hooks.FrozenBackboneCheckpointHook`.
 """
 import hashlib
 import os
 import os.path as osp
 from typing import Dict, List, Optional, Tuple
 
-from mmengine.hooks import Hook
-from mmengine.model import is_model_wrapper
-# mmengine's root registry: found from the mmseg scope too, and importing
-# dinov2_seg (light tools) then needs neither mmseg nor mmcv.
-from mmengine.registry import HOOKS
 from torch import nn
 
 from .safe_loading import local_file
@@ -89,59 +87,3 @@ def check_backbone_file(meta: dict, segmentor: nn.Module,
             f'model.backbone.init_cfg.checkpoint is {configured} (sha256 '
             f'{found}): a different file. Point init_cfg.checkpoint at the '
             'file the run used.')
-
-
-@HOOKS.register_module()
-class FrozenBackboneCheckpointHook(Hook):
-    """Leave a frozen, file-initialised backbone out of the checkpoints
-    (name and SHA-256 of its file go into ``meta``), and restore it from
-    that file on ``--resume``.
-
-    mmengine saves ``model.state_dict()`` whole; a hook on the checkpoint
-    dict is its way to change what is written, so the model and the
-    optimizer stay untouched.
-    """
-
-    priority = 'VERY_LOW'
-
-    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
-        model = _unwrap(runner.model)
-        keys = frozen_backbone_keys(model)
-        if not keys:
-            return
-        state_dict = checkpoint['state_dict']
-        for key in keys:
-            state_dict.pop(key, None)
-        filename = backbone_file(model)
-        checkpoint.setdefault('meta', {}).update({
-            BACKBONE_FILE_KEY: filename,
-            BACKBONE_SHA256_KEY: file_sha256(local_file(filename))
-        })
-
-    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
-        meta = checkpoint.get('meta') or {}
-        if BACKBONE_SHA256_KEY not in meta:
-            return
-        model = _unwrap(runner.model)
-        check_backbone_file(meta, model, _resumed_file(runner))
-        # The runner initialised the backbone from its file before resuming;
-        # hand those tensors to the loader so that nothing is missing.
-        own = model.state_dict()
-        for key in frozen_backbone_keys(model):
-            checkpoint['state_dict'].setdefault(key, own[key])
-
-
-def _resumed_file(runner) -> str:
-    """Name of the checkpoint being resumed (mmengine keeps it only in the
-    work dir's ``last_checkpoint`` note when it finds it itself)."""
-    if runner._load_from:
-        return runner._load_from
-    note = osp.join(runner.work_dir, 'last_checkpoint')
-    if osp.isfile(note):
-        with open(note) as file:
-            return file.read().strip()
-    return f'the checkpoint resumed in {runner.work_dir}'
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    return model.module if is_model_wrapper(model) else model

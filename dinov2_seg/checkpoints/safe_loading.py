@@ -37,6 +37,9 @@ _HISTORY_BUFFER_STATISTICS = ('min', 'max', 'current', 'mean')
 def _history_buffer_getattr(owner: Any, name: str) -> Any:
     """Stand-in for ``builtins.getattr`` during weights-only loading: only
     HistoryBuffer's statistics methods may be looked up."""
+    # The statistics registered with HistoryBuffer.register_statistics are
+    # listed only in the private _statistics_methods (mmengine pinned in
+    # setup.py).
     allowed = set(_HISTORY_BUFFER_STATISTICS) | set(
         HistoryBuffer._statistics_methods)
     if owner is HistoryBuffer and name in allowed:

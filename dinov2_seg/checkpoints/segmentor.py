@@ -3,7 +3,7 @@ Meta's released head files.
 
 Meta's ``dinov2_<arch>_<dataset>_<linear|ms>_head.pth`` files are mmcv 1.x
 checkpoints whose ``state_dict`` holds only ``decode_head.bn.*`` and
-``decode_head.conv_seg.*`` under the same names as our BNHead; the backbone
+``decode_head.conv_seg.*`` under the same names as our DinoBNHead; the backbone
 comes from its own file. mmengine would load them non-strictly, silently
 leaving a 150-class head random under a 21-class config, so the check here
 is strict and explains the usual mix-ups.

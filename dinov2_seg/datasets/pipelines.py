@@ -14,18 +14,19 @@ ImageType = Union[str, np.ndarray]
 
 
 def without_annotations(pipeline: list) -> list:
-    """Drop LoadAnnotations (inference has no ground truth), also from
-    inside TestTimeAug's stages."""
+    """Drop (Dino)LoadAnnotations (inference has no ground truth), also
+    from inside TestTimeAug's stages."""
     kept = []
     for step in pipeline:
-        if step['type'] == 'LoadAnnotations':
+        if step['type'].endswith('LoadAnnotations'):
             continue
         if step['type'] == 'TestTimeAug':
             step = dict(
                 step,
                 transforms=[
                     stage for stage in step['transforms']
-                    if any(t['type'] != 'LoadAnnotations' for t in stage)
+                    if any(not t['type'].endswith('LoadAnnotations')
+                           for t in stage)
                 ])
         kept.append(step)
     return kept

@@ -4,9 +4,10 @@ mmseg's ``LoadAnnotations`` decodes label PNGs from bytes, so a corrupt or
 truncated file fails with PIL's "cannot identify image file <BytesIO ...>"
 or "Truncated File Read" (or, with the cv2 backend, an AttributeError on the
 ``None`` that cv2 returns), which leaves a user of a 20,000-image dataset
-guessing. This subclass decodes the file itself, turns a failed decode into
-an error naming the path and what a label file should hold, and is
-registered under mmseg's name, so every config (the user's own too) gets it.
+guessing. This subclass decodes the file itself and turns a failed decode
+into an error naming the path and what a label file should hold. It is
+registered under its own name, ``DinoLoadAnnotations``, which the project's
+pipelines use; mmseg's ``LoadAnnotations`` stays mmseg's for everyone else.
 Only the decode is guarded: an error anywhere else (a bug) stays as it is.
 """
 import zlib
@@ -14,7 +15,7 @@ import zlib
 import mmcv
 import mmengine.fileio as fileio
 import numpy as np
-from mmseg.datasets.transforms import LoadAnnotations as _LoadAnnotations
+from mmseg.datasets.transforms import LoadAnnotations
 from mmseg.registry import TRANSFORMS
 
 # What decoding broken bytes raises: PIL UnidentifiedImageError / OSError
@@ -28,8 +29,8 @@ def _is_cv2_error(error: Exception) -> bool:
     return type(error).__module__ == 'cv2' and type(error).__name__ == 'error'
 
 
-@TRANSFORMS.register_module(name='LoadAnnotations', force=True)
-class LoadAnnotations(_LoadAnnotations):
+@TRANSFORMS.register_module()
+class DinoLoadAnnotations(LoadAnnotations):
     """mmseg's ``LoadAnnotations``; a label file that cannot be decoded is an
     ``OSError`` naming it (a missing one stays mmengine's FileNotFoundError,
     which names it already)."""
@@ -68,7 +69,7 @@ class LoadAnnotations(_LoadAnnotations):
             self.reduce_zero_label = results['reduce_zero_label']
         if self.reduce_zero_label != results['reduce_zero_label']:
             raise ValueError(
-                f'LoadAnnotations has reduce_zero_label='
+                f'DinoLoadAnnotations has reduce_zero_label='
                 f'{self.reduce_zero_label} but the dataset '
                 f"{results['reduce_zero_label']}; set it in one place")
         if self.reduce_zero_label:

@@ -39,7 +39,7 @@ def check_exportable(model: Union[nn.Module, dict]) -> None:
         backbone = model['backbone']['type']
         head = model['decode_head']['type']
         with_neck = model.get('neck') is not None
-    if backbone == 'ViTAdapter' or 'Mask2Former' in head:
+    if backbone == 'DinoViTAdapter' or 'Mask2Former' in head:
         raise NotExportableError(
             f'{backbone} + {head}: Mask2Former and ViT-Adapter models cannot '
             'be exported to ONNX here. Their multi-scale deformable '
@@ -50,10 +50,10 @@ def check_exportable(model: Union[nn.Module, dict]) -> None:
             'reads feature shapes through torch._shape_as_tensor, which '
             'torch.export cannot trace. Export a linear or ms config (e.g. '
             'configs/ade20k_vitl14_ms.py), or use MMDeploy.')
-    if (backbone, head, with_neck) != ('DinoVisionTransformer', 'BNHead',
+    if (backbone, head, with_neck) != ('DinoVisionTransformer', 'DinoBNHead',
                                        False):
         raise NotExportableError(
-            'Exports support DinoVisionTransformer + BNHead (the linear '
+            'Exports support DinoVisionTransformer + DinoBNHead (the linear '
             f'and ms configs), not {backbone} + {head}'
             f'{" with a neck" if with_neck else ""}')
 

@@ -1,12 +1,14 @@
 from .console import (ConsoleFilter, QuietConsoleRunner, hide_library_noise,
                       runner_for_console)
-from .hooks import EoMTMaskAnnealingHook, ProgressBarHook
-from .layer_decay import LayerDecayOptimWrapperConstructor
+from .hooks import (DinoProgressBarHook, EoMTMaskAnnealingHook,
+                    FrozenBackboneCheckpointHook)
+from .layer_decay import DinoLayerDecayOptimWrapperConstructor
 from .two_stage_warmup import TwoStageWarmupPolyLR
 
 __all__ = [
-    'ConsoleFilter', 'EoMTMaskAnnealingHook',
-    'LayerDecayOptimWrapperConstructor', 'ProgressBarHook',
+    'ConsoleFilter', 'DinoLayerDecayOptimWrapperConstructor',
+    'DinoProgressBarHook', 'EoMTMaskAnnealingHook',
+    'FrozenBackboneCheckpointHook',
     'QuietConsoleRunner', 'TwoStageWarmupPolyLR', 'hide_library_noise',
     'runner_for_console'
 ]

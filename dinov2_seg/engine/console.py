@@ -4,7 +4,7 @@ mmengine writes everything it logs (environment, the whole config, the hook
 table, a line per logging interval) both to the console and to the work
 dir's log file. By default tools/train.py and tools/test.py keep the full
 log in the file and show on the console only warnings, the lines a user acts
-on (:data:`ACTIONABLE_INFO`), progress bars (:class:`ProgressBarHook`) and
+on (:data:`ACTIONABLE_INFO`), progress bars (:class:`DinoProgressBarHook`) and
 the evaluation results; ``--verbose`` (or ``verbose = True`` in a config)
 restores mmengine's console. tools/inference.py and tools/export_onnx.py,
 which have no runner, get the same filter from :func:`quiet_console`.
@@ -155,9 +155,9 @@ def recipe_warnings_hidden(model_cfg) -> Iterator[None]:
 
 def _stop_progress(runner: Runner) -> None:
     # Imported here: the hook module uses this one's filters.
-    from .hooks.progress_bar_hook import ProgressBarHook
+    from .hooks.progress_bar_hook import DinoProgressBarHook
     for hook in runner.hooks:
-        if isinstance(hook, ProgressBarHook):
+        if isinstance(hook, DinoProgressBarHook):
             hook.stop()
 
 
@@ -219,6 +219,6 @@ def runner_for_console(cfg: Config, verbose: bool = False) -> Type[Runner]:
         return Runner
     hide_library_noise()
     hooks = cfg.get('custom_hooks') or []
-    if not any(h.get('type') == 'ProgressBarHook' for h in hooks):
-        cfg.custom_hooks = [*hooks, dict(type='ProgressBarHook')]
+    if not any(h.get('type') == 'DinoProgressBarHook' for h in hooks):
+        cfg.custom_hooks = [*hooks, dict(type='DinoProgressBarHook')]
     return QuietConsoleRunner

@@ -27,7 +27,7 @@ def layer_decay_scale(name: str, depth: int, decay_rate: float) -> float:
 
 
 @OPTIM_WRAPPER_CONSTRUCTORS.register_module()
-class LayerDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
+class DinoLayerDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
     """mmengine's default constructor plus layer-wise learning-rate decay of
     the ``backbone.blocks`` (:func:`layer_decay_scale`).
 
@@ -65,9 +65,9 @@ class LayerDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
         blocks = getattr(getattr(module, 'backbone', None), 'blocks', None)
         if blocks is None:
             raise ValueError(
-                'LayerDecayOptimWrapperConstructor needs a model whose '
-                f'backbone has blocks (backbone.blocks); {type(module).__name__}'
-                ' has none')
+                'DinoLayerDecayOptimWrapperConstructor needs a model whose '
+                'backbone has blocks (backbone.blocks); '
+                f'{type(module).__name__} has none')
         names = {id(p): name for name, p in module.named_parameters()}
         for group in params[first:]:
             name = names[id(group['params'][0])]

@@ -1,7 +1,11 @@
 """EoMT's learning-rate schedule: the new parts warm up first, the
 pretrained backbone after them."""
+# _ParamScheduler is the base mmengine documents for new schedulers (and
+# exports from mmengine.optim) despite its underscore; its _get_value contract
+# is mmengine 0.10's, pinned in setup.py.
+from mmengine.optim import _ParamScheduler
 from mmengine.optim.scheduler.lr_scheduler import LRSchedulerMixin
-from mmengine.optim.scheduler.param_scheduler import INF, _ParamScheduler
+from mmengine.optim.scheduler.param_scheduler import INF
 from mmseg.registry import PARAM_SCHEDULERS
 
 
@@ -28,7 +32,7 @@ class TwoStageWarmupPolyLR(LRSchedulerMixin, _ParamScheduler):
     ``backbone_warmup_iters`` after that. Each then decays polynomially
     (``power``) to 0 at ``end``. mmengine's schedulers scale all groups
     alike, hence this one; it needs the groups named by
-    :class:`LayerDecayOptimWrapperConstructor`.
+    :class:`DinoLayerDecayOptimWrapperConstructor`.
 
     Args:
         optimizer: Wrapped optimizer.
@@ -59,7 +63,7 @@ class TwoStageWarmupPolyLR(LRSchedulerMixin, _ParamScheduler):
             raise ValueError(
                 'TwoStageWarmupPolyLR tells the backbone from the head by '
                 'the names of the parameter groups; set optim_wrapper.'
-                "constructor='LayerDecayOptimWrapperConstructor'")
+                "constructor='DinoLayerDecayOptimWrapperConstructor'")
         self.warmup_iters = warmup_iters
         self.backbone_warmup_iters = backbone_warmup_iters
         self.power = power

@@ -7,7 +7,7 @@
 # train_pipeline and keep the Mask2Former recipe's test pipelines.
 eomt_train_pipeline = [
     dict(type='LoadImageFromFile'),
-    dict(type='LoadAnnotations'),
+    dict(type='DinoLoadAnnotations'),
     # keep_ratio with a square scale: the longer side becomes 512 * ratio.
     dict(
         type='RandomResize',

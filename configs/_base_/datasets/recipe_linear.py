@@ -1,11 +1,11 @@
 # Data recipe of the official *linear* heads (512 crops, single-scale test):
 # pipelines and loaders; dataset configs add type, root and folders.
-# Labels: LoadAnnotations takes reduce_zero_label from the dataset, so the
-# same pipelines serve ADE20K (reduce) and VOC (no reduce).
+# Labels: DinoLoadAnnotations takes reduce_zero_label from the dataset, so
+# the same pipelines serve ADE20K (reduce) and VOC (no reduce).
 crop_size = (512, 512)
 train_pipeline = [
     dict(type='LoadImageFromFile'),
-    dict(type='LoadAnnotations'),
+    dict(type='DinoLoadAnnotations'),
     dict(
         type='RandomResize',
         scale=(2048, 512),
@@ -23,7 +23,7 @@ test_pipeline = [
     dict(type='Resize', scale=(2048, 512), keep_ratio=True),
     # Ground truth is loaded after Resize: mIoU is computed at the original
     # resolution, on predictions resized back.
-    dict(type='LoadAnnotations'),
+    dict(type='DinoLoadAnnotations'),
     dict(type='PackSegInputs')
 ]
 train_dataloader = dict(
@@ -49,6 +49,6 @@ tta_flip_stages = [
         dict(type='RandomFlip', prob=0., direction='horizontal'),
         dict(type='RandomFlip', prob=1., direction='horizontal')
     ],
-    [dict(type='LoadAnnotations')],
+    [dict(type='DinoLoadAnnotations')],
     [dict(type='PackSegInputs')],
 ]

@@ -6,7 +6,7 @@ _base_ = ['./recipe_linear.py']
 crop_size = (640, 640)
 train_pipeline = [
     dict(type='LoadImageFromFile'),
-    dict(type='LoadAnnotations'),
+    dict(type='DinoLoadAnnotations'),
     dict(
         type='RandomResize',
         scale=(99999999, 640),
@@ -21,7 +21,7 @@ train_pipeline = [
 test_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='Resize', scale=(99999999, 640), keep_ratio=True),
-    dict(type='LoadAnnotations'),
+    dict(type='DinoLoadAnnotations'),
     dict(type='PackSegInputs')
 ]
 # mmseg 0.x MultiScaleFlipAug multiplied the base scale by each ratio (mmseg

@@ -1,11 +1,11 @@
-# The official *linear* recipe: a BNHead on the last of the four returned
+# The official *linear* recipe: DinoBNHead on the last of the four returned
 # blocks, slide inference with 512 crops and stride 341 (segmentor.py).
 # Defaults to ViT-S sizes; top-level configs set the backbone and widths.
 _base_ = ['./segmentor.py']
 model = dict(
     backbone=dict(type='DinoVisionTransformer', arch='vits14'),
     decode_head=dict(
-        type='BNHead',
+        type='DinoBNHead',
         in_channels=[384],
         in_index=[3],
         input_transform='resize_concat',

@@ -1,4 +1,4 @@
-# The official *ms* recipe: a BNHead on the concatenation of the last four
+# The official *ms* recipe: DinoBNHead on the concatenation of the last four
 # blocks, slide inference with 640 crops and stride 320; the multi-scale
 # flip test-time augmentation lives in the dataset config (tta_pipeline).
 # Defaults to ViT-S sizes; top-level configs set the backbone and widths.

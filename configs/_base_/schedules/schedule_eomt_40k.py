@@ -20,7 +20,7 @@ optim_wrapper = dict(
         type='AdamW', lr=1e-4, betas=(0.9, 0.999), eps=1e-8,
         weight_decay=0.05),
     clip_grad=dict(max_norm=0.01, norm_type=2),
-    constructor='LayerDecayOptimWrapperConstructor',
+    constructor='DinoLayerDecayOptimWrapperConstructor',
     paramwise_cfg=dict(layer_decay_rate=0.8))
 param_scheduler = [
     dict(

@@ -1,4 +1,8 @@
+from .frozen_backbone_checkpoint_hook import FrozenBackboneCheckpointHook
 from .mask_annealing_hook import EoMTMaskAnnealingHook
-from .progress_bar_hook import ProgressBarHook
+from .progress_bar_hook import DinoProgressBarHook
 
-__all__ = ['EoMTMaskAnnealingHook', 'ProgressBarHook']
+__all__ = [
+    'DinoProgressBarHook', 'EoMTMaskAnnealingHook',
+    'FrozenBackboneCheckpointHook'
+]

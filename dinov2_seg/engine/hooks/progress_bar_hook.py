@@ -77,7 +77,7 @@ class ProgressDisplay:
 
 
 @HOOKS.register_module()
-class ProgressBarHook(Hook):
+class DinoProgressBarHook(Hook):
     """Show a progress bar per loop and the evaluation results.
 
     Training shows iterations, the current loss and learning rate, elapsed

@@ -1,6 +1,6 @@
 from .dinov2 import ARCH_SETTINGS, DinoViTBase, DinoVisionTransformer
-from .vit_adapter import ViTAdapter
+from .vit_adapter import DinoViTAdapter
 
 __all__ = [
-    'ARCH_SETTINGS', 'DinoViTBase', 'DinoVisionTransformer', 'ViTAdapter'
+    'ARCH_SETTINGS', 'DinoViTBase', 'DinoVisionTransformer', 'DinoViTAdapter'
 ]

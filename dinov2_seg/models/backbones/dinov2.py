@@ -36,7 +36,7 @@ class DinoViTBase(BaseModule):
     under the names of Meta's files.
 
     Subclasses add what they do with the block outputs
-    (:class:`DinoVisionTransformer`: the final norm; ``ViTAdapter``: the
+    (:class:`DinoVisionTransformer`: the final norm; ``DinoViTAdapter``: the
     adapter). ``frozen`` keeps these parts in eval mode without gradients.
 
     Args:

@@ -35,7 +35,7 @@ def even_interaction_indexes(depth: int, stages: int = 4) -> List[List[int]]:
 
 
 @MODELS.register_module()
-class ViTAdapter(DinoViTBase):
+class DinoViTAdapter(DinoViTBase):
     """DINOv2 ViT with a ViT-Adapter, returning a 4-level pyramid at strides
     4, 8, 16 and 32 (each ``embed_dim`` channels, batch-normalised).
 
@@ -164,7 +164,7 @@ class ViTAdapter(DinoViTBase):
         coarsest = PRIOR_STRIDES[-1]
         if height % coarsest or width % coarsest:
             raise ValueError(
-                f'ViTAdapter needs input sides that are multiples of '
+                f'DinoViTAdapter needs input sides that are multiples of '
                 f'{coarsest}, got {height}x{width}; add '
                 f"dict(type='ResizeToMultiple', size_divisor={coarsest}) to "
                 'the test pipeline or use a crop size that is a multiple of '

@@ -1,5 +1,5 @@
-from .bn_head import BNHead
+from .bn_head import DinoBNHead
 from .eomt_head import EoMTHead
 from .mask2former_head import DinoMask2FormerHead
 
-__all__ = ['BNHead', 'DinoMask2FormerHead', 'EoMTHead']
+__all__ = ['DinoBNHead', 'DinoMask2FormerHead', 'EoMTHead']

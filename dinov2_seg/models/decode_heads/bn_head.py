@@ -10,7 +10,7 @@ from torch import Tensor
 
 
 @MODELS.register_module()
-class BNHead(BaseDecodeHead):
+class DinoBNHead(BaseDecodeHead):
     """Normalise the concatenated backbone levels, then classify each pixel.
 
     With ``in_index=[3]`` this is the official *linear* head (last block
@@ -35,12 +35,13 @@ class BNHead(BaseDecodeHead):
                  norm_cfg: dict = dict(type='SyncBN', requires_grad=True),
                  **kwargs):
         if input_transform != 'resize_concat':
-            raise ValueError("BNHead needs input_transform='resize_concat', "
-                             f'got {input_transform!r}')
+            raise ValueError(
+                "DinoBNHead needs input_transform='resize_concat', "
+                f'got {input_transform!r}')
         total = sum(in_channels)
         if channels is not None and channels != total:
             raise ValueError(
-                f'BNHead channels={channels} must equal sum(in_channels)='
+                f'DinoBNHead channels={channels} must equal sum(in_channels)='
                 f'{total} (in_channels={list(in_channels)})')
         super().__init__(
             in_channels=list(in_channels),

@@ -15,10 +15,11 @@ from mmdet.models.dense_heads import Mask2FormerHead as MMDetMask2FormerHead
 from mmdet.models.dense_heads import MaskFormerHead
 from mmengine.model import BaseModule
 from mmseg.models.decode_heads import Mask2FormerHead
-from mmseg.models.utils.san_layers import LayerNorm2d
 from mmseg.registry import MODELS, TASK_UTILS
 from mmseg.utils import ConfigType, SampleList
 from torch import Tensor, nn
+
+from ..layers import LayerNorm2d
 
 # Per block: (mask logits (B, Q, h, w), class logits (B, Q, classes + 1)).
 Prediction = Tuple[Tensor, Tensor]
@@ -113,6 +114,8 @@ class EoMTHead(BaseModule):
     # transformer decoder; these methods only read the attributes set in
     # __init__ (num_classes, num_queries, assigner, sampler, num_points,
     # oversample_ratio, importance_sample_ratio, class_weight, loss_*).
+    # The underscored three are private to mmdet 3.3 / mmseg 1.2, which
+    # offer no public per-image matching or loss; setup.py pins both.
     loss_by_feat = MaskFormerHead.loss_by_feat
     get_targets = MaskFormerHead.get_targets
     _get_targets_single = MMDetMask2FormerHead._get_targets_single
