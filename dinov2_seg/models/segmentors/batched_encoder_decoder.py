@@ -47,8 +47,8 @@ def resolve_window_batch_size(setting: Optional[int],
 
 def label_map(scores: Tensor) -> Tensor:
     """(1, H, W) class of the highest score per pixel: the first maximum,
-    as ``argmax``, which ``max`` computes faster on CPU (50 ms instead of
-    70 ms for 150 x 512 x 683 scores)."""
+    as ``argmax``, which ``max`` computes faster on CPU
+    (docs/benchmarks.md)."""
     return scores.max(0, keepdim=True).indices
 
 
@@ -76,8 +76,7 @@ class BatchedEncoderDecoder(EncoderDecoder):
     - ``window_batch_size`` (int or None, default None): most windows per
       backbone call, so that large images or scales fit in GPU memory.
       None: 8 on a GPU, 1 on a CPU, where a batch of windows runs slower
-      per window than one at a time (ViT-S/14, 640 x 640 windows, 2 cores:
-      1.22 s per window in batches of 8, 1.08 s one by one).
+      per window than one at a time (docs/benchmarks.md, CPU).
     - ``window_rule`` ('stride' or 'spread', default 'stride'): where the
       windows go (:func:`.window_merge.slide_window_spans`); 'spread' is
       EoMT's evaluation, which mmseg's stock path does not have.

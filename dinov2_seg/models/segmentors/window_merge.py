@@ -181,8 +181,8 @@ def add_window(out: Tensor,
     few rows), then rows. On CPU the row product runs block by block, each
     block reading only the head rows it needs and adding a cache-sized
     product: a band-sized product is a fresh allocation whose page faults
-    cost more than the arithmetic (ViT-S linear, 512 x 683 image: 25 ms
-    per window instead of 81 ms). A GPU takes the band in one product.
+    cost more than the arithmetic (docs/benchmarks.md, CPU). A GPU takes
+    the band in one product.
     ``blockwise`` (default: on CPU) picks the way, the same sums either
     way."""
     x_cols = x @ cols.matrix.to(x.dtype).T
