@@ -71,7 +71,7 @@ model = dict(
                 ffn_cfg=_ffn))),
     # (not in the file) ViT-Adapter's ADE20K 896 test: slide windows of the
     # crop size with stride 512. One window per backbone call: one 896
-    # window peaks at 8.63 GiB in fp32 (docs/benchmarks.md), so that a
+    # window peaks at 8.64 GiB in fp32 (docs/benchmarks.md), so that a
     # 24 GB GPU holds it; the GPU default of 8 would not fit.
     test_cfg=dict(crop_size=crop_size, stride=(512, 512),
                   window_batch_size=1))
