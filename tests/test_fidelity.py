@@ -8,7 +8,6 @@ center padding to 14 inside the backbone, BN head, logits resized to each
 window, window averaging, resize to the original size, softmax, un-flip and
 averaging of probabilities over the augmentations.
 """
-import math
 
 import cv2
 import numpy as np

@@ -1,7 +1,6 @@
 """Meta's ViT-g + ViT-Adapter + Mask2Former file through the official config:
 converted on load with every tensor placed, the full ViT-g manifest, the
 class-count error, the config checker."""
-import re
 
 import numpy as np
 import pytest
