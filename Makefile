@@ -3,7 +3,7 @@ PY := .venv/bin/python
 DEMO_CFG := configs/demo_shapes_vits14_linear.py
 DEMO_DIR := work_dirs/demo
 
-.PHONY: env timm-env demo test
+.PHONY: env timm-env demo test lint
 
 env:
 	bash tools/setup_env.sh
@@ -32,3 +32,8 @@ demo: env
 
 test: env timm-env
 	$(PY) -m pytest tests
+
+# isort, yapf and flake8 with setup.cfg's settings (`tools/lint.sh --fix`
+# rewrites files instead of reporting).
+lint: env
+	bash tools/lint.sh

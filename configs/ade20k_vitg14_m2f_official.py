@@ -73,8 +73,7 @@ model = dict(
     # crop size with stride 512. One window per backbone call: one 896
     # window peaks at 8.64 GiB in fp32 (docs/benchmarks.md), so that a
     # 24 GB GPU holds it; the GPU default of 8 would not fit.
-    test_cfg=dict(crop_size=crop_size, stride=(512, 512),
-                  window_batch_size=1))
+    test_cfg=dict(crop_size=crop_size, stride=(512, 512), window_batch_size=1))
 
 # Test: short side 896 (long side up to 3584), then sides rounded to a
 # multiple of 32, which the adapter's coarsest prior level needs.

@@ -40,7 +40,8 @@ model = dict(
     # checkpoints/ add init_cfg=dict(type='Pretrained',
     # checkpoint='checkpoints/dinov2_vits14_pretrain.pth').
     backbone=dict(arch='vits14'),
-    decode_head=dict(in_channels=[384], num_classes=len(_base_.metainfo['classes'])),
+    decode_head=dict(
+        in_channels=[384], num_classes=len(_base_.metainfo['classes'])),
     test_cfg=dict(crop_size=crop_size, stride=(149, 149)))
 
 max_iters = 300

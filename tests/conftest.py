@@ -4,10 +4,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from mmseg.utils import register_all_modules
 
 import dinov2_seg.datasets  # noqa: F401  (registers transforms)
 import dinov2_seg.models  # noqa: F401  (registers modules; safe globals)
-from mmseg.utils import register_all_modules
 
 register_all_modules(init_default_scope=True)
 torch.set_num_threads(min(2, os.cpu_count() or 1))
@@ -36,5 +36,3 @@ def voc_root(tmp_path_factory) -> Path:
 @pytest.fixture
 def python() -> str:
     return sys.executable
-
-

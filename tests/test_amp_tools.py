@@ -2,9 +2,9 @@
 config: test autocast is a setting of BatchedEncoderDecoder and of every
 segmentor built on it (EoMTSegmentor), found through the registry."""
 import pytest
+from helpers.tools import REPO, check, run
 from mmengine.config import Config
 
-from helpers.tools import REPO, check, run
 from dinov2_seg.engine.run_config import enable_test_amp
 
 # One config per kind: linear, ms (tested with --tta), Mask2Former, EoMT.

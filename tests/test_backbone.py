@@ -2,11 +2,11 @@ import math
 
 import pytest
 import torch
+from helpers.fabricate import fabricate_official_file, official_manifest
+from helpers.reference import reference_features
 
 from dinov2_seg.models.backbones import ARCH_SETTINGS, DinoVisionTransformer
 from dinov2_seg.models.backbones.dinov2 import center_pad
-from helpers.fabricate import fabricate_official_file, official_manifest
-from helpers.reference import reference_features
 
 # Meta's hub models, written from the release (FACTS.md, 'Official DINOv2
 # backbones'; dinov2/hub/backbones.py): embed dim, depth, heads, FFN.
@@ -21,8 +21,14 @@ OFFICIAL_SIZES = {
 ORIGINAL = dict(registers=0, offset=0.1, antialias=False)
 REGISTERS = dict(registers=4, offset=0.0, antialias=True)
 OFFICIAL_PRESETS = {
-    **{name: ORIGINAL for name in OFFICIAL_SIZES},
-    **{f'{name}_reg4': REGISTERS for name in OFFICIAL_SIZES},
+    **{
+        name: ORIGINAL
+        for name in OFFICIAL_SIZES
+    },
+    **{
+        f'{name}_reg4': REGISTERS
+        for name in OFFICIAL_SIZES
+    },
 }
 
 
@@ -56,11 +62,11 @@ def test_presets_are_metas_hub_models():
         assert (settings['embed_dim'], settings['depth'],
                 settings['num_heads'], settings['ffn']) == (dim, depth, heads,
                                                             ffn), name
-        assert (settings['num_register_tokens'],
-                settings['interpolate_offset'],
-                settings['interpolate_antialias']) == (
-                    official['registers'], official['offset'],
-                    official['antialias']), name
+        assert (
+            settings['num_register_tokens'], settings['interpolate_offset'],
+            settings['interpolate_antialias']) == (official['registers'],
+                                                   official['offset'],
+                                                   official['antialias']), name
 
 
 def test_unknown_arch_is_a_clear_error():

@@ -4,12 +4,10 @@ config) and a model in Meta's layout."""
 import pytest
 import torch
 import transformers
-
 from helpers.archs import TINY_ARCH
-
-from helpers.tools import REPO
 from helpers.fabricate import fabricate_head_file
 from helpers.meta_hub import MetaDinoViT, perturbed, segmentation_features
+from helpers.tools import REPO
 
 CONFIG = str(REPO / 'configs' / 'voc2012_vits14_linear.py')
 REGISTER_ARCH = dict(

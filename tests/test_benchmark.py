@@ -5,11 +5,11 @@ import math
 
 import pytest
 import torch
+from helpers.archs import TINY_ARCH
+from helpers.tools import REPO
 from mmengine.config import Config
 from mmseg.registry import MODELS
 
-from helpers.archs import TINY_ARCH
-from helpers.tools import REPO
 from dinov2_seg.benchmark.flops import backbone_flops
 from dinov2_seg.benchmark.memory import LiveTensorBytes
 from dinov2_seg.cli.benchmark import main
@@ -55,8 +55,8 @@ def test_backbone_flops_count_every_multiply_add():
     want = depth * (per_block + attention) + embed
     assert backbone_flops(backbone, 224, 224) == pytest.approx(want)
     # 220 px is center-padded to 224: the same grid.
-    assert backbone_flops(backbone, 220, 221) == backbone_flops(
-        backbone, 224, 224)
+    assert backbone_flops(backbone, 220,
+                          221) == backbone_flops(backbone, 224, 224)
 
 
 def run_tool(tmp_path, capsys, *args):
@@ -101,9 +101,9 @@ def test_tta_compare_reports_the_stock_path_beside_the_fast_one(
         tmp_path, capsys):
     config = tiny_config(tmp_path, 'voc2012_vits14_ms.py', 4)
     image = (64, 85)
-    record, _ = run_tool(tmp_path, capsys, config, '--mode', 'tta',
-                         '--scales', '2', '--size', *image, '--compare',
-                         '--repeat', 1, '--warmup', 0)
+    record, _ = run_tool(tmp_path, capsys, config, '--mode', 'tta', '--scales',
+                         '2', '--size', *image, '--compare', '--repeat', 1,
+                         '--warmup', 0)
     assert record['mode'] == 'tta' and record['scales'] == 2
     # The ms recipe's first two scales (ratios 1.0 and 1.32 of 640 on the
     # short side), 640 windows at stride 320, both flips of each view; the
@@ -126,8 +126,7 @@ def test_tta_compare_reports_the_stock_path_beside_the_fast_one(
     # Peaks count the weights and what each path must hold at once: the
     # stock path the 21-class float canvas of the 844 x 1121 view, the fast
     # path a full batch of 8 windows of 3 x 640 x 640 floats.
-    weights = tensor_bytes_of(
-        MODELS.build(Config.fromfile(config).model))
+    weights = tensor_bytes_of(MODELS.build(Config.fromfile(config).model))
     assert record['baseline_peak_bytes'] >= weights + 21 * 844 * 1121 * 4
     assert record['peak_bytes'] >= weights + 8 * 3 * 640 * 640 * 4
     assert record['peak_bytes'] < record['baseline_peak_bytes']
@@ -142,8 +141,8 @@ def test_slide_backbone_and_train_modes_append_results(tmp_path, capsys):
     height, width = keep_ratio_size(56, 84, 448, 224)
     assert (height, width) == (224, 336)
     assert record['size'] == [56, 84]
-    assert record['windows'] == (windows_along(height, 224, 149) *
-                                 windows_along(width, 224, 149))
+    assert record['windows'] == (
+        windows_along(height, 224, 149) * windows_along(width, 224, 149))
     assert 'baseline_seconds' not in record  # no --compare
     record, lines = run_tool(tmp_path, capsys, config, '--mode', 'backbone',
                              '--batch', 2, '--size', 56, 56)
@@ -160,7 +159,7 @@ def test_slide_backbone_and_train_modes_append_results(tmp_path, capsys):
     assert lines == 3 and record['baseline'] == 'frozen=False'
     # Training the backbone too allocates its gradients in every step:
     # float32, one per parameter.
-    assert (record['baseline_peak_bytes'] - record['peak_bytes'] >=
-            vit_bytes - 4 * (1 + 37 * 37 + 1) * dim)
+    assert (record['baseline_peak_bytes'] - record['peak_bytes']
+            >= vit_bytes - 4 * (1 + 37 * 37 + 1) * dim)
     # The linear head on 48 channels and 5 classes: BN (2 x 48) + conv.
     assert record['trainable_params'] == 2 * dim + 5 * dim + 5

@@ -4,12 +4,12 @@ import pickle
 import numpy as np
 import pytest
 import torch
+from helpers.fabricate import fabricate_official_file
 from mmengine.logging import HistoryBuffer
 
 from dinov2_seg.checkpoints import (describe_arch, extract_state_dict,
                                     load_backbone_checkpoint)
 from dinov2_seg.models.backbones import ARCH_SETTINGS, DinoVisionTransformer
-from helpers.fabricate import fabricate_official_file
 
 
 def small(arch, depth=2):
@@ -59,8 +59,8 @@ def test_module_and_file_report_a_mismatch_alike(tmp_path):
                    'DinoVisionTransformer module')
     assert from_file.startswith(f'Checkpoint {path} does not fit')
     assert from_module.startswith(f'Checkpoint {module_name} does not fit')
-    assert from_file.replace(str(path), 'X') == from_module.replace(
-        module_name, 'X')
+    assert from_file.replace(str(path),
+                             'X') == from_module.replace(module_name, 'X')
     assert ('The weights look like arch '
             "'embed_dim=384, depth=2, num_register_tokens=4'.") in from_module
 

@@ -2,13 +2,13 @@ import itertools
 
 import pytest
 import torch
+from helpers.tools import REPO
 from mmengine.config import Config
 from mmengine.optim import build_optim_wrapper
 from mmengine.structures import PixelData
 from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
 
-from helpers.tools import REPO
 from dinov2_seg.models.segmentors import BatchedEncoderDecoder
 
 # The official recipes, written from Meta's mmseg 0.x configs as recorded in
@@ -101,8 +101,8 @@ def test_config_follows_official_recipe(name):
     assert model.data_preprocessor.size == (crop, crop)
     assert model.data_preprocessor.seg_pad_val == 255
     test_resize = step(cfg.test_pipeline, 'Resize')
-    assert (test_resize.scale, test_resize.keep_ratio) == (
-        recipe['test_scale'], True)
+    assert (test_resize.scale,
+            test_resize.keep_ratio) == (recipe['test_scale'], True)
     if recipe_name == 'ms':
         resizes, flips = cfg.tta_pipeline[1].transforms[:2]
         long, short = recipe['test_scale']
@@ -110,8 +110,8 @@ def test_config_follows_official_recipe(name):
             (int(long * r), int(short * r)) for r in recipe['img_ratios']
         ]
         assert all(t.keep_ratio for t in resizes)
-        assert [(t.prob, t.direction)
-                for t in flips] == [(0.0, 'horizontal'), (1.0, 'horizontal')]
+        assert [(t.prob, t.direction) for t in flips] == [(0.0, 'horizontal'),
+                                                          (1.0, 'horizontal')]
 
     # "2 images per GPU x 8 GPUs"
     train = cfg.train_dataloader
@@ -148,8 +148,8 @@ def test_config_follows_official_recipe(name):
     # 40k iters"
     assert cfg.train_cfg.max_iters == 40000
     warmup, poly = cfg.param_scheduler
-    assert (warmup.type, warmup.end, warmup.start_factor) == ('LinearLR',
-                                                              1500, 1e-6)
+    assert (warmup.type, warmup.end, warmup.start_factor) == ('LinearLR', 1500,
+                                                              1e-6)
     assert (poly.type, poly.end, poly.power,
             poly.get('eta_min', 0)) == ('PolyLR', 40000, 1.0, 0)
 
@@ -248,6 +248,7 @@ def test_amp_flag_switches_the_optim_wrapper():
 @pytest.mark.parametrize('count', [None, 3, 1])
 def test_tta_scale_count_selects_the_first_scales(count):
     from dinov2_seg.datasets.pipelines import select_tta_scales
+
     # The recipe's short sides: int(640 * ratio) for the first scales.
     heights = [int(640 * r) for r in RECIPES['ms']['img_ratios'][:count]]
     cfg = load('ade20k_vits14_ms')

@@ -5,12 +5,12 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from helpers.tools import REPO
 from mmcv.transforms import Compose
 from mmengine.config import Config
 from mmseg.registry import DATASETS
 from PIL import Image
 
-from helpers.tools import REPO
 from dinov2_seg.datasets import (SHAPES_CLASSES, SHAPES_PALETTE,
                                  check_dataset_paths, generate_shapes_dataset)
 
@@ -233,12 +233,11 @@ def test_corrupt_label_in_a_dataset_names_the_file(tmp_path, shapes_root):
 
 def load_label(path, backend, reduce_zero_label=False, label_map=None):
     from dinov2_seg.datasets.transforms import DinoLoadAnnotations
-    return DinoLoadAnnotations(imdecode_backend=backend)(
-        dict(
-            seg_map_path=str(path),
-            reduce_zero_label=reduce_zero_label,
-            label_map=label_map,
-            seg_fields=[]))['gt_seg_map']
+    return DinoLoadAnnotations(imdecode_backend=backend)(dict(
+        seg_map_path=str(path),
+        reduce_zero_label=reduce_zero_label,
+        label_map=label_map,
+        seg_fields=[]))['gt_seg_map']
 
 
 @pytest.mark.parametrize('backend', ['pillow', 'cv2'])
@@ -249,8 +248,9 @@ def test_label_decode_failures_name_the_file_with_either_backend(
     for label in broken_pngs(tmp_path):
         with pytest.raises(OSError) as err:
             load_label(label, backend)
-        assert str(err.value).startswith(
-            f'Cannot read the label map {label} ('), str(err.value)
+        assert str(
+            err.value).startswith(f'Cannot read the label map {label} ('), str(
+                err.value)
 
 
 @pytest.mark.parametrize('backend', ['pillow', 'cv2'])
@@ -263,13 +263,13 @@ def test_label_values_as_mmseg_defines_them(tmp_path, backend):
     assert load_label(path, backend, True).tolist() == [[255, 0, 1],
                                                         [4, 253, 255]]
     # label_map applied to the original values, each pixel once.
-    assert load_label(path, backend, False, {1: 2, 2: 1}).tolist() == [[
-        0, 2, 1
-    ], [5, 254, 255]]
+    assert load_label(path, backend, False, {
+        1: 2,
+        2: 1
+    }).tolist() == [[0, 2, 1], [5, 254, 255]]
 
 
-def test_errors_other_than_decoding_propagate_unchanged(tmp_path,
-                                                        monkeypatch):
+def test_errors_other_than_decoding_propagate_unchanged(tmp_path, monkeypatch):
     """A bug (here an AttributeError raised inside the decoder) is not
     reported as an unreadable label file."""
     import mmcv

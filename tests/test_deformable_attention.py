@@ -5,11 +5,11 @@ import warnings
 
 import pytest
 import torch
+from helpers.archs import TINY_SWIGLU_ARCH
 from mmcv.ops import MultiScaleDeformableAttention
 from mmcv.ops.multi_scale_deform_attn import \
     multi_scale_deformable_attn_pytorch as forward_pytorch_name
 
-from helpers.archs import TINY_SWIGLU_ARCH
 from dinov2_seg.models import deformable_attention
 from dinov2_seg.models.backbones import DinoViTAdapter
 

@@ -5,7 +5,6 @@ import signal
 import subprocess
 
 import pytest
-
 from helpers.tools import REPO
 
 DEMO_TIMEOUT = 780
@@ -37,8 +36,8 @@ def test_make_demo_prints_the_readme_table_and_writes_its_files(tmp_path):
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
         output, _ = process.communicate()
-        pytest.fail(f'make demo ran past {DEMO_TIMEOUT} s; its last lines:\n'
-                    + '\n'.join(output.splitlines()[-40:]))
+        pytest.fail(f'make demo ran past {DEMO_TIMEOUT} s; its last lines:\n' +
+                    '\n'.join(output.splitlines()[-40:]))
     result = subprocess.CompletedProcess(process.args, process.returncode,
                                          output)
     lines = result.stdout.splitlines()

@@ -6,8 +6,8 @@ import runpy
 import threading
 
 import pytest
-
 from helpers.tools import REPO
+
 from dinov2_seg.checkpoints import catalog
 
 NAME = 'dinov2_vits14_pretrain.pth'
@@ -39,7 +39,7 @@ def dropping_server():
 
 
 def test_interrupted_download_leaves_no_file(dropping_server, tmp_path,
-                                              monkeypatch, capsys):
+                                             monkeypatch, capsys):
     entry = catalog.OFFICIAL_FILES[NAME]
     monkeypatch.setitem(catalog.OFFICIAL_FILES, NAME,
                         entry._replace(url=dropping_server))

@@ -3,13 +3,12 @@ loading into configs/ade20k_vitl14_eomt_official.py, its predictions
 against the reference (helpers/eomt_reference.py), and the errors."""
 import pytest
 import torch
-from mmseg.registry import MODELS
-
 from helpers.archs import TINY_ARCH
-from helpers.eomt import (TINY_FILE, build_official_tiny, images, load,
-                          predict)
+from helpers.eomt import TINY_FILE, build_official_tiny, images, load, predict
 from helpers.eomt_reference import class_map, eomt_forward, normalise, slide
 from helpers.fabricate import eomt_manifest, fabricate_eomt_state
+from mmseg.registry import MODELS
+
 from dinov2_seg.checkpoints import load_segmentor_checkpoint
 from dinov2_seg.checkpoints.eomt import convert_eomt
 

@@ -4,12 +4,10 @@ settings, configs/dinov2/*/eomt_*.yaml), and the head's checks of its
 settings."""
 import pytest
 import torch
-from mmseg.registry import MODELS
-
-from helpers.eomt import (BLOCKS, CLASSES, EMBED, EOMT_CONFIGS, build_tiny,
-                          load)
+from helpers.eomt import BLOCKS, CLASSES, EMBED, EOMT_CONFIGS, build_tiny, load
 from helpers.fabricate import official_manifest
 from helpers.tools import REPO
+from mmseg.registry import MODELS
 
 # EoMT's mask-annealing steps in its configs (attn_mask_annealing_start /
 # end_steps), by blocks with queries, and the run length T whose T/6 is the
@@ -20,8 +18,8 @@ from helpers.tools import REPO
 EOMT_ANNEALING = {
     4: (39120, [6520, 13040, 19560, 26080], [13040, 19560, 26080, 32600]),
     3: (88692, [14782, 36955, 59128], [29564, 51737, 73910]),
-    5: (88692, [14782, 25869, 36955, 48042, 59128],
-        [29564, 40651, 51737, 62824, 73910]),
+    5: (88692, [14782, 25869, 36955, 48042,
+                59128], [29564, 40651, 51737, 62824, 73910]),
 }
 
 

@@ -9,19 +9,19 @@ import json
 import numpy as np
 import pytest
 import torch
-from mmcv.transforms import Compose
-from mmengine.dataset import pseudo_collate
-from mmseg.registry import MODELS
-
 from helpers.archs import TINY_ARCH
 from helpers.eomt import (TINY_BLOCKS, TINY_FILE, TINY_REG,
                           build_official_tiny, build_tiny, images, load,
                           predict, reference_weights)
-from helpers.eomt_reference import (class_map, eomt_forward,
-                                    eomt_resized_size, eomt_semantic,
-                                    normalise, pil_bilinear, slide)
+from helpers.eomt_reference import (class_map, eomt_forward, eomt_resized_size,
+                                    eomt_semantic, normalise, pil_bilinear,
+                                    slide)
 from helpers.fabricate import fabricate_eomt_state
 from helpers.tools import REPO
+from mmcv.transforms import Compose
+from mmengine.dataset import pseudo_collate
+from mmseg.registry import MODELS
+
 from dinov2_seg.checkpoints import load_segmentor_checkpoint
 from dinov2_seg.models.segmentors.window_merge import slide_window_spans
 
@@ -158,8 +158,7 @@ def test_official_config_evaluates_as_eomt(tmp_path, size):
 
         def window_map(window):
             masks, classes = eomt_forward(
-                state, window, heads=TINY_ARCH['num_heads'],
-                num_blocks=2)[-1]
+                state, window, heads=TINY_ARCH['num_heads'], num_blocks=2)[-1]
             return class_map(masks, classes, window.shape[-2:])
 
         rgb = pil_bilinear(image[..., ::-1].copy(),

@@ -7,6 +7,11 @@ from types import SimpleNamespace
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers.archs import TINY_ARCH
+from helpers.eomt import (BLOCKS, TINY_BLOCKS, TINY_REG, build_tiny, images,
+                          load, reference_weights, training_batch)
+from helpers.eomt_reference import eomt_forward, normalise
+from helpers.tools import check, reported_miou, run
 from mmengine.hooks import Hook
 from mmengine.optim import build_optim_wrapper
 from mmengine.runner import Runner
@@ -14,11 +19,6 @@ from mmengine.structures import PixelData
 from mmseg.registry import MODELS, PARAM_SCHEDULERS
 from mmseg.structures import SegDataSample
 
-from helpers.archs import TINY_ARCH
-from helpers.eomt import (BLOCKS, TINY_BLOCKS, TINY_REG, build_tiny, images,
-                          load, reference_weights, training_batch)
-from helpers.eomt_reference import eomt_forward, normalise
-from helpers.tools import check, reported_miou, run
 from dinov2_seg.engine import EoMTMaskAnnealingHook
 from dinov2_seg.models.backbones.dinov2 import ARCH_SETTINGS
 
@@ -292,8 +292,8 @@ def test_two_stage_schedule_needs_named_groups():
     model = build_tiny()
     wrapper = build_optim_wrapper(model,
                                   dict(optimizer=dict(type='AdamW', lr=1)))
-    with pytest.raises(ValueError,
-                       match='DinoLayerDecayOptimWrapperConstructor'):
+    with pytest.raises(
+            ValueError, match='DinoLayerDecayOptimWrapperConstructor'):
         PARAM_SCHEDULERS.build(
             dict(type='TwoStageWarmupPolyLR', end=10, optimizer=wrapper))
 
@@ -422,9 +422,8 @@ def test_shapes_run_trains_and_tests_well_above_chance(tmp_path):
     from dinov2_seg.datasets import generate_shapes_dataset
     data = tmp_path / 'shapes'
     generate_shapes_dataset(str(data))
-    options = ['--cfg-options'] + [
-        f'{k}={v}' for k, v in shapes_options(data).items()
-    ]
+    options = ['--cfg-options'
+               ] + [f'{k}={v}' for k, v in shapes_options(data).items()]
     config, work = 'configs/demo_shapes_eomt.py', tmp_path / 'work'
     log = check(
         run('tools/train.py', config, '--work-dir', work, '--verbose',

@@ -7,19 +7,17 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers.archs import TINY_ARCH
+from helpers.tools import REPO
+from mmcv.transforms import Compose
 from mmengine.config import Config
 from mmengine.dataset import pseudo_collate
-from mmcv.transforms import Compose
 from mmseg.models.segmentors import SegTTAModel
 from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
 
-from helpers.archs import TINY_ARCH
-
-from helpers.tools import REPO
 from dinov2_seg.apis.inference import inference_segmentor, init_segmentor
-from dinov2_seg.models.segmentors.window_merge import (add_window,
-                                                       axis_bands,
+from dinov2_seg.models.segmentors.window_merge import (add_window, axis_bands,
                                                        linear_taps,
                                                        slide_window_spans)
 
@@ -127,8 +125,11 @@ def test_fast_slide_equals_stock(shape, ori, flip, batch):
     torch.manual_seed(1)
     inputs = torch.randn(2, 3, *shape)
     metas = [
-        dict(ori_shape=ori, img_shape=shape, flip=flip,
-             flip_direction='horizontal')
+        dict(
+            ori_shape=ori,
+            img_shape=shape,
+            flip=flip,
+            flip_direction='horizontal')
     ] * 2
     fast, stock = predict_both(model, inputs, metas)
     for f, s in zip(fast, stock):
@@ -146,9 +147,12 @@ def test_fast_slide_removes_padding_and_flips_vertically():
     # The image is the top-left 91 x 120 of the input (right/bottom padding
     # of 10 and 9, as a size_divisor pad would leave).
     metas = [
-        dict(ori_shape=(60, 80), img_shape=(91, 120),
-             padding_size=[0, 10, 0, 9], flip=True,
-             flip_direction='vertical')
+        dict(
+            ori_shape=(60, 80),
+            img_shape=(91, 120),
+            padding_size=[0, 10, 0, 9],
+            flip=True,
+            flip_direction='vertical')
     ]
     fast, stock = predict_both(model, inputs, metas)
     torch.testing.assert_close(fast[0], stock[0], rtol=0, atol=5e-4)
@@ -188,8 +192,8 @@ def test_windows_go_one_by_one_on_cpu_by_default():
         lambda module, args, out: calls.append(args[0].shape[0]))
     meta = dict(ori_shape=(56, 140), img_shape=(56, 140))
     with torch.no_grad():
-        model.predict(torch.randn(1, 3, 56, 140),
-                      [SegDataSample(metainfo=meta)])
+        model.predict(
+            torch.randn(1, 3, 56, 140), [SegDataSample(metainfo=meta)])
     assert calls == [1, 1, 1, 1]
 
 
@@ -197,8 +201,8 @@ def test_window_batch_size_must_be_positive():
     model = tiny_segmentor('ade20k_vits14_linear.py', window_batch_size=0)
     meta = dict(ori_shape=(56, 56), img_shape=(56, 56))
     with pytest.raises(ValueError, match='window_batch_size must be >= 1'):
-        model.predict(torch.randn(1, 3, 56, 56),
-                      [SegDataSample(metainfo=meta)])
+        model.predict(
+            torch.randn(1, 3, 56, 56), [SegDataSample(metainfo=meta)])
 
 
 def photo(height: int = 61, width: int = 89) -> np.ndarray:
@@ -272,9 +276,8 @@ def test_inference_api_runs_the_fast_path():
     image = photo()
     model = tta_model(scales=1)
     called = []
-    model.module.slide_logits = (
-        lambda views, f=model.module.slide_logits: called.append(len(views))
-        or f(views))
+    model.module.slide_logits = (lambda views, f=model.module.slide_logits:
+                                 called.append(len(views)) or f(views))
     labels = inference_segmentor(model, image)
     assert labels.shape == (61, 89)
     assert called == [2]  # one call for the two flips of the one scale

@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-
-from helpers.tools import REPO
-from dinov2_seg.apis.inference import inference_segmentor, init_segmentor
-from dinov2_seg.models.backbones import ARCH_SETTINGS
 from helpers.fabricate import fabricate_head_file, fabricate_official_file
 from helpers.reference import reference_features
+from helpers.tools import REPO
+
+from dinov2_seg.apis.inference import inference_segmentor, init_segmentor
+from dinov2_seg.models.backbones import ARCH_SETTINGS
 
 MEAN = np.array([123.675, 116.28, 103.53])
 STD = np.array([58.395, 57.12, 57.375])

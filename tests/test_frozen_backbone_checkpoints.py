@@ -5,12 +5,11 @@ import hashlib
 
 import pytest
 import torch
+from helpers.archs import TINY_ARCH
+from helpers.tools import REPO, check, run, write_config
 from mmengine.config import Config
 from mmseg.registry import MODELS
 
-from helpers.archs import TINY_ARCH
-
-from helpers.tools import REPO, check, run, write_config
 from dinov2_seg.checkpoints import load_segmentor_checkpoint
 from dinov2_seg.checkpoints.frozen_backbone import frozen_backbone_keys
 from dinov2_seg.models.backbones import DinoVisionTransformer
@@ -100,7 +99,8 @@ def test_another_backbone_file_is_refused(frozen_run, tmp_path):
     assert 'different file' in message
     latest = (work / 'last_checkpoint').read_text().strip()
     result = run('tools/train.py', config, '--work-dir', work, '--resume',
-                 '--cfg-options', f'model.backbone.init_cfg.checkpoint={other}',
+                 '--cfg-options',
+                 f'model.backbone.init_cfg.checkpoint={other}',
                  'train_cfg.max_iters=8')
     assert result.returncode != 0
     message = result.stderr.strip().splitlines()[-1]
@@ -119,8 +119,8 @@ def test_fine_tuned_backbone_is_saved_whole(tmp_path, shapes_root):
         run('tools/train.py', config, '--work-dir', tmp_path / 'work',
             '--cfg-options', 'train_cfg.max_iters=2',
             'default_hooks.checkpoint.interval=2'))
-    checkpoint = torch.load(tmp_path / 'work' / 'iter_2.pth',
-                            weights_only=False)
+    checkpoint = torch.load(
+        tmp_path / 'work' / 'iter_2.pth', weights_only=False)
     backbone = {
         k[len('backbone.'):]: v
         for k, v in checkpoint['state_dict'].items()

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Iterator, Tuple
 
 import pytest
-
 from helpers.tools import REPO
 
 # Low to high; a package may import its own level and any lower one.
@@ -44,8 +43,8 @@ def imported_modules(path: Path, root: Path) -> Iterator[Tuple[int, str]]:
             if node.level:
                 base = package.split('.')
                 base = base[:len(base) - (node.level - 1)]
-                target = '.'.join(base + ([node.module] if node.module
-                                          else []))
+                target = '.'.join(base +
+                                  ([node.module] if node.module else []))
             else:
                 target = node.module
             if target == 'dinov2_seg':
@@ -83,8 +82,8 @@ def test_every_package_is_placed_in_a_layer():
     packages = {
         path.stem if path.is_file() else path.name
         for path in (REPO / 'dinov2_seg').iterdir()
-        if path.suffix == '.py' and path.stem != '__init__'
-        or (path / '__init__.py').is_file()
+        if path.suffix == '.py' and path.stem != '__init__' or (
+            path / '__init__.py').is_file()
     }
     assert packages == set(LEVEL)
 

@@ -5,11 +5,10 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-
 from helpers.archs import TINY_ARCH
-from helpers.tools import REPO, check, run
 from helpers.fabricate import fabricate_head_file, fabricate_official_file
+from helpers.tools import REPO, check, run
+from PIL import Image
 
 
 @pytest.fixture(scope='module')
@@ -72,7 +71,7 @@ def test_inference_tool_writes_labels_overlays_and_summaries(
 
 @pytest.mark.slow
 def test_inference_tool_batches_give_the_same_labels(tmp_path, meta_files,
-                                                    inputs):
+                                                     inputs):
     folder, extra = inputs
     outputs = []
     for batch, workers in (('1', '0'), ('3', '2')):
@@ -82,13 +81,12 @@ def test_inference_tool_batches_give_the_same_labels(tmp_path, meta_files,
                 'configs/voc2012_vits14_linear.py', '--checkpoint',
                 meta_files / 'dinov2_vits14_voc2012_linear_head.pth',
                 '--backbone', meta_files / 'dinov2_vits14_pretrain.pth',
-                '--batch-size', batch, '--workers', workers, '--out-dir',
-                out))
+                '--batch-size', batch, '--workers', workers, '--out-dir', out))
         assert '3 segmented, 1 skipped' in log  # broken.jpg, mid-batch
         outputs.append(out)
     for name in ('a', 'b', 'c'):
-        first, second = (np.asarray(Image.open(out / f'{name}.png'))
-                         for out in outputs)
+        first, second = (
+            np.asarray(Image.open(out / f'{name}.png')) for out in outputs)
         assert np.array_equal(first, second), name
 
 
@@ -186,9 +184,10 @@ def tiny_model(tmp_path_factory):
 def tree(tmp_path):
     """Three photos, two of them named a.jpg in different sub-folders."""
     rng = np.random.default_rng(3)
-    files = [tmp_path / 'photos' / 'x' / 'a.jpg',
-             tmp_path / 'photos' / 'y' / 'a.jpg',
-             tmp_path / 'photos' / 'b.png']
+    files = [
+        tmp_path / 'photos' / 'x' / 'a.jpg',
+        tmp_path / 'photos' / 'y' / 'a.jpg', tmp_path / 'photos' / 'b.png'
+    ]
     for path, size in zip(files, ((40, 50), (45, 30), (36, 36))):
         path.parent.mkdir(parents=True, exist_ok=True)
         cv2.imwrite(str(path), rng.integers(0, 255, (*size, 3), np.uint8))
@@ -221,8 +220,8 @@ def test_folder_tree_keeps_sub_folders_on_a_readable_console(
         np.asarray(Image.open(out / 'x/a.png')),
         np.asarray(Image.open(out / 'y/a.png')))
     written = sorted(str(p.relative_to(out)) for p in out.rglob('*.*'))
-    assert written == sorted(
-        [f'{n}.png' for n in names] + [f'{n}_overlay.jpg' for n in names])
+    assert written == sorted([f'{n}.png' for n in names] +
+                             [f'{n}_overlay.jpg' for n in names])
     assert f'3 segmented, 0 skipped -> {out} (6 files' in console
     # The libraries' log lines, warnings and mmcv's progress bar are gone:
     # the three results, the progress line and the summary remain.
@@ -232,17 +231,16 @@ def test_folder_tree_keeps_sub_folders_on_a_readable_console(
     assert len(console.strip().splitlines()) == 5, console
 
     verbose = check(
-        run('tools/inference.py', folder, '--config', config,
-            '--checkpoint', checkpoint, '--out-dir', tmp_path / 'verbose',
-            '--verbose'))
+        run('tools/inference.py', folder, '--config', config, '--checkpoint',
+            checkpoint, '--out-dir', tmp_path / 'verbose', '--verbose'))
     assert f'INFO - Loads checkpoint by local backend from path: ' \
         f'{checkpoint}' in verbose
     assert 'UserWarning: ``build_loss`` would be deprecated' in verbose
     assert '3 segmented, 0 skipped' in verbose
 
 
-def test_inputs_that_would_share_an_output_are_refused(
-        tmp_path, tiny_model, tree):
+def test_inputs_that_would_share_an_output_are_refused(tmp_path, tiny_model,
+                                                       tree):
     from dinov2_seg.cli import inference as inference_cli
     config, checkpoint = tiny_model
     folder, (xa, ya, b) = tree
@@ -251,8 +249,13 @@ def test_inputs_that_would_share_an_output_are_refused(
     out = tmp_path / 'out'
     with pytest.raises(ValueError) as error:
         inference_cli.main([
-            str(xa), str(ya), str(folder), '--config', str(config),
-            '--checkpoint', str(checkpoint), '--out-dir', str(out)])
+            str(xa),
+            str(ya),
+            str(folder), '--config',
+            str(config), '--checkpoint',
+            str(checkpoint), '--out-dir',
+            str(out)
+        ])
     message = str(error.value)
     assert message.startswith('2 output file(s) would be written by more '
                               'than one input')
@@ -268,8 +271,10 @@ def test_input_names_below_folders_and_globs(tmp_path, tree):
                                             (str(ya), 'y/a')]
     # A glob keeps the path below its fixed part; a file its name; a file
     # given twice is kept once.
-    assert expand_inputs([f'{folder}/**/a.jpg', str(xa), str(b)]) == [
-        (str(xa), 'x/a'), (str(ya), 'y/a'), (str(b), 'b')]
+    assert expand_inputs([f'{folder}/**/a.jpg',
+                          str(xa), str(b)]) == [(str(xa), 'x/a'),
+                                                (str(ya), 'y/a'),
+                                                (str(b), 'b')]
 
 
 def test_backbone_and_a_whole_checkpoint_are_refused(tmp_path, tiny_model):
@@ -289,16 +294,18 @@ def test_backbone_and_a_whole_checkpoint_are_refused(tmp_path, tiny_model):
         in str(error.value)
     backbone_file = tmp_path / 'backbone.pth'
     torch.save(module.state_dict(), backbone_file)
-    with pytest.raises(ValueError, match=r"backbone='.*backbone\.pth' "
-                       r'\(--backbone\): that file would be ignored'):
+    with pytest.raises(
+            ValueError,
+            match=r"backbone='.*backbone\.pth' "
+            r'\(--backbone\): that file would be ignored'):
         init_segmentor(str(config), str(checkpoint), str(backbone_file))
     # Head-only files and checkpoints of frozen-backbone runs leave the
     # backbone to its file or module.
     head = tmp_path / 'head.pth'
     fabricate_head_file(head, 48, 1, 21)
     frozen = tmp_path / 'frozen.pth'
-    torch.save(dict(state_dict={}, meta=dict(backbone_sha256='0' * 64)),
-               frozen)
+    torch.save(
+        dict(state_dict={}, meta=dict(backbone_sha256='0' * 64)), frozen)
     from dinov2_seg.apis.inference import holds_backbone_weights
     assert holds_backbone_weights(str(checkpoint))
     assert not holds_backbone_weights(str(head))

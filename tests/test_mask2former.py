@@ -8,6 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers.archs import TINY_ARCH
+from helpers.tools import (REPO, assert_every_scale_and_flip, check,
+                           predictions_miou, reported_miou, run,
+                           run_test_tool_recording_views, shapes_labels)
 from mmengine.config import Config
 from mmengine.dataset import pseudo_collate
 from mmengine.optim import build_optim_wrapper
@@ -16,9 +20,6 @@ from mmseg.models.decode_heads import Mask2FormerHead
 from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
 
-from helpers.archs import TINY_ARCH
-
-from helpers.tools import REPO, assert_every_scale_and_flip, check, predictions_miou, reported_miou, run, run_test_tool_recording_views, shapes_labels
 from dinov2_seg.datasets.synthetic import SHAPES_CLASSES, SHAPES_PALETTE
 
 EMBED = {'vits14': 384, 'vitb14': 768, 'vitl14': 1024, 'vitg14': 1536}

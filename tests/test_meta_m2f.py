@@ -5,20 +5,19 @@ class-count error, the config checker."""
 import numpy as np
 import pytest
 import torch
+from helpers.archs import TINY_SWIGLU_ARCH
+from helpers.fabricate import fabricate_meta_m2f_file, meta_m2f_manifest
+from helpers.tools import (REPO, check, predictions_miou, reported_miou, run,
+                           shapes_labels)
 from mmengine.config import Config
 from mmseg.registry import MODELS
 
 from dinov2_seg.apis.inference import inference_segmentor, init_segmentor
-from dinov2_seg.checkpoints.meta_m2f_config import compare_m2f_configs
-from dinov2_seg.cli.check_official_m2f_config import main
 from dinov2_seg.checkpoints import load_segmentor_checkpoint
 from dinov2_seg.checkpoints.meta_m2f import (convert_meta_m2f,
                                              is_meta_m2f_layout)
-from helpers.fabricate import fabricate_meta_m2f_file, meta_m2f_manifest
-
-from helpers.archs import TINY_SWIGLU_ARCH
-
-from helpers.tools import REPO, check, predictions_miou, reported_miou, run, shapes_labels
+from dinov2_seg.checkpoints.meta_m2f_config import compare_m2f_configs
+from dinov2_seg.cli.check_official_m2f_config import main
 
 OFFICIAL_CFG = str(REPO / 'configs' / 'ade20k_vitg14_m2f_official.py')
 

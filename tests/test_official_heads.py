@@ -1,12 +1,13 @@
 """Meta's released head files (mmcv 1.x checkpoints) load as published."""
 import pytest
 import torch
+from helpers.fabricate import fabricate_head_file, fabricate_official_file
+from helpers.tools import (REPO, check, predictions_miou, reported_miou, run,
+                           shapes_labels)
 from mmengine.config import Config
 from mmseg.registry import MODELS
 
-from helpers.tools import REPO, check, predictions_miou, reported_miou, run, shapes_labels
 from dinov2_seg.checkpoints import load_segmentor_checkpoint
-from helpers.fabricate import fabricate_head_file, fabricate_official_file
 
 
 @pytest.fixture(scope='module')

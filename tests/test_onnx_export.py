@@ -5,7 +5,6 @@ import re
 import numpy as np
 import pytest
 import torch
-
 from helpers.fabricate import fabricate_head_file, fabricate_official_file
 from helpers.modules import require
 from helpers.tools import REPO, check, run

@@ -5,8 +5,8 @@ import subprocess
 import sys
 
 import pytest
-
 from helpers.tools import REPO
+
 from dinov2_seg.checkpoints.catalog import OFFICIAL_FILES
 
 # Every test starts a fresh interpreter.

@@ -9,10 +9,9 @@ import sys
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from helpers.modules import require
 from helpers.tools import check, run, write_config
+from PIL import Image
 
 CLASSES = ('sky', 'ground', 'disc', 'box', 'triangle')
 
@@ -316,10 +315,11 @@ def build_loss(loss):
 def test_avg_non_ignore_warning_hidden_for_the_recipe_losses_only():
     import warnings
 
+    from helpers.tools import REPO
     from mmengine.config import Config
 
     from dinov2_seg.engine.console import hide_library_noise
-    from helpers.tools import REPO
+
     # The tools' noise filter does not hide it process-wide: a user's own
     # loss still warns after it ...
     with warnings.catch_warnings(record=True) as caught:
@@ -329,6 +329,7 @@ def test_avg_non_ignore_warning_hidden_for_the_recipe_losses_only():
     assert any('avg_non_ignore' in str(w.message) for w in caught)
 
     from dinov2_seg.engine.console import RECIPE_LOSS, recipe_warnings_hidden
+
     # The recipe's loss, as the linear and ms configs set it.
     for name in ('voc2012_vits14_linear.py', 'ade20k_vitb14_ms.py'):
         cfg = Config.fromfile(str(REPO / 'configs' / name))
@@ -338,8 +339,7 @@ def test_avg_non_ignore_warning_hidden_for_the_recipe_losses_only():
         auxiliary_head=dict(loss_decode=[dict(RECIPE_LOSS)]))
     own = dict(
         decode_head=dict(loss_decode=dict(RECIPE_LOSS)),
-        auxiliary_head=dict(
-            loss_decode=[dict(RECIPE_LOSS, loss_weight=0.4)]))
+        auxiliary_head=dict(loss_decode=[dict(RECIPE_LOSS, loss_weight=0.4)]))
     # ... and while a model is built, only the recipe's losses are quiet.
     for model, hidden in ((recipe, True), (own, False)):
         with warnings.catch_warnings(record=True) as caught:
@@ -347,8 +347,8 @@ def test_avg_non_ignore_warning_hidden_for_the_recipe_losses_only():
             with recipe_warnings_hidden(model):
                 for head in model.values():
                     losses = head['loss_decode']
-                    for loss in losses if isinstance(losses, list) else [
-                            losses]:
+                    for loss in losses if isinstance(losses,
+                                                     list) else [losses]:
                         build_loss(loss)
         warned = any('avg_non_ignore' in str(w.message) for w in caught)
         assert warned != hidden, model
@@ -429,8 +429,7 @@ def run_in_terminal(*args, timeout: int = 600) -> tuple:
 
 @pytest.mark.slow
 @pytest.mark.slow
-def test_a_crash_in_training_leaves_the_terminal_usable(tmp_path,
-                                                        shapes_root):
+def test_a_crash_in_training_leaves_the_terminal_usable(tmp_path, shapes_root):
     """A label file that breaks mid-run: the live bar is stopped before the
     traceback, and the cursor that rich hid is shown again."""
     root = tmp_path / 'shapes'
@@ -438,8 +437,8 @@ def test_a_crash_in_training_leaves_the_terminal_usable(tmp_path,
     broken = sorted((root / 'annotations' / 'training').glob('*.png'))[3]
     broken.write_bytes(broken.read_bytes()[:60])
     config = write_config(tmp_path / 'tiny.py', root)
-    status, console = run_in_terminal('tools/train.py', config,
-                                      '--work-dir', tmp_path / 'work')
+    status, console = run_in_terminal('tools/train.py', config, '--work-dir',
+                                      tmp_path / 'work')
     assert status != 0
     hide, show = '\x1b[?25l', '\x1b[?25h'
     assert hide in console, console[-3000:]  # the bar was drawn live ...

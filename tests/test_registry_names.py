@@ -4,13 +4,13 @@ every hook in engine/hooks and mmseg's HOOKS, names that cannot be taken for
 import importlib
 import pkgutil
 
+from helpers.tools import REPO
 from mmengine.hooks import Hook
 from mmengine.registry import HOOKS as ROOT_HOOKS
 from mmseg.datasets.transforms import LoadAnnotations
 from mmseg.registry import HOOKS, MODELS, TRANSFORMS
 
 import dinov2_seg
-from helpers.tools import REPO
 
 # Need extras (onnx, onnxruntime) that hold no hooks.
 _OPTIONAL = ('dinov2_seg.deployment', 'dinov2_seg.apis.export_onnx')
@@ -71,9 +71,10 @@ def test_project_configs_load_labels_with_the_project_transform():
 
 def test_bn_head_is_registered_under_the_project_name():
     import dinov2_seg.models  # noqa: F401
+
     # mmseg 1.2 has no BNHead: the generic name stays free (or mmseg's).
-    assert not (MODELS.get('BNHead') or object).__module__.startswith(
-        'dinov2_seg')
+    assert not (MODELS.get('BNHead')
+                or object).__module__.startswith('dinov2_seg')
     from dinov2_seg.models.backbones import DinoViTAdapter
     from dinov2_seg.models.decode_heads import DinoBNHead
     assert MODELS.get('DinoBNHead') is DinoBNHead

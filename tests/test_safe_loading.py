@@ -10,13 +10,13 @@ import pickle
 import numpy as np
 import pytest
 import torch
+from helpers.archs import TINY_ARCH
+from helpers.tools import write_config
 from mmengine.config import Config
 from mmengine.logging import HistoryBuffer
 from mmengine.runner.checkpoint import _load_checkpoint
 from mmseg.registry import MODELS
 
-from helpers.archs import TINY_ARCH
-from helpers.tools import write_config
 from dinov2_seg.apis.inference import init_segmentor
 from dinov2_seg.checkpoints import load_segmentor_checkpoint
 from dinov2_seg.checkpoints.frozen_backbone import check_backbone_file
@@ -122,8 +122,7 @@ def test_resume_and_load_from(old_torch_default, tmp_path):
     assert_refused(lambda: _load_checkpoint(str(path)), path, marker)
 
 
-def test_backbone_option_of_the_api_and_onnx_tool(old_torch_default,
-                                                  tmp_path):
+def test_backbone_option_of_the_api_and_onnx_tool(old_torch_default, tmp_path):
     """``init_segmentor(config, backbone=FILE)``, which
     ``tools/export_onnx.py --backbone`` calls."""
     config, _ = tiny_segmentor(tmp_path)
@@ -148,8 +147,8 @@ def test_mmengine_checkpoints_still_load(old_torch_default, tmp_path):
     assert torch.equal(loaded['state_dict']['w'], torch.ones(2))
 
 
-def test_frozen_backbone_from_a_url_not_downloaded_yet(
-        old_torch_default, tmp_path):
+def test_frozen_backbone_from_a_url_not_downloaded_yet(old_torch_default,
+                                                       tmp_path):
     """A head-only checkpoint whose backbone init_cfg is a URL: the file is
     fetched (as init_weights would) before its hash is compared."""
     source = tmp_path / 'mirror' / 'dinov2_tiny.pth'

@@ -6,10 +6,10 @@ import subprocess
 
 import pytest
 import torch
-
-from helpers.tools import REPO
-from dinov2_seg.models.backbones import ARCH_SETTINGS, DinoVisionTransformer
 from helpers.fabricate import fabricate_official_file
+from helpers.tools import REPO
+
+from dinov2_seg.models.backbones import ARCH_SETTINGS, DinoVisionTransformer
 
 # Every test runs timm in another interpreter.
 pytestmark = pytest.mark.slow

@@ -2,7 +2,6 @@
 libraries' log lines (``--verbose``, which brings them back, is tested on
 tools/inference.py in test_inference.py: both use the same quiet_console)."""
 import pytest
-
 from helpers.archs import TINY_ARCH
 from helpers.modules import require
 from helpers.tools import REPO, check, run

@@ -12,10 +12,13 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from helpers.tools import (REPO, assert_every_scale_and_flip, check,
+                           miou_percent, predictions_miou, reported_miou, run,
+                           run_test_tool_recording_views, shapes_labels,
+                           write_config)
 from mmengine.config import Config
 from mmseg.registry import MODELS
 
-from helpers.tools import REPO, assert_every_scale_and_flip, check, miou_percent, predictions_miou, reported_miou, run, run_test_tool_recording_views, shapes_labels, write_config
 from dinov2_seg.datasets import SHAPES_CLASSES
 
 # Every test runs a tool in a subprocess.

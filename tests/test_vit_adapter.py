@@ -3,13 +3,12 @@ loading the ViT from a DINOv2 file, bad settings and inputs."""
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers.archs import TINY_SWIGLU_ARCH
+from helpers.reference import layer_norm, linear, resize_pos_embed, vit_block
 
 from dinov2_seg.models.backbones import DinoVisionTransformer, DinoViTAdapter
 from dinov2_seg.models.backbones.dinov2_layers import SwiGLUFFN
 from dinov2_seg.models.backbones.vit_adapter import even_interaction_indexes
-
-from helpers.archs import TINY_SWIGLU_ARCH
-from helpers.reference import layer_norm, linear, resize_pos_embed, vit_block
 
 ARCH = TINY_SWIGLU_ARCH
 

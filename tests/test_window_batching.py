@@ -6,14 +6,13 @@ import weakref
 
 import pytest
 import torch
+from helpers.tools import REPO, write_config
 from mmengine.config import Config
 from mmseg.registry import MODELS
 
-from helpers.tools import REPO, write_config
 from dinov2_seg.models.segmentors.batched_encoder_decoder import \
     resolve_window_batch_size
-from dinov2_seg.models.segmentors.window_merge import (add_window,
-                                                       axis_bands)
+from dinov2_seg.models.segmentors.window_merge import add_window, axis_bands
 
 
 def test_window_batch_size_defaults_per_device():
@@ -27,8 +26,8 @@ def test_window_batch_size_defaults_per_device():
 def test_official_vitg_m2f_runs_one_896_window_per_call_on_a_gpu():
     """README: one 896 window of Meta's ViT-g Mask2Former peaks at 8.64 GiB
     in fp32, so its config must not take the GPU default of 8."""
-    cfg = Config.fromfile(str(REPO / 'configs' /
-                              'ade20k_vitg14_m2f_official.py'))
+    cfg = Config.fromfile(
+        str(REPO / 'configs' / 'ade20k_vitg14_m2f_official.py'))
     assert tuple(cfg.model.test_cfg.crop_size) == (896, 896)
     assert resolve_window_batch_size(
         cfg.model.test_cfg.get('window_batch_size'), 'cuda') == 1

@@ -60,8 +60,10 @@ def holds_backbone_weights(checkpoint: str) -> bool:
     if BACKBONE_SHA256_KEY in (loaded.get('meta') or {}):
         return False
     state_dict = loaded.get('state_dict', loaded)
-    keys = {k[len('module.'):] if k.startswith('module.') else k: None
-            for k in state_dict}
+    keys = {
+        k[len('module.'):] if k.startswith('module.') else k: None
+        for k in state_dict
+    }
     return (is_meta_m2f_layout(keys) or is_eomt_layout(keys)
             or any(k.startswith('backbone.') for k in keys))
 

@@ -60,8 +60,7 @@ def tensor_bytes(module: nn.Module) -> int:
                for t in list(module.parameters()) + list(module.buffers()))
 
 
-def peak_bytes(run: Callable[[], object], device: str,
-               resident: int) -> int:
+def peak_bytes(run: Callable[[], object], device: str, resident: int) -> int:
     """Peak memory of one run: CUDA's allocator peak, or on CPU the
     ``resident`` bytes (weights) plus the live-tensor peak."""
     if device.startswith('cuda'):

@@ -73,13 +73,13 @@ def label_agreement(fast: list, stock: list) -> float:
     return same / total
 
 
-def inference_setup(cfg: Config, config: str,
-                    args: argparse.Namespace) -> Tuple[nn.Module, Callable,
-                                                       Callable]:
+def inference_setup(
+        cfg: Config, config: str,
+        args: argparse.Namespace) -> Tuple[nn.Module, Callable, Callable]:
     """A config's segmentor and its fast and stock test-step runs on the
     benchmark's images (through its own test or TTA pipeline)."""
-    segmentor = build_for_benchmark(cfg, args.device, args.checkpoint
-                                    if config == args.config else None)
+    segmentor = build_for_benchmark(
+        cfg, args.device, args.checkpoint if config == args.config else None)
     if not hasattr(segmentor, 'uses_fast_slide'):
         raise ValueError(f'{config}: model.type={cfg.model.type!r} has '
                          'no fast path; --mode slide/tta need '
@@ -146,8 +146,7 @@ def measure_inference(cfg: Config, args: argparse.Namespace) -> dict:
             speedup=seconds['stock'] / seconds['fast'],
             baseline_backbone_share=shares.get('stock'),
             baseline_peak_bytes=peak_bytes(stock, args.device, resident),
-            label_agreement=label_agreement(outputs['fast'],
-                                            outputs['stock']))
+            label_agreement=label_agreement(outputs['fast'], outputs['stock']))
         record['peak_ratio'] = record['peak_bytes'] / record[
             'baseline_peak_bytes']
     if args.against:
@@ -186,8 +185,7 @@ def measure_backbone(cfg: Config, args: argparse.Namespace) -> dict:
         images_per_second=args.batch / seconds,
         tflops=flops / seconds / 1e12,
         model_tflop_per_image=flops / args.batch / 1e12,
-        peak_bytes=peak_bytes(forward, args.device,
-                              tensor_bytes(segmentor)))
+        peak_bytes=peak_bytes(forward, args.device, tensor_bytes(segmentor)))
     peak = args.peak_tflops or gpu_peak_tflops(args.device)
     if peak:
         record.update(peak_tflops=peak, mfu=record['tflops'] / peak)
@@ -212,12 +210,12 @@ def measure_train(cfg: Config, args: argparse.Namespace) -> dict:
                 0, num_classes, (1, *size), generator=generator)
             sample = SegDataSample(
                 gt_sem_seg=PixelData(data=labels),
-                metainfo=dict(img_shape=size, ori_shape=size,
-                              pad_shape=size))
+                metainfo=dict(img_shape=size, ori_shape=size, pad_shape=size))
             samples.append(sample)
         images = [
-            torch.randint(0, 256, (3, *size), dtype=torch.uint8,
-                          generator=generator) for _ in range(args.batch)
+            torch.randint(
+                0, 256, (3, *size), dtype=torch.uint8, generator=generator)
+            for _ in range(args.batch)
         ]
 
         def step():
@@ -238,8 +236,7 @@ def measure_train(cfg: Config, args: argparse.Namespace) -> dict:
         images_per_second=args.batch / seconds['frozen'],
         trainable_params=sum(p.numel() for p in frozen.model.parameters()
                              if p.requires_grad),
-        peak_bytes=peak_bytes(frozen, args.device,
-                              tensor_bytes(frozen.model)))
+        peak_bytes=peak_bytes(frozen, args.device, tensor_bytes(frozen.model)))
     if args.compare:
         finetuned = runs['finetuned']
         record.update(

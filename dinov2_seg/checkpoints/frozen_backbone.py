@@ -50,8 +50,8 @@ def frozen_backbone_keys(segmentor: nn.Module) -> List[str]:
     """State-dict keys that a checkpoint can leave to the backbone file:
     the frozen parameters of a backbone loaded from a file (for a
     ViT-Adapter, its ViT; the adapter trains and is kept)."""
-    if backbone_file(segmentor) is None or not getattr(
-            segmentor.backbone, 'frozen', False):
+    if backbone_file(segmentor) is None or not getattr(segmentor.backbone,
+                                                       'frozen', False):
         return []
     return [
         f'backbone.{name}'

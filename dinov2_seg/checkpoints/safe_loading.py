@@ -105,7 +105,9 @@ def download_file(url: str, path: str) -> None:
     folder = osp.dirname(osp.abspath(path))
     os.makedirs(folder, exist_ok=True)
     partial = tempfile.NamedTemporaryFile(
-        dir=folder, prefix=osp.basename(path) + '.', suffix='.part',
+        dir=folder,
+        prefix=osp.basename(path) + '.',
+        suffix='.part',
         delete=False)
     try:
         with partial, urllib.request.urlopen(url) as response:

@@ -87,8 +87,8 @@ def load_segmentor_checkpoint(model: nn.Module,
         from_file = set(frozen_backbone_keys(model))
     elif not any(k.startswith('backbone.') for k in state_dict):
         init_cfg = getattr(model.backbone, 'init_cfg', None)
-        if not backbone_loaded and (not init_cfg or
-                                    init_cfg.get('type') != 'Pretrained'):
+        if not backbone_loaded and (not init_cfg
+                                    or init_cfg.get('type') != 'Pretrained'):
             raise ValueError(
                 f'{filename} holds no backbone weights (a head-only file '
                 'such as Meta\'s *_head.pth) and model.backbone.init_cfg '

@@ -95,8 +95,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         config=args.config,
         mode=args.mode,
         device=args.device,
-        gpu=torch.cuda.get_device_name()
-        if args.device == 'cuda' else None,
+        gpu=torch.cuda.get_device_name() if args.device == 'cuda' else None,
         batch=args.batch,
         scales=args.scales,
         amp=args.amp,

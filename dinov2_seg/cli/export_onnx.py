@@ -7,10 +7,10 @@ from typing import List, Optional
 
 from mmengine.config import DictAction
 
+from dinov2_seg.apis.inference import init_segmentor
 from dinov2_seg.deployment.onnx_export import (MIN_OPSET, check_exportable,
                                                compare_with_onnxruntime,
                                                export_onnx, random_windows)
-from dinov2_seg.apis.inference import init_segmentor
 from dinov2_seg.engine.console import quiet_console
 from dinov2_seg.engine.run_config import load_config
 

@@ -99,12 +99,14 @@ def main(argv: Optional[List[str]] = None) -> int:
         'segment', len(inputs), 0, 'images', 1.0, every_seconds=60)
     try:
         for batch in loader:
-            failed += [f"{item['path']}: {item['error']}" for item in batch
-                       if 'error' in item]
+            failed += [
+                f"{item['path']}: {item['error']}" for item in batch
+                if 'error' in item
+            ]
             readable = [item for item in batch if 'error' not in item]
-            labels = segment_batch(model, [
-                item['inputs'] for item in readable
-            ]) if readable else []
+            labels = segment_batch(model,
+                                   [item['inputs']
+                                    for item in readable]) if readable else []
             for item, label in zip(readable, labels):
                 try:
                     files = write_results(item, label, model.dataset_meta,

@@ -143,8 +143,8 @@ class OnnxSegmentor:
                 'cannot take')
         return merge_slide_windows([(image, meta)], self.crop, self.stride,
                                    self.window_rule, self.max_windows,
-                                   self.window_network_logits,
-                                   self.axis_bands, self.align_corners)[0]
+                                   self.window_network_logits, self.axis_bands,
+                                   self.align_corners)[0]
 
     def window_network_logits(self, windows: Tensor, metas: list) -> Tensor:
         """The exported network's logits of a (N, 3, h, w) batch of

@@ -8,7 +8,6 @@ from .two_stage_warmup import TwoStageWarmupPolyLR
 __all__ = [
     'ConsoleFilter', 'DinoLayerDecayOptimWrapperConstructor',
     'DinoProgressBarHook', 'EoMTMaskAnnealingHook',
-    'FrozenBackboneCheckpointHook',
-    'QuietConsoleRunner', 'TwoStageWarmupPolyLR', 'hide_library_noise',
-    'runner_for_console'
+    'FrozenBackboneCheckpointHook', 'QuietConsoleRunner',
+    'TwoStageWarmupPolyLR', 'hide_library_noise', 'runner_for_console'
 ]

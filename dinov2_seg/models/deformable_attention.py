@@ -2,8 +2,9 @@
 GPU without mmcv's compiled CUDA kernel through mmcv's PyTorch version.
 
 Two users share it: the ViT-Adapter (``DeformableAttention``) and mmdet's
-Mask2Former pixel decoder, which builds mmcv's ``MultiScaleDeformableAttention``
-itself. mmcv's ``forward`` picks its kernel from two names of its module
+Mask2Former pixel decoder, which builds mmcv's
+``MultiScaleDeformableAttention`` itself. mmcv's ``forward`` picks its
+kernel from two names of its module
 (``MultiScaleDeformableAttnFunction`` for CUDA tensors,
 ``multi_scale_deformable_attn_pytorch`` otherwise), so replacing those two
 names is the one place that reaches both without copying the forward:
@@ -62,9 +63,9 @@ class Float32DeformableAttnFunction:
     kernel is missing."""
 
     @staticmethod
-    def apply(value: Tensor, spatial_shapes: Tensor,
-              level_start_index: Tensor, sampling_locations: Tensor,
-              attention_weights: Tensor, im2col_step: int) -> Tensor:
+    def apply(value: Tensor, spatial_shapes: Tensor, level_start_index: Tensor,
+              sampling_locations: Tensor, attention_weights: Tensor,
+              im2col_step: int) -> Tensor:
         if not cuda_kernel_compiled():
             warnings.warn(FALLBACK_WARNING)
             return float32_pytorch_kernel(value, spatial_shapes,

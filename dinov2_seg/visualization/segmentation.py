@@ -25,9 +25,10 @@ def overlay_segmentation(image: np.ndarray,
     name = 'dinov2_seg_inference'
     # Settings only at creation: mmengine warns when a later get_instance
     # passes them again.
-    visualizer = (SegLocalVisualizer.get_instance(name)
-                  if SegLocalVisualizer.check_instance_created(name) else
-                  SegLocalVisualizer.get_instance(name, alpha=opacity))
+    visualizer = (
+        SegLocalVisualizer.get_instance(name)
+        if SegLocalVisualizer.check_instance_created(name) else
+        SegLocalVisualizer.get_instance(name, alpha=opacity))
     visualizer.set_dataset_meta(dataset_meta['classes'],
                                 dataset_meta['palette'])
     sample = SegDataSample(

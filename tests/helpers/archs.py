@@ -12,4 +12,3 @@ TINY_ARCH = dict(
 # ... and one with ViT-g's SwiGLU FFN, for the ViT-Adapter and Meta's
 # Mask2Former layout.
 TINY_SWIGLU_ARCH = dict(TINY_ARCH, embed_dim=64, num_heads=2, ffn='swiglu')
-

@@ -1,14 +1,13 @@
 """Shared pieces of the EoMT tests: tiny models from the EoMT configs,
 random images and batches, and a prediction through ``test_step``."""
 import torch
+from helpers.archs import TINY_ARCH
+from helpers.eomt_reference import to_eomt_names
+from helpers.tools import REPO
 from mmengine.config import Config
 from mmengine.structures import PixelData
 from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
-
-from helpers.archs import TINY_ARCH
-from helpers.eomt_reference import to_eomt_names
-from helpers.tools import REPO
 
 EMBED = {'vits14': 384, 'vitb14': 768, 'vitl14': 1024, 'vitg14': 1536}
 # EoMT: 3 blocks with queries for ViT-S/B, 4 for ViT-L, 5 for ViT-g.

@@ -209,8 +209,7 @@ def slide(image: Tensor, window_map, crop: int, stride: int) -> Tensor:
 # training/lightning_module.py.
 
 
-def eomt_resized_size(height: int, width: int,
-                      short: int) -> Tuple[int, int]:
+def eomt_resized_size(height: int, width: int, short: int) -> Tuple[int, int]:
     """EoMT's evaluation size: both sides times short / (shorter side),
     rounded (Python's round)."""
     factor = max(short / height, short / width)

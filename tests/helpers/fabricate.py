@@ -217,8 +217,8 @@ def meta_m2f_manifest(**overrides) -> dict:
     # Spatial prior module: conv-BN-ReLU stem (x3) + max-pool, three
     # strided conv-BN-ReLU, four 1x1 projections to the ViT width.
     planes = s['inplanes']
-    for index, (inp, out) in zip(
-        (0, 3, 6), ((3, planes), (planes, planes), (planes, planes))):
+    convs = ((3, planes), (planes, planes), (planes, planes))
+    for index, (inp, out) in zip((0, 3, 6), convs):
         shapes[f'backbone.spm.stem.{index}.weight'] = (out, inp, 3, 3)
         _bn(shapes, f'backbone.spm.stem.{index + 1}', out)
     widths = {1: planes, 2: 2 * planes, 3: 4 * planes, 4: 4 * planes}
@@ -487,10 +487,10 @@ def fabricate_eomt_state(seed: int = 0, **sizes) -> dict:
         if name.endswith(('norm1.weight', 'norm2.weight', 'norm.weight')):
             value += 1
         state[name] = value
-    state['network.encoder.pixel_mean'] = torch.tensor(
-        [0.485, 0.456, 0.406]).reshape(1, 3, 1, 1)
-    state['network.encoder.pixel_std'] = torch.tensor(
-        [0.229, 0.224, 0.225]).reshape(1, 3, 1, 1)
+    state['network.encoder.pixel_mean'] = torch.tensor([0.485, 0.456, 0.406
+                                                        ]).reshape(1, 3, 1, 1)
+    state['network.encoder.pixel_std'] = torch.tensor([0.229, 0.224, 0.225
+                                                       ]).reshape(1, 3, 1, 1)
     weights = torch.ones_like(state['criterion.empty_weight'])
     weights[-1] = 0.1
     state['criterion.empty_weight'] = weights

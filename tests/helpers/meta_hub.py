@@ -132,8 +132,9 @@ class MetaDinoViT(nn.Module):
         grid = pos[:, 1:].reshape(1, side, side, -1).permute(0, 3, 1, 2)
         if self.offset:
             # Meta's original models: scale factors with a small offset.
-            size = dict(scale_factor=((rows + self.offset) / side,
-                                      (cols + self.offset) / side))
+            size = dict(
+                scale_factor=((rows + self.offset) / side,
+                              (cols + self.offset) / side))
         else:
             size = dict(size=(rows, cols))
         grid = F.interpolate(
@@ -161,8 +162,9 @@ class MetaDinoViT(nn.Module):
         """The outputs of the blocks ``n`` (indices, or the last ``n``),
         normed, class and register tokens dropped, as (B, C, h, w) maps
         when ``reshape``."""
-        take = (range(len(self.blocks) - n, len(self.blocks))
-                if isinstance(n, int) else n)
+        take = (
+            range(len(self.blocks) -
+                  n, len(self.blocks)) if isinstance(n, int) else n)
         seq, outputs = self.tokens(x), []
         for i, block in enumerate(self.blocks):
             seq = block(seq)

@@ -14,6 +14,7 @@ def require(module: str):
         try:
             return importlib.import_module(module)
         except ImportError as error:
-            pytest.fail(f'CI is set but {module} does not import: {error}',
-                        pytrace=False)
+            pytest.fail(
+                f'CI is set but {module} does not import: {error}',
+                pytrace=False)
     return pytest.importorskip(module)

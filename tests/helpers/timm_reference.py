@@ -1,11 +1,11 @@
 """timm's side of the timm tests (run with .venv-timm; imports only torch
 and timm).
 
-python tests/helpers/timm_reference.py features CHECKPOINT TIMM_MODEL INPUT.pt \
-    OUTPUT.pt BLOCKS
-    Features of timm's DINOv2 for a Meta-layout file.
-python tests/helpers/timm_reference.py export TIMM_MODEL SETTINGS_JSON STATE.pt \
+python tests/helpers/timm_reference.py features CHECKPOINT TIMM_MODEL \
     INPUT.pt OUTPUT.pt BLOCKS
+    Features of timm's DINOv2 for a Meta-layout file.
+python tests/helpers/timm_reference.py export TIMM_MODEL SETTINGS_JSON \
+    STATE.pt INPUT.pt OUTPUT.pt BLOCKS
     A timm model built with SETTINGS (e.g. a smaller depth), its weights
     randomised: its state_dict as timm saves it, and its features.
 

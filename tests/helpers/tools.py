@@ -19,11 +19,8 @@ def run(*args, timeout: int = 600) -> subprocess.CompletedProcess:
     :func:`check` reports a hung tool with its output."""
     command = [sys.executable, *map(str, args)]
     try:
-        return subprocess.run(command,
-                              cwd=REPO,
-                              capture_output=True,
-                              text=True,
-                              timeout=timeout)
+        return subprocess.run(
+            command, cwd=REPO, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired as expired:
 
         def text(value) -> str:

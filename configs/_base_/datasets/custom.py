@@ -24,8 +24,7 @@ _base_ = ['./recipe_linear.py']
 dataset_type = 'BaseSegDataset'
 data_root = 'data/my_dataset'
 metainfo = dict(
-    classes=('background', 'foreground'),
-    palette=[[0, 0, 0], [255, 255, 255]])
+    classes=('background', 'foreground'), palette=[[0, 0, 0], [255, 255, 255]])
 dataset_fields = dict(
     type=dataset_type,
     data_root=data_root,

@@ -8,8 +8,9 @@
 #   backbone features are fixed, so the same compute as the linear and ms
 #   heads keeps the recipes comparable.
 # - The 1500-iteration warm-up (not in mmseg's Mask2Former recipe) is the
-#   official heads' (schedule_40k.py) and shields the freshly initialised decoder from large
-#   early updates; poly power 0.9 to 0 is mmseg's Mask2Former decay.
+#   official heads' (schedule_40k.py) and shields the freshly initialised
+#   decoder from large early updates; poly power 0.9 to 0 is mmseg's
+#   Mask2Former decay.
 _base_ = ['./schedule_40k.py']
 optim_wrapper = dict(
     type='OptimWrapper',

@@ -7,9 +7,14 @@ from mmengine.model import is_model_wrapper
 from mmseg.registry import HOOKS
 from torch import nn
 
-from dinov2_seg.checkpoints.frozen_backbone import (
-    BACKBONE_FILE_KEY, BACKBONE_SHA256_KEY, backbone_file, check_backbone_file,
-    file_sha256, frozen_backbone_keys)
+# yapf: disable
+from dinov2_seg.checkpoints.frozen_backbone import (BACKBONE_FILE_KEY,
+                                                    BACKBONE_SHA256_KEY,
+                                                    backbone_file,
+                                                    check_backbone_file,
+                                                    file_sha256,
+                                                    frozen_backbone_keys)
+# yapf: enable
 from dinov2_seg.checkpoints.safe_loading import local_file
 
 

@@ -112,8 +112,8 @@ class DinoProgressBarHook(Hook):
                unit: str) -> None:
         if is_main_process():
             self._phases[name] = ProgressDisplay(name, total, completed, unit,
-                                        self.every_fraction,
-                                        self.every_seconds)
+                                                 self.every_fraction,
+                                                 self.every_seconds)
 
     def _finish(self, name: str) -> None:
         phase = self._phases.pop(name, None)

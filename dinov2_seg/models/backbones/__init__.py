@@ -1,4 +1,4 @@
-from .dinov2 import ARCH_SETTINGS, DinoViTBase, DinoVisionTransformer
+from .dinov2 import ARCH_SETTINGS, DinoVisionTransformer, DinoViTBase
 from .vit_adapter import DinoViTAdapter
 
 __all__ = [

@@ -8,7 +8,6 @@ its tensors load by name; only the ViT blocks need renaming
 from typing import List, Sequence, Tuple
 
 import torch
-import torch.nn.functional as F
 from mmcv.cnn import build_norm_layer
 from mmcv.cnn.bricks import DropPath
 from mmcv.ops import MultiScaleDeformableAttention

@@ -1,8 +1,7 @@
 """EncoderDecoder whose slide inference batches the windows and merges them
 at the original resolution."""
 import contextlib
-from typing import (Any, ContextManager, List, Optional, Sequence, Tuple,
-                    Union)
+from typing import Any, ContextManager, List, Optional, Sequence, Tuple, Union
 
 import torch
 from mmengine.structures import PixelData
@@ -32,8 +31,7 @@ def amp_dtype(setting: Union[bool, str], device_type: str) -> torch.dtype:
     return torch.bfloat16
 
 
-def resolve_window_batch_size(setting: Optional[int],
-                              device_type: str) -> int:
+def resolve_window_batch_size(setting: Optional[int], device_type: str) -> int:
     """Windows per backbone call for ``test_cfg.window_batch_size``: None
     means 8 on a GPU and 1 on a CPU, where a batch of windows runs slower
     per window than one at a time."""
@@ -166,8 +164,7 @@ class BatchedEncoderDecoder(EncoderDecoder):
             sample.set_data(
                 dict(
                     seg_logits=PixelData(data=seg_logits),
-                    pred_sem_seg=PixelData(
-                        data=label_map(seg_logits))))
+                    pred_sem_seg=PixelData(data=label_map(seg_logits))))
         return [sample for _, sample in views]
 
     def slide_logits(self, views: Sequence[View]) -> List[Tensor]:
@@ -196,8 +193,8 @@ class BatchedEncoderDecoder(EncoderDecoder):
         features = self.extract_feat(crops)
         if hasattr(head, 'predict_logits'):
             logits = head.predict_logits(features, metas, self.test_cfg)
-        elif (type(head).predict is BaseDecodeHead.predict
-              and type(head).predict_by_feat is BaseDecodeHead.predict_by_feat):
+        elif (type(head).predict is BaseDecodeHead.predict and
+              type(head).predict_by_feat is BaseDecodeHead.predict_by_feat):
             # mmseg's predict is forward() then a resize to the window.
             logits = head.forward(features)
         else:  # any other head: its window-sized output

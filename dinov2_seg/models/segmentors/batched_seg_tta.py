@@ -30,8 +30,7 @@ class BatchedSegTTAModel(SegTTAModel):
         if not getattr(self.module, 'uses_fast_slide', False):
             return super().test_step(data)
         augmentations = [
-            self.module.preprocess_views(batch)
-            for batch in _split_views(data)
+            self.module.preprocess_views(batch) for batch in _split_views(data)
         ]
         # Views of one size (the two flips of a scale, for every image of
         # the batch that has that size) share their window batches.
@@ -51,8 +50,7 @@ class BatchedSegTTAModel(SegTTAModel):
             sample.set_data(
                 dict(
                     seg_logits=PixelData(data=image_probs),
-                    pred_sem_seg=PixelData(
-                        data=label_map(image_probs))))
+                    pred_sem_seg=PixelData(data=label_map(image_probs))))
             merged.append(sample)
         return merged
 
@@ -62,7 +60,9 @@ def _split_views(data) -> list:
     the test loader's output."""
     if isinstance(data, dict):
         count = len(data[next(iter(data))])
-        return [{key: value[i] for key, value in data.items()}
-                for i in range(count)]
+        return [{
+            key: value[i]
+            for key, value in data.items()
+        } for i in range(count)]
     count = len(data[0])
     return [[item[i] for item in data] for i in range(count)]

@@ -82,8 +82,7 @@ def linear_taps(size_in: int, size_out: int,
     first = src.floor().long().clamp(max=size_in - 1)
     second = (first + 1).clamp(max=size_in - 1)
     frac = src - first
-    return (torch.stack([first, second], 1),
-            torch.stack([1 - frac, frac], 1))
+    return (torch.stack([first, second], 1), torch.stack([1 - frac, frac], 1))
 
 
 # Output rows per block of the row product on CPU (see add_window).
@@ -138,9 +137,9 @@ def _row_blocks(band: Tensor) -> Tuple[Tuple[int, int, int, int], ...]:
     return tuple(blocks)
 
 
-def axis_bands(spans: Tuple[Tuple[int, int], ...], head_size: int,
-               canvas: int, pad: Tuple[int, int], flip: bool, out_size: int,
-               align_corners: bool,
+def axis_bands(spans: Tuple[Tuple[int, int], ...], head_size: int, canvas: int,
+               pad: Tuple[int,
+                          int], flip: bool, out_size: int, align_corners: bool,
                device: torch.device) -> Tuple[AxisBand, ...]:
     """The :class:`AxisBand` of every window span of one axis, as float32
     matrices on ``device``. Images of one size (and the views of one scale)
@@ -155,7 +154,7 @@ def axis_bands(spans: Tuple[Tuple[int, int], ...], head_size: int,
         used = (dense != 0).any(1).nonzero()
         # A window lying entirely in the padding maps to nothing.
         start, stop = (int(used[0]), int(used[-1]) + 1) if len(used) else (0,
-                                                                            0)
+                                                                           0)
         band = dense[start:stop]
         bands.append(
             AxisBand(start, stop, band.to(device, torch.float32),
@@ -163,8 +162,7 @@ def axis_bands(spans: Tuple[Tuple[int, int], ...], head_size: int,
     return tuple(bands)
 
 
-def axis_band_cache(maxsize: int = 256) -> Callable[..., Tuple[AxisBand,
-                                                               ...]]:
+def axis_band_cache(maxsize: int = 256) -> Callable[..., Tuple[AxisBand, ...]]:
     """:func:`axis_bands` with a cache of its own, for one model: its
     device tensors go with the model rather than outliving it in a
     process-wide cache."""
@@ -196,10 +194,9 @@ def add_window(out: Tensor,
             cols.start:cols.stop] += row_matrix @ x_cols
         return
     for first, last, head_first, head_last in rows.blocks:
-        out[:, rows.start + first:rows.start + last,
-            cols.start:cols.stop] += (
-                row_matrix[first:last, head_first:head_last]
-                @ x_cols[:, head_first:head_last])
+        out[:, rows.start + first:rows.start + last, cols.start:cols.stop] += (
+            row_matrix[first:last, head_first:head_last]
+            @ x_cols[:, head_first:head_last])
 
 
 # (network input, metainfo) of one image or test-time view
@@ -209,8 +206,8 @@ CropLogits = Callable[[Tensor, List[dict]], Tensor]
 
 
 def view_bands(axis_bands: Callable[..., Tuple[AxisBand, ...]], view: View,
-               grid: Tuple[List[Tuple[int, int]], List[Tuple[int, int]]],
-               head_size: Tuple[int, int],
+               grid: Tuple[List[Tuple[int, int]],
+                           List[Tuple[int, int]]], head_size: Tuple[int, int],
                align_corners: bool) -> Tuple[Tuple[AxisBand, ...], ...]:
     """Row and column bands of every window of one view: through its
     padding (``img_padding_size`` or ``padding_size``, left, right, top,
