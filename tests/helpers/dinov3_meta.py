@@ -131,8 +131,7 @@ def fabricate_meta_state(arch: str,
                 shape, generator=generator) / math.sqrt(math.prod(shape[1:]))
         else:
             value = 0.1 * torch.randn(shape, generator=generator)
-            if name.endswith('norm.weight') or name.endswith(
-                ('norm1.weight', 'norm2.weight')):
+            if name.endswith(('norm.weight', 'norm1.weight', 'norm2.weight')):
                 value += 1
         state[name] = value
     return state
