@@ -2,6 +2,7 @@
 to an independent plain-torch reference written from Meta's formulas, and
 the behaviour the segmentation code relies on (output format, freezing,
 RoPE augmentations off unless asked for)."""
+import copy
 import math
 
 import pytest
@@ -10,6 +11,11 @@ from helpers.dinov3_meta import (HUB_ARCHS, PARAMETER_MILLIONS,
                                  fabricate_meta_file, fabricate_meta_state,
                                  meta_manifest)
 from helpers.dinov3_reference import reference_tokens
+from helpers.tools import REPO
+from mmengine.config import Config
+from mmengine.registry import init_default_scope
+from mmseg.registry import MODELS
+from mmseg.structures import SegDataSample
 
 from dinov2_seg.checkpoints import describe_arch, load_backbone_state_dict
 from dinov2_seg.models.backbones import (DINOV3_ARCH_SETTINGS,
@@ -302,3 +308,33 @@ def test_random_init_warns_about_gated_weights():
             UserWarning, match='randomly initialised.*DINOv3 '
             'License'):
         model.init_weights()
+
+
+def test_segmentor_fast_slide_equals_stock():
+    """In the ms recipe's BatchedEncoderDecoder (four blocks into
+    DinoBNHead), the batched slide inference gives mmseg's stock result:
+    the backbone's output format is DINOv2's."""
+    init_default_scope('mmseg')
+    cfg = Config.fromfile(str(REPO / 'configs' / 'ade20k_vits14_ms.py'))
+    cfg.model.backbone = dict(
+        type='DinoV3VisionTransformer',
+        arch=dict(TINY, depth=4),
+        layer_scale_init=1.0,
+        init_cfg=None)
+    cfg.model.decode_head.in_channels = [48] * 4
+    cfg.model.decode_head.norm_cfg = dict(type='BN')
+    cfg.model.test_cfg.update(crop_size=(112, 112), stride=(56, 56))
+    torch.manual_seed(0)
+    model = MODELS.build(cfg.model).eval()
+    torch.nn.init.normal_(model.decode_head.conv_seg.weight, std=1.0)
+    inputs = torch.randn(1, 3, 97, 131)
+    meta = dict(ori_shape=(97, 131), img_shape=(97, 131))
+    logits = {}
+    for fast in (True, False):
+        model.test_cfg.fast_inference = fast
+        with torch.no_grad():
+            out = model.predict(inputs.clone(),
+                                [SegDataSample(metainfo=copy.deepcopy(meta))])
+        logits[fast] = out[0].seg_logits.data
+    assert logits[True].shape == (150, 97, 131)
+    torch.testing.assert_close(logits[True], logits[False], rtol=0, atol=5e-4)
