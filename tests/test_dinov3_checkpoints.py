@@ -218,3 +218,19 @@ def test_download_tool_lists_gated_files_and_refuses_them(
     assert catalog.DINOV3_ACCESS_URL in error
     assert "arch='vitl16_sat493m'" in error
     assert not dest.exists()
+
+
+def test_a_dinov2_backbone_given_a_dinov3_file_says_so(tmp_path):
+    from dinov2_seg.models.backbones import (ARCH_SETTINGS,
+                                             DinoVisionTransformer)
+    v2 = DinoVisionTransformer(arch=dict(ARCH_SETTINGS['vits14'], depth=1))
+    with pytest.raises(ValueError) as error:
+        load_backbone_state_dict(v2, fabricate_meta_state('vits16', depth=1),
+                                 'dinov3_vits16.pth')
+    assert "use model.backbone.type='DinoV3VisionTransformer'" in str(
+        error.value)
+    v3 = DinoV3VisionTransformer(arch=small('vits16', 1))
+    with pytest.raises(ValueError) as error:
+        load_backbone_state_dict(v3, v2.state_dict(), 'dinov2_vits14.pth')
+    assert "use model.backbone.type='DinoVisionTransformer'" in str(
+        error.value)
