@@ -338,3 +338,20 @@ def test_segmentor_fast_slide_equals_stock():
         logits[fast] = out[0].seg_logits.data
     assert logits[True].shape == (150, 97, 131)
     torch.testing.assert_close(logits[True], logits[False], rtol=0, atol=5e-4)
+
+
+def test_forward_block_as_dinov2s_for_eomt():
+    """EoMT calls ``prepare_tokens`` then ``forward_block(index, tokens,
+    attn_mask)``: the blocks then use the grid's RoPE tables."""
+    model = DinoV3VisionTransformer(arch=TINY, layer_scale_init=1.0)
+    x = x_70_100()
+    with pytest.raises(RuntimeError, match='call prepare_tokens first'):
+        model.forward_block(0, torch.zeros(2, 29, 48))
+    with torch.no_grad():
+        want = model.intermediate_tokens(x)[0][-1]
+        tokens, grid = model.prepare_tokens(x)
+        everyone = torch.ones(2, 29, 29, dtype=torch.bool)
+        for index in range(len(model.blocks)):
+            tokens = model.forward_block(index, tokens, everyone)
+    assert grid == (4, 6)
+    torch.testing.assert_close(model.norm(tokens), want)

@@ -223,6 +223,10 @@ class DinoV3VisionTransformer(BaseModule):
         ``forward_block(index, tokens, attn_mask)`` (EoMT) runs unchanged.
         """
         rope = self._rope if rope is None else rope
+        if rope is None:
+            raise RuntimeError(
+                'DinoV3VisionTransformer.forward_block needs the RoPE tables '
+                'of the patch grid: call prepare_tokens first, or pass rope')
         block = self.blocks[index]
         if self.with_cp and torch.is_grad_enabled():
             return cp.checkpoint(
