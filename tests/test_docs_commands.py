@@ -19,11 +19,11 @@ documented                        in the sandbox
 ================================  ==========================================
 ``configs/NAME.py``               the config with the sizes shrunk (crops,
                                   windows and pipeline scales to 70 pixels;
-                                  loaders in the main process); the ``demo_``
-                                  configs as they are; Meta's ViT-g
+                                  loaders in the main process); EoMT (which
+                                  trains the whole ViT), Meta's ViT-g
                                   Mask2Former and EoMT's model at the tiny
-                                  sizes of tests/test_meta_m2f.py and
-                                  tests/helpers/eomt.py
+                                  sizes of tests/helpers/eomt.py and
+                                  tests/test_meta_m2f.py
 ``data/ade/ADEChallengeData2016``  the shapes data (4 train images, 1 val)
                                   in the ADE20K layout
 ``checkpoints/NAME``              fabricated files in the official layouts
@@ -37,9 +37,10 @@ documented                        in the sandbox
 ``one.png``
 ``tools/train.py ...``            ``--cfg-options train_cfg.max_iters=2``
                                   (6 for EoMT, whose mask annealing must
-                                  end before the last iteration;
-                                  validation, logging, checkpoint at the
-                                  end); Mask2Former's and EoMT's losses on
+                                  end before the last iteration; no
+                                  validation; logging every iteration, a
+                                  checkpoint at the end); Mask2Former's and
+                                  EoMT's losses on
                                   256 sampled points
 ``iter_40000.pth``, ``iter_80.pth``  ``iter_2.pth`` (EoMT: ``iter_6.pth``)
 ``tools/test.py ... --tta``       ``--cfg-options tta_scale_count=2`` (the
@@ -223,12 +224,26 @@ SANDBOX_IMAGES = ('photos/a.jpg', 'photos/sub/b.jpg', 'more/c.jpg', 'one.png')
 # is reported with its traceback and the others still run.
 SCRIPT = r"""
 import importlib, json, os, sys, time, traceback
+import torch
+from mmengine.utils import ManagerMixin
+torch.set_num_threads(1)  # tiny tensors: one thread is faster
 os.chdir(sys.argv[1])
+
+
+def forget_instances(cls=ManagerMixin):
+    # Each command starts without the previous one's visualizer, loggers and
+    # message hub (mmengine keeps them per process).
+    for sub in cls.__subclasses__():
+        sub._instance_dict.clear()
+        forget_instances(sub)
+
+
 commands = json.loads(open(sys.argv[2]).read())
 for index, argv in enumerate(commands):
     tool, args = argv[0], argv[1:]
     print(f'DOCS-COMMAND-START {index}', flush=True)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
+    forget_instances()
     try:
         module = importlib.import_module(f'dinov2_seg.cli.{tool}')
         if tool == 'make_shapes_dataset':  # reads sys.argv
@@ -240,7 +255,9 @@ for index, argv in enumerate(commands):
             raise SystemExit(f'exit status {status}')
         print(f'DOCS-COMMAND-OK {index}', flush=True)
         seconds = time.perf_counter() - start
-        print(f'DOCS-COMMAND-SECONDS {index} {seconds:.1f}', flush=True)
+        cpu = time.process_time() - cpu
+        print(f'DOCS-COMMAND-SECONDS {index} {seconds:.1f} cpu {cpu:.1f}',
+              flush=True)
     except BaseException:
         traceback.print_exc()
         print(f'DOCS-COMMAND-FAILED {index}', flush=True)
@@ -281,7 +298,7 @@ def _sandbox_config(name: str, path: Path) -> None:
         cfg.merge_from_dict(small_options(150))
         for loader in ('val_dataloader', 'test_dataloader'):
             cfg[loader].dataset.pipeline = cfg.test_pipeline
-    elif not name.startswith('demo_'):
+    else:
         crop = cfg.model.test_cfg.crop_size[0]
         k = (64 if 'eomt_official' in name else CROP) / crop
         for key in ('train_pipeline', 'test_pipeline', 'tta_pipeline',
@@ -310,6 +327,22 @@ def _sandbox_config(name: str, path: Path) -> None:
                             _delete_=True,
                             start_iters=[1, 2],
                             end_iters=[2, 3])))))
+    if name.endswith('_eomt.py'):  # the whole ViT trains: a tiny one
+        from helpers.eomt import TINY_REG
+        cfg.merge_from_dict(
+            dict(
+                model=dict(
+                    backbone=dict(
+                        arch=dict(TINY_REG, _delete_=True),
+                        img_size=CROP,
+                        init_cfg=None),
+                    decode_head=dict(
+                        embed_dims=TINY_REG['embed_dim'],
+                        num_queries=6,
+                        num_blocks=2,
+                        mask_annealing=dict(
+                            start_fractions=[1 / 6, 2 / 3],
+                            end_fractions=[1 / 3, 5 / 6])))))
     head = cfg.model.get('decode_head', {})
     if head.get('train_cfg', {}).get('num_points'):  # Mask2Former, EoMT
         head.train_cfg.num_points = 256
@@ -359,7 +392,7 @@ def _substituted(argv: list) -> list:
         iterations = _iterations(config)
         args += [
             '--cfg-options', f'train_cfg.max_iters={iterations}',
-            f'train_cfg.val_interval={iterations}',
+            f'train_cfg.val_begin={iterations + 1}',
             'default_hooks.logger.interval=1',
             f'default_hooks.checkpoint.interval={iterations}'
         ]
@@ -421,20 +454,33 @@ def test_docs_commands_run(tmp_path):
     runs = [_substituted(argvs[i]) for i in order]
     plan = tmp_path / 'commands.json'
     plan.write_text(json.dumps(runs))
-    result = subprocess.run([sys.executable, '-c', SCRIPT, sandbox, plan],
-                            cwd=REPO,
-                            capture_output=True,
-                            text=True,
-                            timeout=600)
-    output = result.stdout + result.stderr
+    log = tmp_path / 'commands.log'
+    with open(log, 'w') as out:
+        # Under pytest.ini's 900 s; one interpreter for every command.
+        try:
+            returncode = subprocess.run(
+                [sys.executable, '-c', SCRIPT, sandbox, plan],
+                cwd=REPO,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                timeout=840).returncode
+        except subprocess.TimeoutExpired:
+            returncode = 124
+    output = log.read_text(errors='replace')
+    commands = [documented[i] for i in order]
     failed = []
-    for index, (name, command) in enumerate(documented[i] for i in order):
-        if f'DOCS-COMMAND-OK {index}\n' not in result.stdout:
+    for index, (name, command) in enumerate(commands):
+        if f'DOCS-COMMAND-OK {index}\n' not in output:
             start = output.find(f'DOCS-COMMAND-START {index}\n')
-            failed.append(f'{name}: {command}\n' +
-                          output[start:start + 6000][-3000:])
-    assert result.returncode == 0 and not failed, '\n\n'.join(
-        failed or [output[-6000:]])
+            text = output[start:] if start >= 0 else '(not started)'
+            end = text.find(f'DOCS-COMMAND-START {index + 1}\n')
+            failed.append(f'{name}: {command}\n' + text[:end][-3000:])
+    # Per command: wall and CPU seconds (pytest -s shows them).
+    for index, wall, cpu in re.findall(
+            r'DOCS-COMMAND-SECONDS (\d+) ([\d.]+) cpu ([\d.]+)', output):
+        print(f'{wall:>7}s wall {cpu:>7}s cpu  {commands[int(index)][1]}')
+    assert returncode == 0 and not failed, '\n\n'.join(failed
+                                                       or [output[-6000:]])
     # What the commands wrote, where the docs say.
     assert list((sandbox / 'work_dirs' / 'predictions').rglob('*.png'))
     assert (sandbox / 'work_dirs' / 'ablation.png').stat().st_size > 0
