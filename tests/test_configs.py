@@ -262,7 +262,7 @@ def test_tta_scale_count_selects_the_first_scales(count):
 @pytest.mark.parametrize(
     'path', sorted((REPO / 'configs').glob('*.py')), ids=lambda p: p.stem)
 def test_every_config_takes_the_fast_paths(path):
-    """The README: every config's segmentor batches its slide windows and
+    """docs/speed.md: every config's segmentor batches its slide windows and
     its --tta model is the batched multi-scale flip test."""
     cfg = Config.fromfile(str(path))
     assert issubclass(MODELS.get(cfg.model.type), BatchedEncoderDecoder)

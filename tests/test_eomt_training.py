@@ -415,9 +415,9 @@ def test_runner_anneals_a_shortened_run_and_resumes(tmp_path):
 
 @pytest.mark.slow
 def test_shapes_run_trains_and_tests_well_above_chance(tmp_path):
-    """configs/demo_shapes_eomt.py as the README runs it (its dataset, 80
+    """configs/demo_shapes_eomt.py as docs/eomt.md runs it (its dataset, 80
     iterations), with loaders in the main process: tools/train.py, then
-    tools/test.py on the checkpoint. Chance is about 9 mIoU; the README
+    tools/test.py on the checkpoint. Chance is about 9 mIoU; docs/eomt.md
     quotes 97.1."""
     from dinov2_seg.datasets import generate_shapes_dataset
     data = tmp_path / 'shapes'

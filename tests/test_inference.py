@@ -122,9 +122,9 @@ def test_python_api_matches_the_notebook_flow(meta_files):
                                 [[192, 128, 128], [0, 64, 128]]]
 
 
-def test_readme_lists_every_official_file():
+def test_checkpoints_page_lists_every_official_file():
     from dinov2_seg.checkpoints.catalog import OFFICIAL_FILES
-    readme = (REPO / 'README.md').read_text()
+    readme = (REPO / 'docs' / 'checkpoints.md').read_text()
     # + Meta's m2f file and config, EoMT's ADE20K model
     assert len(OFFICIAL_FILES) == 4 * (2 + 4) + 2 + 1
     for name, entry in OFFICIAL_FILES.items():

@@ -305,6 +305,10 @@ def test_console_filter_lets_through_what_users_act_on():
     assert shown('the backbone is randomly initialised', logging.WARNING)
     assert not shown('``build_loss`` would be deprecated soon',
                      logging.WARNING)
+    # A frozen backbone's parameters, one warning each (Mask2Former recipe).
+    assert not shown(
+        'backbone.blocks.0.ls1.gamma is skipped since its '
+        'requires_grad=False', logging.WARNING)
 
 
 def build_loss(loss):

@@ -24,8 +24,9 @@ def test_window_batch_size_defaults_per_device():
 
 
 def test_official_vitg_m2f_runs_one_896_window_per_call_on_a_gpu():
-    """README: one 896 window of Meta's ViT-g Mask2Former peaks at 8.64 GiB
-    in fp32, so its config must not take the GPU default of 8."""
+    """docs/vit_adapter.md: one 896 window of Meta's ViT-g Mask2Former
+    peaks at 8.64 GiB in fp32, so its config must not take the GPU default
+    of 8."""
     cfg = Config.fromfile(
         str(REPO / 'configs' / 'ade20k_vitg14_m2f_official.py'))
     assert tuple(cfg.model.test_cfg.crop_size) == (896, 896)

@@ -32,6 +32,11 @@ LIBRARY_NOISE = (
     r'The draw is False',
     # mmseg's IoUMetric has no default metric-name prefix.
     r'The prefix is not set in metric class',
+    # mmengine's optimizer constructor (with paramwise_cfg, as the
+    # Mask2Former recipe) names each parameter of the frozen backbone.
+    r'is skipped since its requires_grad=False',
+    # mmdet's Mask2Former calls torch.meshgrid without ``indexing``.
+    r'torch\.meshgrid: in an upcoming release',
 )
 _NOISE = re.compile('|'.join(LIBRARY_NOISE))
 
