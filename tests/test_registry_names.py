@@ -13,7 +13,7 @@ from mmseg.registry import HOOKS, MODELS, TRANSFORMS
 import dinov2_seg
 
 # Need extras (onnx, onnxruntime) that hold no hooks.
-_OPTIONAL = ('dinov2_seg.deployment', 'dinov2_seg.apis.export_onnx')
+_OPTIONAL = ('dinov2_seg.deployment', 'dinov2_seg.cli.export_onnx')
 
 
 def _import_package() -> None:
