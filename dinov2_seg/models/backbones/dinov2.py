@@ -1,6 +1,5 @@
 """DINOv2 vision transformer as an mmsegmentation backbone."""
 import math
-import warnings
 from typing import Optional, Sequence, Tuple, Union
 
 import torch
@@ -11,8 +10,8 @@ from mmseg.registry import MODELS
 from torch import Tensor, nn
 
 from dinov2_seg.arch_settings import ARCH_SETTINGS, resolve_arch
-from dinov2_seg.checkpoints import load_backbone_checkpoint
 from .dinov2_layers import Block, PatchEmbed
+from .pretrained import StrictPretrainedMixin
 
 __all__ = [
     'ARCH_SETTINGS', 'DinoViTBase', 'DinoVisionTransformer', 'center_pad',
@@ -30,7 +29,7 @@ def center_pad(x: Tensor, multiple: int) -> Tensor:
     return F.pad(x, pads) if any(pads) else x
 
 
-class DinoViTBase(BaseModule):
+class DinoViTBase(StrictPretrainedMixin, BaseModule):
     """The parts of a DINOv2 ViT that every model built on it runs: patch
     embedding, class and register tokens, positional embedding and blocks,
     under the names of Meta's files.
@@ -51,8 +50,7 @@ class DinoViTBase(BaseModule):
             keeping its activations (activation checkpointing), for
             fine-tuning large backbones in bounded memory.
     """
-    # Prefixes of the keys loaded from a backbone file (None: all of them).
-    backbone_file_keys: Optional[Tuple[str, ...]] = None
+    pretrained_file_hint = 'checkpoints/dinov2_<arch>_pretrain.pth'
 
     def __init__(self,
                  arch: Union[str, dict] = 'vits14',
@@ -123,30 +121,6 @@ class DinoViTBase(BaseModule):
             if isinstance(module, nn.Linear):
                 nn.init.trunc_normal_(module.weight, std=0.02)
                 nn.init.zeros_(module.bias)
-
-    def init_weights(self) -> None:
-        """Load ``init_cfg``'s backbone file strictly, or warn that the ViT
-        stays random.
-
-        mmengine's ``Pretrained`` initialiser loads non-strictly and only logs
-        mismatches, which would silently leave a wrong-size or truncated
-        backbone partly random; here a mismatch is an error.
-        """
-        if self.init_cfg and self.init_cfg.get('type') == 'Pretrained':
-            prefixes = self.backbone_file_keys
-            load_backbone_checkpoint(
-                self, self.init_cfg['checkpoint'],
-                None if prefixes is None else lambda k: k.startswith(prefixes))
-        elif self.init_cfg:
-            super().init_weights()
-        else:
-            warnings.warn(
-                f'{type(self).__name__}(arch={self.arch!r}) has no checkpoint '
-                'configured, so the backbone is randomly initialised. Set '
-                "model.backbone.init_cfg=dict(type='Pretrained', "
-                "checkpoint='checkpoints/dinov2_<arch>_pretrain.pth') to use "
-                'the released weights, or load a whole segmentor checkpoint.')
-        self._is_init = True
 
     def train(self, mode: bool = True) -> 'DinoViTBase':
         super().train(mode)

@@ -1,6 +1,5 @@
 """DINOv3 vision transformer as an mmsegmentation backbone."""
 import math
-import warnings
 from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -10,16 +9,16 @@ from mmseg.registry import MODELS
 from torch import Tensor, nn
 
 from dinov2_seg.arch_settings import DINOV3_ARCH_SETTINGS, resolve_dinov3_arch
-from dinov2_seg.checkpoints import load_backbone_checkpoint
 from .dinov2_layers import PatchEmbed
 from .dinov3_layers import (LAYER_NORM_EPS, Block, RopePositionEmbedding,
                             RopeTables)
+from .pretrained import StrictPretrainedMixin
 
 __all__ = ['DINOV3_ARCH_SETTINGS', 'DinoV3VisionTransformer']
 
 
 @MODELS.register_module()
-class DinoV3VisionTransformer(BaseModule):
+class DinoV3VisionTransformer(StrictPretrainedMixin, BaseModule):
     """DINOv3 ViT returning the segmentation features in the format of
     :class:`~dinov2_seg.models.backbones.DinoVisionTransformer`.
 
@@ -64,8 +63,11 @@ class DinoV3VisionTransformer(BaseModule):
             ``dinov3_<arch>_pretrain_<data>-<hash>.pth``, or timm's or
             Hugging Face's layout, converted).
     """
-    # Prefixes of the keys loaded from a backbone file (None: all of them).
-    backbone_file_keys: Optional[Tuple[str, ...]] = None
+    pretrained_file_hint = ('checkpoints/dinov3_<arch>_pretrain_lvd1689m-'
+                            '<hash>.pth')
+    pretrained_file_note = (' (gated: request them under the DINOv3 '
+                            'License, see tools/download_checkpoints.py '
+                            '--list)')
 
     def __init__(self,
                  arch: Union[str, dict] = 'vits16',
@@ -161,32 +163,6 @@ class DinoV3VisionTransformer(BaseModule):
                 nn.init.trunc_normal_(module.weight, std=0.02)
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
-
-    def init_weights(self) -> None:
-        """Load ``init_cfg``'s backbone file strictly, or warn that the ViT
-        stays random.
-
-        mmengine's ``Pretrained`` initialiser loads non-strictly and only logs
-        mismatches, which would silently leave a wrong-size or truncated
-        backbone partly random; here a mismatch is an error.
-        """
-        if self.init_cfg and self.init_cfg.get('type') == 'Pretrained':
-            prefixes = self.backbone_file_keys
-            load_backbone_checkpoint(
-                self, self.init_cfg['checkpoint'],
-                None if prefixes is None else lambda k: k.startswith(prefixes))
-        elif self.init_cfg:
-            super().init_weights()
-        else:
-            warnings.warn(
-                f'{type(self).__name__}(arch={self.arch!r}) has no checkpoint '
-                'configured, so the backbone is randomly initialised. Set '
-                "model.backbone.init_cfg=dict(type='Pretrained', "
-                "checkpoint='checkpoints/dinov3_<arch>_pretrain_lvd1689m-"
-                "<hash>.pth') to use Meta's weights (gated: request them "
-                'under the DINOv3 License, see tools/download_checkpoints.py '
-                '--list), or load a whole segmentor checkpoint.')
-        self._is_init = True
 
     def train(self, mode: bool = True) -> 'DinoV3VisionTransformer':
         """A frozen backbone stays in eval mode: no stochastic depth and no
