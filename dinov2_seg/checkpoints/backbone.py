@@ -15,6 +15,7 @@ from torch import nn
 
 from .arch_detection import describe_arch
 from .foreign import to_official_layout
+from .foreign_dinov3 import to_dinov3_layout
 from .reading import extract_state_dict, read_checkpoint
 from .strict_check import check_state_dict
 
@@ -24,12 +25,14 @@ def load_backbone_state_dict(
         state_dict: Mapping,
         source: str,
         keep: Optional[Callable[[str], bool]] = None) -> None:
-    """Load DINOv2 weights (Meta's, timm's or Hugging Face's layout, possibly
-    wrapped in a checkpoint dict or a model with a task head) into
-    ``backbone`` strictly.
+    """Load DINOv2 or DINOv3 weights (Meta's, timm's or Hugging Face's
+    layout, possibly wrapped in a checkpoint dict or a model with a task
+    head) into ``backbone`` strictly.
 
     Args:
-        backbone: The DINOv2 backbone to fill.
+        backbone: The DINOv2 or DINOv3 backbone to fill (a DINOv3 one says
+            so by its ``checkpoint_layout``, the arch settings that the
+            conversion of foreign layouts needs).
         state_dict: The weights read from ``source``: a state_dict, or a
             checkpoint dict wrapping one.
         source: What the weights come from (a file name, a module's class),
@@ -41,12 +44,20 @@ def load_backbone_state_dict(
         ValueError: if any key is missing, unexpected or of another shape; the
             message names ``source``, the configured arch and both shapes.
     """
-    state_dict = to_official_layout(extract_state_dict(state_dict, source))
+    state_dict = extract_state_dict(state_dict, source)
+    layout = getattr(backbone, 'checkpoint_layout', None)
+    if layout and layout.get('family') == 'dinov3':
+        state_dict = to_dinov3_layout(state_dict, layout)
+    else:
+        state_dict = to_official_layout(state_dict)
     target = (f'{type(backbone).__name__}'
               f'(arch={getattr(backbone, "arch", "?")!r})')
     looks_like = describe_arch(state_dict)
-    hints = ([f'The weights look like arch {looks_like!r}.']
-             if looks_like else [])
+    if looks_like and looks_like.startswith('no DINOv3 preset'):
+        hints = [f'The weights match {looks_like}.']
+    else:
+        hints = ([f'The weights look like arch {looks_like!r}.']
+                 if looks_like else [])
     expected = backbone.state_dict()
     if keep is not None:
         expected = {k: v for k, v in expected.items() if keep(k)}
