@@ -244,15 +244,19 @@ def test_config_builds(name):
     assert model.decode_head.dropout.p == META['dropout']
 
 
-def test_convnext_config_trains_and_predicts():
-    """A training step and a slide prediction of the ConvNeXt linear config
-    on a reduced ConvNeXt: the head learns, the backbone stays."""
+@pytest.mark.parametrize(
+    'name,arch',
+    [('ade20k_convnext_tiny_linear',
+      dict(depths=[1, 1, 1, 1], dims=[8, 16, 24, 32])),
+     ('ade20k_vits16_linear', dict(embed_dim=32, depth=2, num_heads=2))])
+def test_training_step_and_slide_prediction(name, arch):
+    """A training step and a slide prediction on a reduced backbone: the
+    head learns, the backbone stays."""
     from test_configs import tiny_batch
-    cfg = load('ade20k_convnext_tiny_linear')
-    cfg.model.backbone.arch = dict(depths=[1, 1, 1, 1], dims=[8, 16, 24, 32])
+    cfg = load(name)
+    cfg.model.backbone.arch = arch
     cfg.model.backbone.init_cfg = None
     cfg.model.decode_head.in_channels = [32]
-    cfg.model.decode_head.norm_cfg = dict(type='BN')
     cfg.model.data_preprocessor.size = (64, 96)
     cfg.model.test_cfg.update(crop_size=(64, 64), stride=(48, 48))
     model = MODELS.build(cfg.model)
