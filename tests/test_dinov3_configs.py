@@ -1,4 +1,5 @@
 """The DINOv3 configs follow Meta's DINOv3 linear recipe and build."""
+import json
 import math
 
 import pytest
@@ -272,3 +273,45 @@ def test_training_step_and_slide_prediction(name, arch):
     model.eval()
     (result, ) = model.val_step(tiny_batch(150, (70, 100)))[:1]
     assert result.seg_logits.data.shape == (150, 70, 100)
+
+
+@pytest.mark.parametrize('name,arch,modes', [
+    ('ade20k_vits16_linear', dict(embed_dim=32, depth=2, num_heads=2),
+     ('backbone', 'slide', 'tta')),
+    ('ade20k_convnext_tiny_linear',
+     dict(depths=[1, 1, 1, 1], dims=[8, 16, 24, 32]), ('backbone', )),
+])
+def test_benchmark_modes_run(tmp_path, capsys, name, arch, modes):
+    """tools/benchmark.py's modes on a DINOv3 config (reduced backbone and
+    5 classes: the same code paths, less time). The modes around the
+    backbone are the same for both families: slide and TTA run on the ViT
+    only."""
+    from dinov2_seg.cli.benchmark import main
+    config = tmp_path / f'{name}.py'
+    config.write_text(
+        f"_base_ = [{str(REPO / 'configs' / 'dinov3' / f'{name}.py')!r}]\n"
+        f'model = dict(backbone=dict(arch=dict(_delete_=True, **{arch!r})),'
+        ' decode_head=dict(in_channels=[32], num_classes=5))\n')
+    out = tmp_path / 'results.jsonl'
+    extra = dict(
+        backbone=['--size', '64', '96'],
+        slide=['--size', '40', '56'],
+        tta=['--size', '40', '56', '--scales', '1'])
+    records = {}
+    for mode in modes:
+        assert main([
+            str(config), '--mode', mode, '--device', 'cpu', '--repeat', '1',
+            '--warmup', '0', '--out',
+            str(out), *extra[mode]
+        ]) == 0
+        records[mode] = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert records['backbone']['seconds'] > 0
+    # FLOPs are counted for ViTs only.
+    assert ('tflops' in records['backbone']) == ('vit' in name)
+    if 'slide' in records:
+        # Short side 512: 512 x 716, two 512 windows at stride 341; the
+        # first TTA scale (short side 480: 480 x 672) twice (both flips),
+        # two windows each.
+        assert records['slide']['windows'] == 2
+        assert records['tta']['windows'] == 4
+    assert len(out.read_text().splitlines()) == len(modes)
