@@ -48,7 +48,6 @@ def _dinov3_found(state_dict: Mapping[str, Tensor]) -> dict:
     ffn_in = state_dict.get(
         'blocks.0.mlp.w1.weight' if swiglu else 'blocks.0.mlp.fc1.weight')
     storage = state_dict.get('storage_tokens')
-    periods = state_dict.get('rope_embed.periods')
     found = dict(
         embed_dim=state_dict['cls_token'].shape[-1],
         depth=_depth(state_dict),
@@ -58,8 +57,9 @@ def _dinov3_found(state_dict: Mapping[str, Tensor]) -> dict:
         num_storage_tokens=0 if storage is None else storage.shape[1],
         local_cls_norm='local_cls_norm.weight' in state_dict,
         untie_cls_norm='cls_norm.weight' in state_dict)
-    if periods is not None:
-        found['head_dim'] = 4 * periods.shape[0]
+    # No head count: nothing in a file shows it but the RoPE periods, which
+    # the conversion of timm's and transformers' layouts fills in from the
+    # model's own settings.
     return found
 
 
@@ -72,8 +72,7 @@ def _dinov3_expected(settings: Mapping) -> dict:
         qkv_bias=settings['qkv_bias'],
         num_storage_tokens=settings['num_storage_tokens'],
         local_cls_norm=settings['local_cls_norm'],
-        untie_cls_norm=settings['untie_cls_norm'],
-        head_dim=settings['embed_dim'] // settings['num_heads'])
+        untie_cls_norm=settings['untie_cls_norm'])
 
 
 def describe_dinov3_arch(state_dict: Mapping[str, Tensor]) -> str:
@@ -97,8 +96,7 @@ def describe_dinov3_arch(state_dict: Mapping[str, Tensor]) -> str:
         qkv_bias='blocks.0.attn.qkv.bias',
         num_storage_tokens='storage_tokens',
         local_cls_norm='local_cls_norm.*',
-        untie_cls_norm='cls_norm.*',
-        head_dim='rope_embed.periods')
+        untie_cls_norm='cls_norm.*')
     details = '; '.join(f'{k}={found[k]} (from {keys[k]}), {closest} has '
                         f'{expected[k]}' for k in differences[closest])
     return f'no DINOv3 preset; closest {closest!r}: {details}'

@@ -1,23 +1,46 @@
-"""Strict loading of DINOv2 backbone weights, from a file or from a model in
-memory.
+"""Strict loading of DINOv2 and DINOv3 backbone weights, from a file or from
+a model in memory.
 
-The released ``dinov2_<arch>_pretrain.pth`` files are plain state_dicts whose
-keys are exactly the backbone's parameter names, so they need no renaming;
-timm and Hugging Face weights are converted to that layout first
-(foreign.py). What this module adds is checking: every tensor must be used,
+The released ``dinov2_<arch>_pretrain.pth`` and
+``dinov3_<arch>_pretrain_<data>-<hash>.pth`` files are plain state_dicts
+whose keys are exactly the backbone's parameter and buffer names, so they
+need no renaming; timm and Hugging Face weights are converted to that layout
+first (foreign.py, foreign_dinov3.py). What this module adds is checking: every tensor must be used,
 none missing, and weights of another size are an error naming both shapes.
 A file and a module go through the same :func:`load_backbone_state_dict`.
 """
-from typing import Callable, Mapping, Optional
+from typing import Callable, List, Mapping, Optional
 
 import torch
 from torch import nn
 
+from dinov2_seg.arch_settings import DINOV3_ARCH_SETTINGS
 from .arch_detection import describe_arch
 from .foreign import to_official_layout
 from .foreign_dinov3 import to_dinov3_layout
 from .reading import extract_state_dict, read_checkpoint
 from .strict_check import check_state_dict
+
+
+def _hints(looks_like: Optional[str], dinov3: bool) -> List[str]:
+    if not looks_like:
+        return []
+    file_is_dinov3 = looks_like in DINOV3_ARCH_SETTINGS or \
+        looks_like.startswith('no DINOv3 preset')
+    if file_is_dinov3:
+        hints = [
+            f'The weights look like arch {looks_like!r}.' if looks_like
+            in DINOV3_ARCH_SETTINGS else f'The weights match {looks_like}.'
+        ]
+    else:
+        hints = [f'The weights look like arch {looks_like!r}.']
+    if file_is_dinov3 and not dinov3:
+        hints.append("They are DINOv3 weights: use model.backbone.type="
+                     "'DinoV3VisionTransformer'.")
+    elif dinov3 and not file_is_dinov3:
+        hints.append("They are DINOv2 weights: use model.backbone.type="
+                     "'DinoVisionTransformer'.")
+    return hints
 
 
 def load_backbone_state_dict(
@@ -46,18 +69,14 @@ def load_backbone_state_dict(
     """
     state_dict = extract_state_dict(state_dict, source)
     layout = getattr(backbone, 'checkpoint_layout', None)
-    if layout and layout.get('family') == 'dinov3':
+    dinov3 = bool(layout) and layout.get('family') == 'dinov3'
+    if dinov3:
         state_dict = to_dinov3_layout(state_dict, layout)
     else:
         state_dict = to_official_layout(state_dict)
     target = (f'{type(backbone).__name__}'
               f'(arch={getattr(backbone, "arch", "?")!r})')
-    looks_like = describe_arch(state_dict)
-    if looks_like and looks_like.startswith('no DINOv3 preset'):
-        hints = [f'The weights match {looks_like}.']
-    else:
-        hints = ([f'The weights look like arch {looks_like!r}.']
-                 if looks_like else [])
+    hints = _hints(describe_arch(state_dict), dinov3)
     expected = backbone.state_dict()
     if keep is not None:
         expected = {k: v for k, v in expected.items() if keep(k)}
@@ -71,7 +90,7 @@ def load_backbone_checkpoint(
         backbone: nn.Module,
         filename: str,
         keep: Optional[Callable[[str], bool]] = None) -> None:
-    """Load a DINOv2 backbone file (path or URL) into ``backbone`` strictly;
-    see :func:`load_backbone_state_dict`."""
+    """Load a DINOv2 or DINOv3 backbone file (path or URL) into
+    ``backbone`` strictly; see :func:`load_backbone_state_dict`."""
     load_backbone_state_dict(backbone, read_checkpoint(filename), filename,
                              keep)

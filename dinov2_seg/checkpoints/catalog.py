@@ -1,5 +1,6 @@
 """Released DINOv2 files (Meta's, and EoMT's ADE20K model): where they are
-and which config uses them."""
+and which config uses them; and Meta's DINOv3 backbone files, which are
+gated: listed so that users know their names, never downloaded."""
 from typing import Dict, NamedTuple, Optional
 
 BASE_URL = 'https://dl.fbaipublicfiles.com/dinov2'
@@ -54,3 +55,59 @@ def _catalog() -> Dict[str, OfficialFile]:
 
 
 OFFICIAL_FILES = _catalog()
+
+# Meta's DINOv3 files are gated: whoever accepts the DINOv3 License on this
+# page gets an e-mail with (expiring) URLs. Nothing here downloads them.
+DINOV3_ACCESS_URL = ('https://ai.meta.com/resources/models-and-libraries/'
+                     'dinov3-downloads/')
+DINOV3_LICENSE = 'DINOv3 License'
+
+
+class GatedFile(NamedTuple):
+    arch: str  # the DinoV3VisionTransformer preset the file fits
+    access_url: str  # where to request it
+    licence: str
+    config: Optional[str] = None  # the config that uses it, if any yet
+
+
+def _dinov3_catalog() -> Dict[str, GatedFile]:
+    # dinov3/hub/backbones.py: dinov3_{arch}_pretrain_{weights}-{hash}.pth
+    files = {
+        ('vits16', 'lvd1689m', '08c60483'):
+        'vits16',
+        ('vits16plus', 'lvd1689m', '4057cbaa'):
+        'vits16plus',
+        ('vitb16', 'lvd1689m', '73cec8be'):
+        'vitb16',
+        ('vitl16', 'lvd1689m', '8aa4cbdd'):
+        'vitl16',
+        # The satellite ViT-L holds the local-crop class norm.
+        ('vitl16', 'sat493m', 'eadcf0ff'):
+        'vitl16_sat493m',
+        ('vitl16plus', 'lvd1689m', '46503df0'):
+        'vitl16plus',
+        ('vith16plus', 'lvd1689m', '7c1da9a5'):
+        'vith16plus',
+        ('vit7b16', 'lvd1689m', 'a955f4ea'):
+        'vit7b16',
+        ('vit7b16', 'sat493m', 'a6675841'):
+        'vit7b16',
+    }
+    return {
+        f'dinov3_{name}_pretrain_{weights}-{digest}.pth':
+        GatedFile(arch, DINOV3_ACCESS_URL, DINOV3_LICENSE)
+        for (name, weights, digest), arch in files.items()
+    }
+
+
+GATED_FILES = _dinov3_catalog()
+
+
+def gated_message(name: str) -> str:
+    """How to obtain a gated file, for tools that are asked to fetch it."""
+    entry = GATED_FILES[name]
+    return (f'{name} is gated: Meta distributes it under the '
+            f'{entry.licence} to those who request access at '
+            f'{entry.access_url} (an e-mail then gives its URL). Download it '
+            f'yourself into checkpoints/ and point model.backbone.init_cfg '
+            f"at it (arch='{entry.arch}'); this tool does not download it.")

@@ -1,4 +1,5 @@
-"""Download Meta's released DINOv2 files into checkpoints/.
+"""Download Meta's released DINOv2 files into checkpoints/ (Meta's DINOv3
+files are listed, marked gated, and never downloaded).
 
 python tools/download_checkpoints.py --list
 python tools/download_checkpoints.py dinov2_vits14_pretrain.pth \
@@ -12,7 +13,8 @@ import os.path as osp
 import sys
 from typing import List, Optional
 
-from dinov2_seg.checkpoints.catalog import OFFICIAL_FILES
+from dinov2_seg.checkpoints.catalog import (GATED_FILES, OFFICIAL_FILES,
+                                            gated_message)
 from dinov2_seg.checkpoints.safe_loading import download_file
 
 
@@ -27,14 +29,26 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.list or not args.names:
         for name, entry in OFFICIAL_FILES.items():
             print(f'{name:45s} {entry.config or "":35s} {entry.url}')
+        for name, gated in GATED_FILES.items():
+            print(f'{name:45s} {gated.config or "-":35s} gated '
+                  f'({gated.licence}): {gated.access_url}')
         return 0
+    refused = [
+        name for name in GATED_FILES if any(
+            fnmatch.fnmatch(name, p) for p in args.names)
+    ]
+    if refused:
+        for name in refused:
+            print(gated_message(name), file=sys.stderr)
+        return 2
     chosen = [
         name for name in OFFICIAL_FILES if any(
             fnmatch.fnmatch(name, p) for p in args.names)
     ]
     unknown = [
         p for p in args.names
-        if not any(fnmatch.fnmatch(n, p) for n in OFFICIAL_FILES)
+        if not any(fnmatch.fnmatch(n, p) for n in OFFICIAL_FILES) and not any(
+            fnmatch.fnmatch(n, p) for n in GATED_FILES)
     ]
     if unknown:
         print(f'unknown file(s) {unknown}; see --list', file=sys.stderr)

@@ -135,6 +135,7 @@ class DinoV3VisionTransformer(BaseModule):
             raise ValueError(f'out_indices {tuple(out_indices)} out of range '
                              f'for a {depth}-block backbone')
         self.out_indices = tuple(i % depth for i in out_indices)
+        self._rope: Optional[RopeTables] = None  # see prepare_tokens
         self._init_random_weights()
         if frozen:
             self.requires_grad_(False)
@@ -195,22 +196,37 @@ class DinoV3VisionTransformer(BaseModule):
     def prepare_tokens(self, x: Tensor) -> Tuple[Tensor, Tuple[int, int]]:
         """The tokens entering the first block, (B, 1 + storage + h * w, D)
         with the class and storage tokens first (they carry no position),
-        and the patch grid (h, w) = (H // 16, W // 16)."""
+        and the patch grid (h, w) = (H // 16, W // 16).
+
+        Also computes the grid's RoPE tables, which :meth:`forward_block`
+        then uses by default.
+        """
         patches, grid = self.patch_embed(x)
         batch = patches.shape[0]
         tokens = [self.cls_token.expand(batch, -1, -1)]
         if self.storage_tokens is not None:
             tokens.append(self.storage_tokens.expand(batch, -1, -1))
+        self._rope = self.rope_embed(grid)
         return torch.cat(tokens + [patches], 1), grid
 
     def forward_block(self,
                       index: int,
                       tokens: Tensor,
-                      rope: RopeTables,
-                      attn_mask: Optional[Tensor] = None) -> Tensor:
-        """Block ``index`` on ``tokens`` with the grid's RoPE tables
-        (recomputed in the backward pass when ``with_cp``); ``attn_mask`` as
-        in :class:`~.dinov3_layers.RopeAttention`."""
+                      attn_mask: Optional[Tensor] = None,
+                      rope: Optional[RopeTables] = None) -> Tensor:
+        """Block ``index`` on ``tokens`` (recomputed in the backward pass
+        when ``with_cp``); ``attn_mask`` as in
+        :class:`~.dinov3_layers.RopeAttention`.
+
+        ``rope`` defaults to the tables of the grid of the last
+        :meth:`prepare_tokens` call, so that code written for DINOv2's
+        ``forward_block(index, tokens, attn_mask)`` (EoMT) runs unchanged.
+        """
+        rope = self._rope if rope is None else rope
+        if rope is None:
+            raise RuntimeError(
+                'DinoV3VisionTransformer.forward_block needs the RoPE tables '
+                'of the patch grid: call prepare_tokens first, or pass rope')
         block = self.blocks[index]
         if self.with_cp and torch.is_grad_enabled():
             return cp.checkpoint(
@@ -233,10 +249,10 @@ class DinoV3VisionTransformer(BaseModule):
         ``out_indices`` (normed if ``final_norm``), class token first, then
         the storage tokens, then the patches row by row; and the grid."""
         tokens, grid = self.prepare_tokens(x)
-        rope = self.rope_embed(grid)
+        rope = self._rope
         outputs = []
         for index in range(max(self.out_indices) + 1):
-            tokens = self.forward_block(index, tokens, rope)
+            tokens = self.forward_block(index, tokens, rope=rope)
             if index in self.out_indices:
                 outputs.append(
                     self.normalize(tokens) if self.final_norm else tokens)

@@ -77,6 +77,15 @@ class RopePositionEmbedding(nn.Module):
         self.register_buffer('periods', rope_periods(head_dim, base))
         self._cache: dict = {}
 
+    def _apply(self, fn, *args, **kwargs):
+        # ``model.half()`` / ``.to(torch.bfloat16)`` would round the periods
+        # (bf16 keeps 3 significant digits); they stay float32, moved only.
+        periods = self.periods
+        super()._apply(fn, *args, **kwargs)
+        if self.periods.dtype != periods.dtype:
+            self.periods = periods.to(self.periods.device)
+        return self
+
     def coordinates(self, grid: Tuple[int, int]) -> Tensor:
         """(h * w, 2) float32 row/column coordinates of the cell centres,
         row-major, each axis in [-1, 1]; augmented in train mode if
