@@ -315,3 +315,40 @@ def test_benchmark_modes_run(tmp_path, capsys, name, arch, modes):
         assert records['slide']['windows'] == 2
         assert records['tta']['windows'] == 4
     assert len(out.read_text().splitlines()) == len(modes)
+
+
+def test_pipelines_resize_as_torchvision_on_pil(shapes_root):
+    """The test resize gives PIL's bilinear resize of the image (what Meta's
+    torchvision Resize does to a PIL image) at short side 512; the train
+    and TTA pipelines run."""
+    import numpy as np
+    from mmcv.transforms import Compose
+    from PIL import Image
+
+    cfg = load('ade20k_vits16_linear')
+    image = sorted((shapes_root / 'images' / 'validation').glob('*.jpg'))[0]
+    label = shapes_root / 'annotations' / 'validation' / f'{image.stem}.png'
+
+    def sample():
+        return dict(
+            img_path=str(image),
+            seg_map_path=str(label),
+            reduce_zero_label=True,
+            seg_fields=[])
+
+    packed = Compose(cfg.test_pipeline)(sample())
+    rgb = Image.open(image).convert('RGB')
+    width, height = rgb.size  # 125 x 90: short side 512, long int(x + .5)
+    size = (int(512 * width / height + 0.5), 512)
+    expected = np.asarray(rgb.resize(size, Image.BILINEAR))[..., ::-1]
+    ours = packed['inputs'].permute(1, 2, 0).numpy()
+    assert ours.shape == (512, size[0], 3)
+    assert np.array_equal(ours, expected)
+    # At most a 512 crop (the preprocessor pads), its labels alike.
+    train = Compose(cfg.train_pipeline)(sample())
+    assert max(train['inputs'].shape[1:]) <= 512
+    assert train['data_samples'].gt_sem_seg.data.shape[1:] == train[
+        'inputs'].shape[1:]
+    views = Compose(cfg.tta_pipeline)(sample())
+    assert [v.shape[1] for v in views['inputs']
+            ] == [480] * 2 + [512] * 4 + [537] * 2 + [563] * 2
