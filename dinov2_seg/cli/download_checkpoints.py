@@ -27,10 +27,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         '--force', action='store_true', help='download existing files again')
     args = parser.parse_args(argv)
     if args.list or not args.names:
+        width = max(map(len, [*OFFICIAL_FILES, *GATED_FILES]))
         for name, entry in OFFICIAL_FILES.items():
-            print(f'{name:45s} {entry.config or "":35s} {entry.url}')
+            print(f'{name:{width}s} {entry.config or "":35s} {entry.url}')
         for name, gated in GATED_FILES.items():
-            print(f'{name:45s} {gated.config or "-":35s} gated '
+            print(f'{name:{width}s} {gated.config or "-":35s} gated '
                   f'({gated.licence}): {gated.access_url}')
         return 0
     refused = [
