@@ -177,17 +177,20 @@ def measure_backbone(cfg: Config, args: argparse.Namespace) -> dict:
     seconds = compare_runs(
         dict(backbone=forward), args.device, args.repeat,
         args.warmup)[0]['backbone']
-    flops = backbone_flops(segmentor.backbone, *size) * args.batch
+    flops = backbone_flops(segmentor.backbone, *size)
+    flops = None if flops is None else flops * args.batch
     record = dict(
         size=list(size),
         seconds=seconds,
         backbone_seconds=seconds,
         images_per_second=args.batch / seconds,
-        tflops=flops / seconds / 1e12,
-        model_tflop_per_image=flops / args.batch / 1e12,
         peak_bytes=peak_bytes(forward, args.device, tensor_bytes(segmentor)))
+    if flops is not None:  # counted for ViTs only
+        record.update(
+            tflops=flops / seconds / 1e12,
+            model_tflop_per_image=flops / args.batch / 1e12)
     peak = args.peak_tflops or gpu_peak_tflops(args.device)
-    if peak:
+    if peak and flops is not None:
         record.update(peak_tflops=peak, mfu=record['tflops'] / peak)
     return record
 

@@ -6,7 +6,10 @@ checkpoints whose ``state_dict`` holds only ``decode_head.bn.*`` and
 ``decode_head.conv_seg.*`` under the same names as our DinoBNHead; the backbone
 comes from its own file. mmengine would load them non-strictly, silently
 leaving a 150-class head random under a 21-class config, so the check here
-is strict and explains the usual mix-ups.
+is strict and explains the usual mix-ups. Linear heads trained with Meta's
+DINOv3 segmentation code (``model_final.pth``, the head under
+``model['segmentation_model.1.*']``) are renamed to the same names on load
+(dinov3_head.py).
 
 Meta's ViT-g Mask2Former file holds the whole model in mmseg 0.x names; it
 is converted on load (meta_m2f.py), as are EoMT's released models
@@ -17,6 +20,7 @@ from typing import Mapping
 from mmengine.runner.checkpoint import CheckpointLoader
 from torch import Tensor, nn
 
+from .dinov3_head import convert_dinov3_head, is_dinov3_head_checkpoint
 from .eomt import convert_eomt, is_eomt_layout
 from .frozen_backbone import (BACKBONE_SHA256_KEY, check_backbone_file,
                               frozen_backbone_keys)
@@ -68,7 +72,10 @@ def load_segmentor_checkpoint(model: nn.Module,
             channel width that differs.
     """
     checkpoint = CheckpointLoader.load_checkpoint(filename, map_location='cpu')
-    state_dict = checkpoint.get('state_dict', checkpoint)
+    if is_dinov3_head_checkpoint(checkpoint):
+        state_dict = convert_dinov3_head(checkpoint['model'])
+    else:
+        state_dict = checkpoint.get('state_dict', checkpoint)
     state_dict = {
         k[len('module.'):] if k.startswith('module.') else k: v
         for k, v in state_dict.items() if isinstance(v, Tensor)

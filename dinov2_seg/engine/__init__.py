@@ -1,5 +1,6 @@
 from .console import (ConsoleFilter, QuietConsoleRunner, hide_library_noise,
                       runner_for_console)
+from .dinov3_schedule import DinoV3WarmupCosineLR  # noqa: F401
 from .hooks import (DinoProgressBarHook, EoMTMaskAnnealingHook,
                     FrozenBackboneCheckpointHook)
 from .layer_decay import DinoLayerDecayOptimWrapperConstructor

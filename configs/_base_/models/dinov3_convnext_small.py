@@ -1,0 +1,16 @@
+# DINOv3 ConvNeXt-S (distilled from the 7B) with Meta's released
+# weights, dinov3_convnext_small_pretrain_lvd1689m-296db49d.pth
+# (dinov3/hub/backbones.py dinov3_convnext_small; downloaded through
+# Meta's access form, DINOv3 License), expected in checkpoints/. Hugging
+# Face's DINOv3ConvNextModel weights load too (converted on load).
+# Meta's linear recipe reads the last stage (stride 32) through the final
+# norm: out_indices=[3].
+embed_dim = 768
+backbone = dict(
+    type='DinoV3ConvNeXt',
+    arch='small',
+    out_indices=[3],
+    init_cfg=dict(
+        type='Pretrained',
+        checkpoint=('checkpoints/dinov3_convnext_small_pretrain_'
+                    'lvd1689m-296db49d.pth')))
