@@ -6,7 +6,6 @@ Four stages at strides 4, 8, 16 and 32. Parameter names are those of Meta's
 files load without renaming (Hugging Face's layout is converted on load,
 dinov2_seg/checkpoints/dinov3_convnext.py).
 """
-import warnings
 from typing import Dict, Optional, Sequence, Tuple, Union
 
 import torch
@@ -16,6 +15,7 @@ from mmseg.registry import MODELS
 from torch import Tensor, nn
 
 from dinov2_seg.checkpoints.dinov3_convnext import load_convnext_checkpoint
+from .pretrained import StrictPretrainedMixin
 
 # Meta's sizes (``convnext_sizes`` in dinov3/models/convnext.py).
 CONVNEXT_ARCHS: Dict[str, dict] = {
@@ -64,7 +64,7 @@ class ConvNeXtBlock(nn.Module):
 
 
 @MODELS.register_module()
-class DinoV3ConvNeXt(BaseModule):
+class DinoV3ConvNeXt(StrictPretrainedMixin, BaseModule):
     """DINOv3 ConvNeXt returning NCHW maps of the stages in ``out_indices``.
 
     As in Meta's segmentation features (``get_intermediate_layers`` with
@@ -87,6 +87,10 @@ class DinoV3ConvNeXt(BaseModule):
             checkpoint=...)`` loads Meta's file (or a Hugging Face
             ``DINOv3ConvNextModel``'s weights) strictly.
     """
+    pretrained_file_hint = ('checkpoints/dinov3_convnext_<size>_pretrain_'
+                            'lvd1689m-<hash>.pth')
+    pretrained_file_note = (' (gated: request them under the DINOv3 '
+                            'License)')
 
     def __init__(self,
                  arch: Union[str, dict] = 'tiny',
@@ -151,21 +155,8 @@ class DinoV3ConvNeXt(BaseModule):
                 nn.init.trunc_normal_(module.weight, std=0.02)
                 nn.init.zeros_(module.bias)
 
-    def init_weights(self) -> None:
-        """Load ``init_cfg``'s file strictly, or warn that the backbone stays
-        random (mmengine's ``Pretrained`` would load non-strictly)."""
-        if self.init_cfg and self.init_cfg.get('type') == 'Pretrained':
-            load_convnext_checkpoint(self, self.init_cfg['checkpoint'])
-        elif self.init_cfg:
-            super().init_weights()
-        else:
-            warnings.warn(
-                f'DinoV3ConvNeXt(arch={self.arch!r}) has no checkpoint '
-                'configured, so the backbone is randomly initialised. Set '
-                "model.backbone.init_cfg=dict(type='Pretrained', checkpoint="
-                "'checkpoints/dinov3_convnext_<size>_pretrain_lvd1689m.pth')"
-                ' to use the released weights.')
-        self._is_init = True
+    def load_pretrained_file(self, path: str) -> None:
+        load_convnext_checkpoint(self, path)
 
     def train(self, mode: bool = True) -> 'DinoV3ConvNeXt':
         return super().train(mode and not self.frozen)
