@@ -30,7 +30,9 @@ documented                        in the sandbox
                                   (tests/helpers/fabricate.py): ViT-S/14
                                   backbones (with and without registers),
                                   ms heads, Meta's Mask2Former file, EoMT's
-                                  file, Meta's Mask2Former config; so
+                                  file, Meta's Mask2Former config, Meta's
+                                  DINOv3 ViT-S/16 file and a head of its
+                                  DINOv3 train.py (``model_final.pth``); so
                                   tools/download_checkpoints.py keeps them
                                   and downloads nothing
 ``photos/``, ``more/*.jpg``,      three random images
@@ -293,6 +295,7 @@ def _in_main_process(cfg):
 def _sandbox_config(name: str, path: Path) -> None:
     from mmengine.config import Config
     cfg = Config.fromfile(str(REPO / 'configs' / name))
+    path.parent.mkdir(parents=True, exist_ok=True)
     if name == 'ade20k_vitg14_m2f_official.py':
         from test_meta_m2f import small_options
         cfg.merge_from_dict(small_options(150))
@@ -352,10 +355,12 @@ def _sandbox_config(name: str, path: Path) -> None:
 
 def _fabricate_checkpoints(folder: Path) -> None:
     import torch
+    from helpers.dinov3_meta import fabricate_meta_file
     from helpers.eomt import TINY_FILE
     from helpers.fabricate import (fabricate_eomt_state, fabricate_head_file,
                                    fabricate_meta_m2f_file,
                                    fabricate_official_file)
+    from test_dinov3_heads import fabricate_meta_head
     from test_meta_m2f import OFFICIAL_CONFIG_TEXT, SMALL_FILE
     folder.mkdir()
     fabricate_official_file('vits14', folder / 'dinov2_vits14_pretrain.pth')
@@ -373,6 +378,9 @@ def _fabricate_checkpoints(folder: Path) -> None:
     torch.save(
         fabricate_eomt_state(**TINY_FILE),
         folder / 'ade20k_semantic_eomt_large_512.bin')
+    fabricate_meta_file(
+        'vits16', folder / 'dinov3_vits16_pretrain_lvd1689m-08c60483.pth')
+    fabricate_meta_head(folder / 'model_final.pth', 384, 150)
 
 
 def _iterations(config: str) -> int:
@@ -435,7 +443,7 @@ def test_docs_commands_run(tmp_path):
         words = shlex.split(command)
         argvs.append([TOOL.match(command).group(1), *words[2:]])
         for word in words:
-            config = re.fullmatch(r'configs/(\w+\.py)', word)
+            config = re.fullmatch(r'configs/((?:dinov3/)?\w+\.py)', word)
             if config and not (sandbox / word).exists():
                 _sandbox_config(config.group(1), sandbox / word)
     generate_shapes_dataset(
