@@ -7,6 +7,8 @@ from typing import Callable, Dict, List, Tuple
 import torch
 from torch import nn
 
+from dinov2_seg.models.segmentors.compiled_backbone import mark_batch_dynamic
+
 
 def synchronize(device: str) -> None:
     if device.startswith('cuda'):
@@ -91,3 +93,26 @@ def timing_backbone(segmentor: nn.Module, run: Callable, device: str,
                 shares.append(sum(clock) / (time.perf_counter() - start))
 
     return timed_run
+
+
+def backbone_only_run(segmentor: nn.Module, shapes: List[tuple],
+                      device: str) -> Callable[[], None]:
+    """Random windows of the recorded ``shapes`` (one entry per backbone
+    call, filled by a run before this one) through the backbone alone, as
+    the segmentor calls it (autocast; with ``test_cfg.compile`` the same
+    compiled graphs)."""
+
+    def run() -> None:
+        compiled = segmentor.test_cfg.get('compile', False)
+        if compiled:
+            segmentor.compile_network(
+                **(compiled if isinstance(compiled, dict) else {}))
+        with torch.inference_mode(), segmentor.autocast(
+                torch.device(device).type):
+            for shape in shapes:
+                windows = torch.randn(shape, device=device)
+                if compiled:
+                    mark_batch_dynamic(windows)
+                segmentor.backbone(windows)
+
+    return run
