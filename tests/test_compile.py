@@ -29,14 +29,20 @@ ARCH = dict(
 def tiny_linear(**test_cfg) -> torch.nn.Module:
     cfg = Config.fromfile(str(REPO / 'configs' / 'ade20k_vits14_linear.py'))
     cfg.merge_from_dict({
-        'model.backbone.arch': dict(ARCH, _delete_=True),
+        'model.backbone.arch':
+        dict(ARCH, _delete_=True),
         'model.backbone.out_indices': [0, 1],
-        'model.backbone.init_cfg': None,
+        'model.backbone.init_cfg':
+        None,
         'model.decode_head.in_channels': [ARCH['embed_dim']],
         'model.decode_head.in_index': [1],
-        'model.decode_head.norm_cfg': dict(type='BN'),
-        'model.test_cfg': dict(
-            crop_size=(56, 56), stride=(37, 37), window_batch_size=2,
+        'model.decode_head.norm_cfg':
+        dict(type='BN'),
+        'model.test_cfg':
+        dict(
+            crop_size=(56, 56),
+            stride=(37, 37),
+            window_batch_size=2,
             **test_cfg),
     })
     torch.manual_seed(0)
@@ -63,8 +69,8 @@ def step_data(sizes, seed: int) -> dict:
 
 def windows(sizes) -> int:
     return sum(
-        len(slide_window_spans(h, 56, 37)) * len(slide_window_spans(w, 56, 37))
-        for h, w in sizes)
+        len(slide_window_spans(h, 56, 37)) *
+        len(slide_window_spans(w, 56, 37)) for h, w in sizes)
 
 
 @pytest.mark.slow  # inductor compiles C++ kernels on the CPU

@@ -188,8 +188,8 @@ def tiny_m2f():
             model=dict(
                 tiny_model(),
                 test_cfg=dict(
-                    crop_size=(64, 64), stride=(48, 48),
-                    window_batch_size=3))))
+                    crop_size=(64, 64), stride=(48,
+                                                48), window_batch_size=3))))
     torch.manual_seed(0)
     model = MODELS.build(cfg.model)
     model.init_weights()
@@ -267,13 +267,17 @@ def test_window_loop_reads_nothing_back_from_the_device(monkeypatch):
     torch.manual_seed(0)
     cfg = Config.fromfile(str(REPO / 'configs' / 'ade20k_vits14_linear.py'))
     cfg.merge_from_dict({
-        'model.backbone.arch': dict(TINY_ARCH, _delete_=True),
-        'model.backbone.init_cfg': None,
+        'model.backbone.arch':
+        dict(TINY_ARCH, _delete_=True),
+        'model.backbone.init_cfg':
+        None,
         'model.decode_head.in_channels': [TINY_ARCH['embed_dim']],
-        'model.decode_head.norm_cfg': dict(type='BN'),
+        'model.decode_head.norm_cfg':
+        dict(type='BN'),
         'model.test_cfg.crop_size': (56, 56),
         'model.test_cfg.stride': (37, 37),
-        'model.test_cfg.window_batch_size': 2,
+        'model.test_cfg.window_batch_size':
+        2,
     })
     model = MODELS.build(cfg.model).eval()
     views = [(torch.randn(3, h, w), dict(ori_shape=(h + 7, w - 5)))
@@ -284,7 +288,8 @@ def test_window_loop_reads_nothing_back_from_the_device(monkeypatch):
     for name in ('cpu', 'numpy', 'tolist', 'item'):
         original = getattr(torch.Tensor, name)
         monkeypatch.setattr(
-            torch.Tensor, name,
+            torch.Tensor,
+            name,
             lambda self, *a, _n=name, _f=original, **k:
             (host_copies.append(_n), _f(self, *a, **k))[1])
     windows = []
@@ -295,8 +300,8 @@ def test_window_loop_reads_nothing_back_from_the_device(monkeypatch):
         logits = model.slide_logits(views)
     spans = window_merge.slide_window_spans
     assert sum(windows) == sum(  # every window of the three images
-        len(spans(h, 56, 37)) * len(spans(w, 56, 37)) for h, w in
-        [(56, 130), (100, 70), (40, 56)]) == 3 + 6 + 1
+        len(spans(h, 56, 37)) * len(spans(w, 56, 37))
+        for h, w in [(56, 130), (100, 70), (40, 56)]) == 3 + 6 + 1
     assert reads.calls == [] and host_copies == []
     for a, b in zip(logits, expected):
         assert torch.equal(a, b)
