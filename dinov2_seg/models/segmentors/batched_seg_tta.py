@@ -13,8 +13,9 @@ from .batched_encoder_decoder import View, label_map
 class BatchedSegTTAModel(SegTTAModel):
     """mmseg's SegTTAModel (softmax probabilities averaged over the views)
     with the views of one scale, i.e. the two flips of every image of the
-    batch at that scale, sharing batched windows, and each view merged straight at the original
-    resolution (:meth:`BatchedEncoderDecoder.slide_logits`).
+    batch at that scale, sharing batched windows, and each view merged
+    straight at the original resolution
+    (:meth:`BatchedEncoderDecoder.slide_logits`).
 
     mmengine's BaseTTAModel runs the whole test step once per view, so
     mmseg materialises each view's full-size canvas and its resize; this
