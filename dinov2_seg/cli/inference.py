@@ -42,8 +42,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument(
         '--compile',
         action='store_true',
-        help='torch.compile the backbone (compiled on the first windows; '
-        'one graph per window size, whatever the image sizes)')
+        help='torch.compile the backbone (compiled on the first windows, '
+        'once per window size for calls of several windows and once for '
+        'one, whatever the image sizes)')
     parser.add_argument(
         '--batch-size',
         type=int,

@@ -58,8 +58,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         '--compile',
         action='store_true',
         help='torch.compile the backbone for the fast slide path (compiled '
-        'on the first windows; one graph per window size, whatever the '
-        'image sizes)')
+        'on the first windows, once per window size for calls of several '
+        'windows and once for one, whatever the image sizes)')
     parser.add_argument(
         '--batch-size',
         type=int,
