@@ -41,21 +41,27 @@ def compare_runs(runs: Dict[str, Callable[[], object]], device: str,
 
 def recording_windows(segmentor: nn.Module, run: Callable,
                       shapes: List[tuple]) -> Callable:
-    """``run`` that, the first time, records into ``shapes`` the input
-    shape of every backbone call (seen by the patch embedding: EoMT runs
-    the ViT's parts without its forward)."""
-    backbone = segmentor.backbone
-    module = getattr(backbone, 'patch_embed', backbone)
+    """``run`` that, the first time, records into ``shapes`` the shape of
+    every window batch of the fast path (``segmentor.window_logits``, one
+    call per backbone call). Recorded there rather than by a hook inside
+    the network: a hook inside a compiled backbone (``--compile``) would
+    be traced, and its growing list would recompile the graph at every
+    window."""
 
     def first_run_records():
         if shapes:
             return run()
-        handle = module.register_forward_pre_hook(
-            lambda module, args: shapes.append(tuple(args[0].shape)))
+        window_logits = segmentor.window_logits
+
+        def recording(crops, metas):
+            shapes.append(tuple(crops.shape))
+            return window_logits(crops, metas)
+
+        segmentor.window_logits = recording
         try:
             return run()
         finally:
-            handle.remove()
+            del segmentor.window_logits
 
     return first_run_records
 
