@@ -182,7 +182,8 @@ def measure_dataset(cfg: Config, args: argparse.Namespace) -> dict:
             windows)
         # Before the backbone-only run: it replays the first run's windows.
         runs = dict(batched=runs.pop('batched'), **runs)
-        runs['backbone'] = backbone_only_run(segmentor, windows, args.device)
+        runs['backbone'] = backbone_only_run(
+            segmentor, windows, args.device, inference_mode=False)
         seconds, outputs = compare_runs(runs, args.device, args.repeat,
                                         args.warmup)
     record = dict(

@@ -101,20 +101,23 @@ def timing_backbone(segmentor: nn.Module, run: Callable, device: str,
     return timed_run
 
 
-def backbone_only_run(segmentor: nn.Module, shapes: List[tuple],
-                      device: str) -> Callable[[], None]:
+def backbone_only_run(segmentor: nn.Module,
+                      shapes: List[tuple],
+                      device: str,
+                      inference_mode: bool = True) -> Callable[[], None]:
     """Random windows of the recorded ``shapes`` (one entry per backbone
     call, filled by a run before this one) through the backbone alone, as
     the segmentor calls it (autocast; with ``test_cfg.compile`` the same
-    compiled graphs)."""
+    compiled graphs, given the measured run's grad mode: inference mode,
+    or ``no_grad`` as mmengine's test loop)."""
 
     def run() -> None:
         compiled = segmentor.test_cfg.get('compile', False)
         if compiled:
             segmentor.compile_network(
                 **(compiled if isinstance(compiled, dict) else {}))
-        with torch.inference_mode(), segmentor.autocast(
-                torch.device(device).type):
+        grad_mode = torch.inference_mode if inference_mode else torch.no_grad
+        with grad_mode(), segmentor.autocast(torch.device(device).type):
             for shape in shapes:
                 windows = torch.randn(shape, device=device)
                 if compiled:
