@@ -3,13 +3,15 @@ results file."""
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 from helpers.archs import TINY_ARCH
 from helpers.tools import REPO
 from mmengine.config import Config
-from mmseg.registry import MODELS
+from mmseg.registry import DATASETS, MODELS
 
+from dinov2_seg.benchmark.dataset import mixed_sizes, write_eval_folder
 from dinov2_seg.benchmark.flops import backbone_flops
 from dinov2_seg.benchmark.memory import LiveTensorBytes
 from dinov2_seg.cli.benchmark import main
@@ -163,3 +165,62 @@ def test_slide_backbone_and_train_modes_append_results(tmp_path, capsys):
             >= vit_bytes - 4 * (1 + 37 * 37 + 1) * dim)
     # The linear head on 48 channels and 5 classes: BN (2 x 48) + conv.
     assert record['trainable_params'] == 2 * dim + 5 * dim + 5
+
+
+def test_dataset_mode_times_the_test_loop_batched_and_one_by_one(
+        tmp_path, capsys):
+    config = tiny_config(tmp_path, 'demo_shapes_vits14_linear.py', 1)
+    record, _ = run_tool(tmp_path, capsys, config, '--mode', 'dataset',
+                         '--images', 3, '--batch', 3, '--compare', '--repeat',
+                         1, '--warmup', 0, '--cfg-options',
+                         'test_dataloader.num_workers=0')
+    assert record['mode'] == 'dataset' and record['images'] == 3
+    # The generated images (ADE20K-like sizes), after the demo's test
+    # Resize (448, 224): windows of 224 at stride 149, all of one size, so
+    # the 3 images of the step share calls of at most 8 windows.
+    sizes = [
+        keep_ratio_size(h, w, 448, 224) for h, w in mixed_sizes(3, seed=0)
+    ]
+    per_image = [
+        windows_along(h, 224, 149) * windows_along(w, 224, 149)
+        for h, w in sizes
+    ]
+    assert record['windows'] == sum(per_image) > 3
+    assert record['backbone_calls'] == math.ceil(sum(per_image) / 8)
+    # One image per step labels every pixel alike: same mIoU.
+    assert record['label_agreement'] == 1.0
+    assert record['miou'] == record['baseline_miou'] > 0
+    assert record['images_per_second'] == pytest.approx(3 / record['seconds'])
+    assert record['backbone_images_per_second'] == pytest.approx(
+        3 / record['backbone_seconds'])
+    assert record['backbone_ratio'] == pytest.approx(
+        record['seconds'] / record['backbone_seconds'])
+    assert record['batch_speedup'] == pytest.approx(
+        record['baseline_seconds'] / record['seconds'])
+
+
+def test_generated_folder_is_a_dataset_of_mixed_sizes(tmp_path):
+    sizes = mixed_sizes(8, seed=1)
+    assert len(set(sizes)) == 8
+    for height, width in sizes:
+        assert 256 <= min(height, width) <= 512
+        assert 0.5 <= width / height <= 2.0
+    write_eval_folder(str(tmp_path), sizes[:2], 150, True)
+    dataset = DATASETS.build(
+        dict(
+            type='ADE20KDataset',
+            data_root=str(tmp_path),
+            ann_file='list.txt',
+            data_prefix=dict(img_path='images', seg_map_path='annotations'),
+            pipeline=[
+                dict(type='LoadImageFromFile'),
+                dict(type='DinoLoadAnnotations')
+            ]))
+    assert len(dataset) == 2
+    for index, size in enumerate(sizes[:2]):
+        item = dataset[index]
+        assert item['img'].shape[:2] == size
+        labels = item['gt_seg_map']
+        # ADE20K's reduce_zero_label: stored 0 is ignored, c + 1 is c.
+        assert labels.shape == size and labels[labels != 255].max() <= 149
+        assert 255 in labels and len(np.unique(labels)) > 10

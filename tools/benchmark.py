@@ -1,6 +1,7 @@
-"""Inference memory and speed of one test window of a config's model:
-python tools/benchmark.py CONFIG [--device cuda|cpu|meta] [--size H W]
-[--fp16] [--out work_dirs/benchmark/results.jsonl]"""
+"""Speed and memory of a config's model (modes: slide, tta, backbone,
+train, dataset): python tools/benchmark.py CONFIG [--mode MODE]
+[--device cuda|cpu] [--size H W] [--batch B] [--images N] [--compare]
+[--amp] [--compile] [--out work_dirs/benchmark/results.jsonl]"""
 import sys
 
 from dinov2_seg.cli.benchmark import main

@@ -91,7 +91,8 @@ def init_segmentor(config: Union[str, Config],
                    scales: Optional[int] = None,
                    device: str = 'cpu',
                    cfg_options: Optional[dict] = None,
-                   amp: bool = False) -> nn.Module:
+                   amp: bool = False,
+                   compile: bool = False) -> nn.Module:
     """Build a segmentor ready for :func:`inference_segmentor`.
 
     Args:
@@ -112,6 +113,8 @@ def init_segmentor(config: Union[str, Config],
         cfg_options: Config overrides, as ``--cfg-options``.
         amp: Run the network under autocast (bfloat16 where supported,
             else float16; ``test_cfg.amp`` of BatchedEncoderDecoder).
+        compile: ``torch.compile`` the backbone on the first windows
+            (``test_cfg.compile`` of BatchedEncoderDecoder).
 
     Returns:
         nn.Module: the model in eval mode, with ``cfg``, ``dataset_meta``
@@ -133,6 +136,8 @@ def init_segmentor(config: Union[str, Config],
     init_default_scope(cfg.get('default_scope', 'mmseg'))
     if amp:
         cfg.model.test_cfg.amp = True
+    if compile:
+        cfg.model.test_cfg.compile = True
     in_memory = isinstance(backbone, nn.Module)
     if backbone is not None and not in_memory:
         cfg.model.backbone.init_cfg = dict(

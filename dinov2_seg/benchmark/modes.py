@@ -7,6 +7,10 @@ command line returning the record's measurements (``tools/benchmark.py``):
 - ``slide``: one image (or ``--batch``) of ``--size`` through the config's
   test pipeline and ``test_step`` (single-scale slide inference).
 - ``tta``: the same through the multi-scale flip test with ``--scales``.
+- ``dataset``: ``tools/test.py``'s evaluation (the config's test
+  dataloader with its workers, ``test_step``, the test evaluator) over
+  ``--images`` generated images of mixed sizes, ``--batch`` per step; with
+  ``--compare`` also one image per step (:mod:`.dataset`).
 - ``train``: one training step of ``--batch`` crops with the backbone
   frozen, against the same step with ``frozen=False``.
 
@@ -41,10 +45,13 @@ from torch import nn
 
 from dinov2_seg.datasets.pipelines import select_tta_scales
 from dinov2_seg.engine.run_config import enable_amp, load_config
+from dinov2_seg.models.segmentors.compiled_backbone import compile_backbone
+from .dataset import measure_dataset
 from .flops import backbone_flops, gpu_peak_tflops
 from .inputs import build_for_benchmark, test_batch, window_size
 from .memory import peak_bytes, tensor_bytes
-from .timing import compare_runs, recording_windows, timing_backbone
+from .timing import (backbone_only_run, compare_runs, recording_windows,
+                     timing_backbone)
 
 
 def inference_runs(model: nn.Module, data: dict,
@@ -85,6 +92,8 @@ def inference_setup(
                          'no fast path; --mode slide/tta need '
                          "type='BatchedEncoderDecoder'")
     segmentor.test_cfg.amp = args.amp
+    # The fast path only: the stock one stays mmseg's, eager.
+    segmentor.test_cfg.compile = args.compile
     if args.mode == 'tta':
         cfg.tta_scale_count = args.scales
         pipeline = select_tta_scales(cfg, config)
@@ -106,15 +115,10 @@ def measure_inference(cfg: Config, args: argparse.Namespace) -> dict:
                                    inside['fast']), windows)
     stock = timing_backbone(segmentor, stock, args.device, inside['stock'])
 
-    def backbone_only():
-        # The windows of the (first) fast run, in its batches; it runs
-        # before this in every round.
-        with torch.inference_mode(), segmentor.autocast(
-                torch.device(args.device).type):
-            for shape in windows:
-                segmentor.backbone(torch.randn(shape, device=args.device))
-
-    runs = dict(fast=fast, backbone=backbone_only)
+    # The windows of the (first) fast run, in its batches; it runs before
+    # the backbone alone in every round.
+    runs = dict(
+        fast=fast, backbone=backbone_only_run(segmentor, windows, args.device))
     if args.compare:
         runs['stock'] = stock
     if args.against:
@@ -166,7 +170,8 @@ def measure_backbone(cfg: Config, args: argparse.Namespace) -> dict:
     segmentor.test_cfg.amp = args.amp
     size = tuple(args.size) if args.size else window_size(cfg)
     inputs = torch.randn(args.batch, 3, *size, device=args.device)
-    backbone = torch.compile(
+    # Compiled as tools/test.py --compile compiles it (a fixed batch here).
+    backbone = compile_backbone(
         segmentor.backbone) if args.compile else segmentor.backbone
 
     def forward():
@@ -255,4 +260,5 @@ MEASURES = dict(
     backbone=measure_backbone,
     slide=measure_inference,
     tta=measure_inference,
+    dataset=measure_dataset,
     train=measure_train)

@@ -7,6 +7,8 @@ from typing import Callable, Dict, List, Tuple
 import torch
 from torch import nn
 
+from dinov2_seg.models.segmentors.compiled_backbone import mark_batch_dynamic
+
 
 def synchronize(device: str) -> None:
     if device.startswith('cuda'):
@@ -39,21 +41,27 @@ def compare_runs(runs: Dict[str, Callable[[], object]], device: str,
 
 def recording_windows(segmentor: nn.Module, run: Callable,
                       shapes: List[tuple]) -> Callable:
-    """``run`` that, the first time, records into ``shapes`` the input
-    shape of every backbone call (seen by the patch embedding: EoMT runs
-    the ViT's parts without its forward)."""
-    backbone = segmentor.backbone
-    module = getattr(backbone, 'patch_embed', backbone)
+    """``run`` that, the first time, records into ``shapes`` the shape of
+    every window batch of the fast path (``segmentor.window_logits``, one
+    call per backbone call). Recorded there rather than by a hook inside
+    the network: a hook inside a compiled backbone (``--compile``) would
+    be traced, and its growing list would recompile the graph at every
+    window."""
 
     def first_run_records():
         if shapes:
             return run()
-        handle = module.register_forward_pre_hook(
-            lambda module, args: shapes.append(tuple(args[0].shape)))
+        window_logits = segmentor.window_logits
+
+        def recording(crops, metas):
+            shapes.append(tuple(crops.shape))
+            return window_logits(crops, metas)
+
+        segmentor.window_logits = recording
         try:
             return run()
         finally:
-            handle.remove()
+            del segmentor.window_logits
 
     return first_run_records
 
@@ -91,3 +99,29 @@ def timing_backbone(segmentor: nn.Module, run: Callable, device: str,
                 shares.append(sum(clock) / (time.perf_counter() - start))
 
     return timed_run
+
+
+def backbone_only_run(segmentor: nn.Module,
+                      shapes: List[tuple],
+                      device: str,
+                      inference_mode: bool = True) -> Callable[[], None]:
+    """Random windows of the recorded ``shapes`` (one entry per backbone
+    call, filled by a run before this one) through the backbone alone, as
+    the segmentor calls it (autocast; with ``test_cfg.compile`` the same
+    compiled graphs, given the measured run's grad mode: inference mode,
+    or ``no_grad`` as mmengine's test loop)."""
+
+    def run() -> None:
+        compiled = segmentor.test_cfg.get('compile', False)
+        if compiled:
+            segmentor.compile_network(
+                **(compiled if isinstance(compiled, dict) else {}))
+        grad_mode = torch.inference_mode if inference_mode else torch.no_grad
+        with grad_mode(), segmentor.autocast(torch.device(device).type):
+            for shape in shapes:
+                windows = torch.randn(shape, device=device)
+                if compiled:
+                    mark_batch_dynamic(windows)
+                segmentor.backbone(windows)
+
+    return run

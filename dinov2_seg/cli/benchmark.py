@@ -31,13 +31,23 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
         help='image size (slide, tta) or window/crop size (backbone, '
         'train); default: the slide crop size')
     parser.add_argument(
-        '--scales', type=int, default=None, help='tta: number of scales')
+        '--scales',
+        type=int,
+        default=None,
+        help='tta: number of scales; dataset: the multi-scale flip test '
+        '(tools/test.py --tta) with this many scales')
     parser.add_argument(
         '--batch',
         type=int,
         default=1,
-        help='images per test step / training step, windows per backbone '
-        'call')
+        help='images per test step (slide, tta, dataset) / training step, '
+        'windows per backbone call (backbone)')
+    parser.add_argument(
+        '--images',
+        type=int,
+        default=16,
+        help='dataset: images generated (mixed sizes as ADE20K: short side '
+        '256-512, aspect 0.5-2, seeded) and evaluated per timed run')
     parser.add_argument(
         '--amp',
         action='store_true',
@@ -51,12 +61,13 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument(
         '--compile',
         action='store_true',
-        help='backbone mode: torch.compile the backbone (the warm-up '
-        'compiles)')
+        help='torch.compile the backbone as tools/test.py --compile does '
+        '(the warm-up compiles; slide, tta, dataset: the fast path)')
     parser.add_argument(
         '--compare',
         action='store_true',
-        help='also run the baseline (stock mmseg path; train: frozen=False)')
+        help='also run the baseline (stock mmseg path; train: frozen=False; '
+        'dataset: one image per step)')
     parser.add_argument(
         '--against',
         metavar='CONFIG',
@@ -81,8 +92,9 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
         default='work_dirs/benchmark/results.jsonl',
         help='results file; one JSON line is appended per run')
     args = parser.parse_args(argv)
-    if args.batch < 1 or args.repeat < 1 or args.warmup < 0:
-        parser.error('--batch and --repeat must be >= 1, --warmup >= 0')
+    if min(args.batch, args.repeat, args.images) < 1 or args.warmup < 0:
+        parser.error('--batch, --images and --repeat must be >= 1, '
+                     '--warmup >= 0')
     return args
 
 

@@ -40,6 +40,12 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         action='store_true',
         help='mixed precision (bfloat16 where supported, else float16)')
     parser.add_argument(
+        '--compile',
+        action='store_true',
+        help='torch.compile the backbone (compiled on the first windows, '
+        'once per window size for calls of several windows and once for '
+        'one, whatever the image sizes)')
+    parser.add_argument(
         '--batch-size',
         type=int,
         default=1,
@@ -82,7 +88,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         args.scales,
         args.device,
         args.cfg_options,
-        amp=args.amp)
+        amp=args.amp,
+        compile=args.compile)
     classes = model.dataset_meta['classes']
     if len(classes) > 256:
         raise ValueError('palette PNGs hold at most 256 classes')
@@ -91,7 +98,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         ImageFiles(inputs, model.pipeline),
         batch_size=args.batch_size,
         num_workers=args.workers,
-        collate_fn=list)
+        collate_fn=list,
+        # collate_fn=list keeps the items as they are, which the pinning
+        # thread walks (dicts, lists, tensors) all the same.
+        pin_memory=str(args.device).startswith('cuda'))
     failed, written, segmented = [], [], 0
     # Without a terminal: one line at the end (and every minute), as the
     # results say what is done.

@@ -13,7 +13,8 @@ from dinov2_seg.engine import runner_for_console
 from dinov2_seg.engine.distributed import (prepare_cpu_distributed,
                                            set_local_rank,
                                            shutdown_distributed)
-from dinov2_seg.engine.run_config import (enable_plots, enable_test_amp,
+from dinov2_seg.engine.run_config import (configure_test_loader, enable_plots,
+                                          enable_test_amp, enable_test_compile,
                                           enable_tta, enable_visualization,
                                           load_config)
 
@@ -54,6 +55,23 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         help='mixed precision (bfloat16 where supported, else float16) for '
         'the backbone; the head and the merging stay float32')
     parser.add_argument(
+        '--compile',
+        action='store_true',
+        help='torch.compile the backbone for the fast slide path (compiled '
+        'on the first windows, once per window size for calls of several '
+        'windows and once for one, whatever the image sizes)')
+    parser.add_argument(
+        '--batch-size',
+        type=int,
+        help='images per test step (test_dataloader.batch_size; default: '
+        "the config's, 1): their slide windows share backbone calls of at "
+        'most test_cfg.window_batch_size windows, images of any sizes')
+    parser.add_argument(
+        '--workers',
+        type=int,
+        help='processes decoding and resizing the images ahead of the model '
+        "(test_dataloader.num_workers; default: the config's)")
+    parser.add_argument(
         '--plot-dir',
         help='write per-class IoU, confusion-matrix and class-distribution '
         'charts (PNG) and the confusion matrix (CSV) to this directory')
@@ -75,6 +93,9 @@ def main(argv: Optional[List[str]] = None) -> dict:
                       args.launcher)
     if args.amp:
         enable_test_amp(cfg, args.config)
+    if args.compile:
+        enable_test_compile(cfg, args.config)
+    configure_test_loader(cfg, args.batch_size, args.workers)
     if args.show or args.show_dir:
         enable_visualization(cfg, args.show, args.show_dir, args.wait_time)
     if args.tta:
@@ -93,6 +114,10 @@ def main(argv: Optional[List[str]] = None) -> dict:
         runner.model
     segmentor = model.module if args.tta else model
     load_segmentor_checkpoint(segmentor, args.checkpoint)
+    if cfg.test_dataloader.get('pin_memory'):
+        # The images arrive in pinned memory: copy them to the GPU without
+        # waiting (mmseg's data preprocessor takes no such argument).
+        segmentor.data_preprocessor._non_blocking = True
     metrics = runner.test()
     shutdown_distributed()
     return metrics

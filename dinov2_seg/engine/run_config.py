@@ -5,6 +5,7 @@ import logging
 import os.path as osp
 from typing import Optional
 
+import torch
 from mmengine.config import Config
 from mmengine.logging import print_log
 from mmseg.registry import MODELS
@@ -52,19 +53,55 @@ def enable_amp(cfg: Config) -> None:
     wrapper.loss_scale = 'dynamic'
 
 
-def enable_test_amp(cfg: Config, config_path: str) -> None:
-    """Set ``test_cfg.amp`` of a BatchedEncoderDecoder or of a segmentor
-    built on it (EoMTSegmentor), looked up in the registry."""
+def _check_batched_segmentor(cfg: Config, config_path: str, flag: str) -> None:
     model_type = cfg.model.type
     model_class = MODELS.get(model_type) if isinstance(model_type,
                                                        str) else model_type
     if not (isinstance(model_class, type)
             and issubclass(model_class, BatchedEncoderDecoder)):
         raise ValueError(
-            f"--amp: {config_path} has model.type={model_type!r}; test "
-            "autocast is a test_cfg setting of 'BatchedEncoderDecoder' "
-            'and the segmentors built on it')
+            f"{flag}: {config_path} has model.type={model_type!r}; it is a "
+            "test_cfg setting of 'BatchedEncoderDecoder' and the "
+            'segmentors built on it')
+
+
+def enable_test_amp(cfg: Config, config_path: str) -> None:
+    """Set ``test_cfg.amp`` of a BatchedEncoderDecoder or of a segmentor
+    built on it (EoMTSegmentor), looked up in the registry."""
+    _check_batched_segmentor(cfg, config_path, '--amp')
     cfg.model.test_cfg.amp = True
+
+
+def enable_test_compile(cfg: Config, config_path: str) -> None:
+    """Set ``test_cfg.compile``: ``torch.compile`` of the network on the
+    fast slide path (BatchedEncoderDecoder and the segmentors built on
+    it)."""
+    _check_batched_segmentor(cfg, config_path, '--compile')
+    cfg.model.test_cfg.compile = True
+
+
+def configure_test_loader(cfg: Config,
+                          batch_size: Optional[int] = None,
+                          workers: Optional[int] = None) -> None:
+    """The test loader as ``tools/test.py`` runs it: ``batch_size``
+    images per test step (images of different sizes share the window
+    batches of the fast path), ``workers`` processes decoding and resizing
+    ahead of the model, and pinned memory when a GPU is there (set in the
+    config, ``pin_memory`` wins) so that the images' copies to it need not
+    wait."""
+    loader = cfg.test_dataloader
+    if batch_size is not None:
+        if batch_size < 1:
+            raise ValueError(f'--batch-size must be >= 1, got {batch_size}')
+        loader.batch_size = batch_size
+    if workers is not None:
+        if workers < 0:
+            raise ValueError(f'--workers must be >= 0, got {workers}')
+        loader.num_workers = workers
+    if loader.get('num_workers', 0) == 0:
+        # torch's DataLoader refuses persistent workers without workers.
+        loader.persistent_workers = False
+    loader.setdefault('pin_memory', torch.cuda.is_available())
 
 
 def enable_visualization(cfg: Config, show: bool, show_dir: Optional[str],

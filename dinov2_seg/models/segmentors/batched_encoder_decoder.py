@@ -13,6 +13,7 @@ from mmseg.utils import OptSampleList, SampleList
 from torch import Tensor
 from torch.utils._pytree import tree_map
 
+from .compiled_backbone import compile_backbone, mark_batch_dynamic
 from .window_merge import View, axis_band_cache, merge_slide_windows
 
 
@@ -81,6 +82,16 @@ class BatchedEncoderDecoder(EncoderDecoder):
     - ``amp`` (bool | 'bf16' | 'fp16', default False): run the windows
       under autocast (True: bfloat16 where supported, else float16); the
       head and the merging stay float32.
+    - ``compile`` (bool or dict of ``torch.compile`` options, default
+      False): compile the network (:meth:`compile_network`) on the first
+      window batch of the fast path, with a dynamic window-batch dimension
+      (:mod:`.compiled_backbone`).
+
+    A test batch may hold images of different sizes: the fast path
+    normalises them one by one and batches their windows together; the
+    stock path (mmseg's data preprocessor refuses a test batch of mixed
+    sizes) takes them one at a time. Either way no padding reaches a
+    window, and an image's labels do not depend on the batch.
     """
 
     def __init__(self, *args, **kwargs):
@@ -124,6 +135,12 @@ class BatchedEncoderDecoder(EncoderDecoder):
         features."""
         return super().extract_feat(inputs)
 
+    def compile_network(self, **options: Any) -> None:
+        """``torch.compile`` (``options``) the backbone's forward for the
+        calls without gradients (:mod:`.compiled_backbone`); the neck and
+        head, a small share of the time, stay eager."""
+        compile_backbone(self.backbone, **options)
+
     def predict(self,
                 inputs: Tensor,
                 data_samples: OptSampleList = None) -> SampleList:
@@ -143,8 +160,25 @@ class BatchedEncoderDecoder(EncoderDecoder):
         batch may hold images of different sizes (their windows are
         batched all the same)."""
         if not self.uses_fast_slide:
-            return super().test_step(data)
+            return self.stock_test_step(data)
         return self._predict_views(self.preprocess_views(data))
+
+    def stock_test_step(self, data: dict) -> SampleList:
+        """mmseg's test step, image by image when the sizes differ: its
+        data preprocessor asserts one size per test batch, and padding
+        them to one (as in training) would put the padding into the
+        windows and change the labels."""
+        inputs = data['inputs']
+        if len({tuple(image.shape[-2:]) for image in inputs}) <= 1:
+            return super().test_step(data)
+        samples = data.get('data_samples') or [None] * len(inputs)
+        results = []
+        for image, sample in zip(inputs, samples):
+            single = dict(inputs=[image])
+            if sample is not None:
+                single['data_samples'] = [sample]
+            results += super().test_step(single)
+        return results
 
     val_step = test_step
 
@@ -190,6 +224,11 @@ class BatchedEncoderDecoder(EncoderDecoder):
         them before its final resize to the window (the resize is folded
         into the merge)."""
         head = self.decode_head
+        compile_options = self.test_cfg.get('compile', False)
+        if compile_options:
+            self.compile_network(**(
+                compile_options if isinstance(compile_options, dict) else {}))
+            mark_batch_dynamic(crops)
         features = self.extract_feat(crops)
         if hasattr(head, 'predict_logits'):
             logits = head.predict_logits(features, metas, self.test_cfg)

@@ -12,14 +12,15 @@ from .batched_encoder_decoder import View, label_map
 @MODELS.register_module()
 class BatchedSegTTAModel(SegTTAModel):
     """mmseg's SegTTAModel (softmax probabilities averaged over the views)
-    with the views of one size, i.e. the two flips of a scale, sharing
-    batched windows, and each view merged straight at the original
-    resolution (:meth:`BatchedEncoderDecoder.slide_logits`).
+    with the views of one scale, i.e. the two flips of every image of the
+    batch at that scale, sharing batched windows, and each view merged
+    straight at the original resolution
+    (:meth:`BatchedEncoderDecoder.slide_logits`).
 
     mmengine's BaseTTAModel runs the whole test step once per view, so
     mmseg materialises each view's full-size canvas and its resize; this
     override of ``test_step`` only keeps the running probability sums and
-    the logits of the views of one size at the original size. Images of a
+    the logits of the views of one scale at the original sizes. Images of a
     batch may differ in size. The merged sample is the first (unflipped,
     first-scale) view's, with ``pred_sem_seg`` and, as ``seg_logits``, the
     averaged probabilities. Modules whose test_cfg disables
@@ -32,15 +33,22 @@ class BatchedSegTTAModel(SegTTAModel):
         augmentations = [
             self.module.preprocess_views(batch) for batch in _split_views(data)
         ]
-        # Views of one size (the two flips of a scale, for every image of
-        # the batch that has that size) share their window batches.
-        by_size: Dict[Tuple[int, ...], List[Tuple[int, View]]] = {}
-        for views in augmentations:
-            for index, (image, sample) in enumerate(views):
-                by_size.setdefault(tuple(image.shape), []).append(
+        # The views of one scale (both flips of every image of the batch,
+        # whatever the images' sizes) share their window batches; only
+        # their logits at the original sizes are held at once.
+        # A scale is told by its rank among an image's view sizes, in the
+        # pipeline's order (scales outermost): the packed samples do not
+        # record the Resize target.
+        by_scale: Dict[int, List[Tuple[int, View]]] = {}
+        for index in range(len(augmentations[0])):
+            ranks: Dict[Tuple[int, ...], int] = {}
+            for views in augmentations:
+                image, sample = views[index]
+                rank = ranks.setdefault(tuple(image.shape), len(ranks))
+                by_scale.setdefault(rank, []).append(
                     (index, (image, sample.metainfo)))
         probs: List = [0] * len(augmentations[0])
-        for group in by_size.values():
+        for group in by_scale.values():
             logits = self.module.slide_logits([view for _, view in group])
             for (index, _), view_logits in zip(group, logits):
                 probs[index] = probs[index] + view_logits.softmax(dim=0)

@@ -1,7 +1,7 @@
 """EoMT: a DINOv2 ViT that segments by itself (encoder-only mask
 transformer), with the batched slide inference of
 :class:`BatchedEncoderDecoder`."""
-from typing import List
+from typing import Any, List
 
 from mmseg.registry import MODELS
 from mmseg.utils import SampleList
@@ -9,6 +9,7 @@ from torch import Tensor
 
 from ..decode_heads.eomt_head import Prediction
 from .batched_encoder_decoder import BatchedEncoderDecoder
+from .compiled_backbone import compile_for_inference
 
 
 @MODELS.register_module()
@@ -58,6 +59,13 @@ class EoMTSegmentor(BatchedEncoderDecoder):
                 'EoMT configs do), or call decode_head.set_iteration(...) '
                 'before the step')
         return super().loss(inputs, data_samples)
+
+    def compile_network(self, **options: Any) -> None:
+        """Compile :meth:`network_features` (the ViT with the head's
+        queries in its last blocks), which runs the backbone's parts
+        rather than its forward."""
+        compile_for_inference(self, 'network_features', self.backbone,
+                              **options)
 
     def network_features(self, inputs: Tensor) -> List[Prediction]:
         """The head's predictions (see the class docstring)."""

@@ -157,9 +157,21 @@ def axis_bands(spans: Tuple[Tuple[int, int], ...], head_size: int, canvas: int,
                                                                            0)
         band = dense[start:stop]
         bands.append(
-            AxisBand(start, stop, band.to(device, torch.float32),
+            AxisBand(start, stop, to_device(band.float(), device),
                      _row_blocks(band)))
     return tuple(bands)
+
+
+def to_device(tensor: Tensor, device: torch.device) -> Tensor:
+    """A host tensor copied to ``device`` without waiting for it: torch
+    synchronises the stream after a copy from pageable memory to a GPU,
+    which in the window loop (an image's bands are made at its first
+    window) would wait for the windows already queued; a copy from pinned
+    memory is queued behind them instead."""
+    device = torch.device(device)
+    if device.type != 'cuda':
+        return tensor.to(device)
+    return tensor.pin_memory().to(device, non_blocking=True)
 
 
 def axis_band_cache(maxsize: int = 256) -> Callable[..., Tuple[AxisBand, ...]]:
