@@ -355,3 +355,16 @@ def test_forward_block_as_dinov2s_for_eomt():
             tokens = model.forward_block(index, tokens, everyone)
     assert grid == (4, 6)
     torch.testing.assert_close(model.norm(tokens), want)
+
+
+def test_layer_decay_gives_the_storage_tokens_the_first_blocks_rate():
+    """Fine-tuning with layer decay (EoMT's optimiser): DINOv3's storage
+    tokens sit below the first block, like DINOv2's register tokens, so
+    they take its rate 0.8 ** (depth - 1), not the head's 1."""
+    from dinov2_seg.engine.layer_decay import layer_decay_scale
+    for name in ('backbone.storage_tokens', 'backbone.register_tokens',
+                 'backbone.cls_token'):
+        assert layer_decay_scale(name, 12, 0.8) == pytest.approx(0.8**11)
+    assert layer_decay_scale('backbone.blocks.11.attn.qkv.weight', 12,
+                             0.8) == 1.0
+    assert layer_decay_scale('decode_head.conv_seg.weight', 12, 0.8) == 1.0

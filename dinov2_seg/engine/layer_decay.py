@@ -1,4 +1,5 @@
-"""Layer-wise learning-rate decay for fine-tuning a DINOv2 backbone."""
+"""Layer-wise learning-rate decay for fine-tuning a DINOv2 or DINOv3
+backbone."""
 import re
 from typing import List, Optional
 
@@ -10,7 +11,7 @@ _BLOCK = re.compile(r'^backbone\.blocks\.(\d+)\.')
 # Below the first block: they get the first block's rate.
 _STEM = ('backbone.patch_embed.', 'backbone.cls_token',
          'backbone.register_tokens', 'backbone.pos_embed',
-         'backbone.mask_token')
+         'backbone.storage_tokens', 'backbone.mask_token')
 
 
 def layer_decay_scale(name: str, depth: int, decay_rate: float) -> float:
