@@ -279,13 +279,12 @@ def test_training_step_and_slide_prediction(name, arch):
     ('ade20k_vits16_linear', dict(embed_dim=32, depth=2, num_heads=2),
      ('backbone', 'slide', 'tta')),
     ('ade20k_convnext_tiny_linear',
-     dict(depths=[1, 1, 1, 1], dims=[8, 16, 24, 32]), ('backbone', )),
+     dict(depths=[1, 1, 1, 1], dims=[8, 16, 24, 32]),
+     ('backbone', 'slide', 'tta')),
 ])
 def test_benchmark_modes_run(tmp_path, capsys, name, arch, modes):
     """tools/benchmark.py's modes on a DINOv3 config (reduced backbone and
-    5 classes: the same code paths, less time). The modes around the
-    backbone are the same for both families: slide and TTA run on the ViT
-    only."""
+    5 classes: the same code paths, less time), ViT and ConvNeXt."""
     from dinov2_seg.cli.benchmark import main
     config = tmp_path / f'{name}.py'
     config.write_text(
