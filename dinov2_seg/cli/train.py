@@ -1,9 +1,9 @@
 """``tools/train.py``: train a segmentor from a config, as mmseg 1.x does."""
 import argparse
-from typing import List, Optional
+from typing import List, Optional, Union
 
 from mmengine.config import DictAction
-from mmengine.runner import Runner
+from mmengine.runner import FlexibleRunner, Runner
 
 from dinov2_seg.datasets.layout import check_dataset_paths
 from dinov2_seg.engine import runner_for_console
@@ -11,6 +11,9 @@ from dinov2_seg.engine.distributed import (prepare_cpu_distributed,
                                            set_local_rank,
                                            shutdown_distributed)
 from dinov2_seg.engine.run_config import enable_amp, load_config
+from dinov2_seg.engine.sharded import (drop_strategy_for_one_process,
+                                       flexible_runner_for,
+                                       uses_flexible_runner)
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -45,7 +48,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def main(argv: Optional[List[str]] = None) -> Runner:
+def main(argv: Optional[List[str]] = None) -> Union[Runner, FlexibleRunner]:
     args = parse_args(argv)
     set_local_rank(args.local_rank)
     cfg = load_config(args.config, args.cfg_options, args.work_dir,
@@ -56,7 +59,14 @@ def main(argv: Optional[List[str]] = None) -> Runner:
     check_dataset_paths(cfg, ['train_dataloader'] +
                         (['val_dataloader'] if cfg.get('val_cfg') else []))
     prepare_cpu_distributed(cfg)
-    runner = runner_for_console(cfg, args.verbose).from_cfg(cfg)
+    if uses_flexible_runner(cfg) and cfg.launcher == 'none':
+        drop_strategy_for_one_process(cfg)
+    if uses_flexible_runner(cfg):
+        # `strategy` (e.g. configs/_base_/fsdp.py): mmengine's
+        # FlexibleRunner, which builds and wraps the model through it.
+        runner = flexible_runner_for(cfg, args.verbose).from_cfg(cfg)
+    else:
+        runner = runner_for_console(cfg, args.verbose).from_cfg(cfg)
     runner.train()
     shutdown_distributed()
     return runner

@@ -4,11 +4,12 @@ from .dinov3_schedule import DinoV3WarmupCosineLR  # noqa: F401
 from .hooks import (DinoProgressBarHook, EoMTMaskAnnealingHook,
                     FrozenBackboneCheckpointHook)
 from .layer_decay import DinoLayerDecayOptimWrapperConstructor
+from .sharded import DinoFullyShardedDataParallel
 from .two_stage_warmup import TwoStageWarmupPolyLR
 
 __all__ = [
     'ConsoleFilter', 'DinoLayerDecayOptimWrapperConstructor',
-    'DinoProgressBarHook', 'EoMTMaskAnnealingHook',
+    'DinoFullyShardedDataParallel', 'DinoProgressBarHook', 'EoMTMaskAnnealingHook',
     'FrozenBackboneCheckpointHook', 'QuietConsoleRunner',
     'TwoStageWarmupPolyLR', 'hide_library_noise', 'runner_for_console'
 ]
