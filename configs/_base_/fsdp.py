@@ -5,7 +5,8 @@
 # tools/train.py then runs mmengine's FlexibleRunner with FSDPStrategy;
 # see docs/sharded_training.md.
 strategy = dict(
-    type='FSDPStrategy',
+    # mmengine's FSDPStrategy, with its resume fixed for torch >= 2.1.
+    type='DinoFSDPStrategy',
     model_wrapper=dict(
         # mmengine's FSDP wrapper plus a clear refusal of models without
         # DINO transformer blocks, and CPU (gloo) runs.

@@ -9,7 +9,8 @@ from .two_stage_warmup import TwoStageWarmupPolyLR
 
 __all__ = [
     'ConsoleFilter', 'DinoLayerDecayOptimWrapperConstructor',
-    'DinoFullyShardedDataParallel', 'DinoProgressBarHook', 'EoMTMaskAnnealingHook',
-    'FrozenBackboneCheckpointHook', 'QuietConsoleRunner',
-    'TwoStageWarmupPolyLR', 'hide_library_noise', 'runner_for_console'
+    'DinoFullyShardedDataParallel', 'DinoProgressBarHook',
+    'EoMTMaskAnnealingHook', 'FrozenBackboneCheckpointHook',
+    'QuietConsoleRunner', 'TwoStageWarmupPolyLR', 'hide_library_noise',
+    'runner_for_console'
 ]

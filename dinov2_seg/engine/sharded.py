@@ -21,10 +21,11 @@ import logging
 from typing import Tuple, Type, Union
 
 import torch
+from mmengine._strategy import FSDPStrategy
 from mmengine.config import Config
 from mmengine.logging import MMLogger, print_log
 from mmengine.model import MMFullyShardedDataParallel, revert_sync_batchnorm
-from mmengine.registry import FUNCTIONS, MODEL_WRAPPERS
+from mmengine.registry import FUNCTIONS, MODEL_WRAPPERS, STRATEGIES
 from mmengine.runner import FlexibleRunner
 from torch import nn
 from torch.distributed.fsdp import FullyShardedDataParallel
@@ -76,8 +77,9 @@ class DinoFullyShardedDataParallel(MMFullyShardedDataParallel):
       CUDA device (and without any ``device_id`` torch's FSDP refuses a
       CPU model: "needs a non-CPU accelerator"). The wrapper is where that
       argument arrives, so it becomes ``torch.device('cpu')`` here (the
-      model stays on CPU, gloo reduces the gradients). torch's SyncBatchNorm has no CPU kernel, so
-      SyncBN layers run as BN, with statistics per process, as in
+      model stays on CPU, gloo reduces the gradients). torch's
+      SyncBatchNorm has no CPU kernel, so SyncBN layers run as BN, with
+      statistics per process, as in
       :class:`~dinov2_seg.engine.distributed.CPUDistributedDataParallel`.
     """
 
@@ -96,9 +98,7 @@ class DinoFullyShardedDataParallel(MMFullyShardedDataParallel):
                 '(and configs/_base_/fsdp.py) from the config.')
         if not torch.cuda.is_available():
             device_id = torch.device('cpu')
-            if any(
-                    isinstance(m, nn.SyncBatchNorm)
-                    for m in module.modules()):
+            if any(isinstance(m, nn.SyncBatchNorm) for m in module.modules()):
                 print_log(
                     'No CUDA: SyncBN layers run as BN for this CPU run '
                     '(torch has no CPU SyncBatchNorm); statistics are per '
@@ -107,10 +107,15 @@ class DinoFullyShardedDataParallel(MMFullyShardedDataParallel):
                     level=logging.WARNING)
                 module = revert_sync_batchnorm(module)
         super().__init__(module=module, device_id=device_id, **kwargs)
-
+        print_log(
+            f'FSDP: {count_sharded_blocks(module)} transformer blocks '
+            f'sharded over {self.world_size} processes '
+            f'({self.sharding_strategy.name}).',
+            logger='current')
 
     @staticmethod
-    def set_state_dict_type(module: nn.Module, state_dict_type,
+    def set_state_dict_type(module: nn.Module,
+                            state_dict_type,
                             state_dict_config=None,
                             optim_state_dict_config=None):
         """FSDP's ``set_state_dict_type``, without CUDA with
@@ -121,12 +126,29 @@ class DinoFullyShardedDataParallel(MMFullyShardedDataParallel):
         whole model in device memory."""
         if not torch.cuda.is_available():
             state_dict_config, optim_state_dict_config = (
-                dataclasses.replace(config, offload_to_cpu=False)
-                if getattr(config, 'offload_to_cpu', False) else config
+                dataclasses.replace(config, offload_to_cpu=False) if getattr(
+                    config, 'offload_to_cpu', False) else config
                 for config in (state_dict_config, optim_state_dict_config))
         return FullyShardedDataParallel.set_state_dict_type(
             module, state_dict_type, state_dict_config,
             optim_state_dict_config)
+
+
+@STRATEGIES.register_module()
+class DinoFSDPStrategy(FSDPStrategy):
+    """mmengine's FSDPStrategy with resume fixed for torch >= 2.1.
+
+    mmengine 0.10.7 calls ``FSDP.optim_state_dict_to_load(state_dict,
+    model, optimizer)``, torch 2.0's argument order; torch 2.1 made it
+    ``(model, optim, optim_state_dict)``, so every resume fails
+    ("unhashable type: 'dict'"). Keyword arguments work with both.
+    """
+
+    def load_optim_state_dict(self, state_dict: dict) -> None:
+        optimizer = self.optim_wrapper.optimizer
+        optim_state_dict = FullyShardedDataParallel.optim_state_dict_to_load(
+            model=self.model, optim=optimizer, optim_state_dict=state_dict)
+        self.optim_wrapper.load_state_dict(optim_state_dict)
 
 
 def _block_names() -> str:

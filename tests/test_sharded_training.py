@@ -1,0 +1,212 @@
+"""Sharded training (FSDP, configs/_base_/fsdp.py) of the DINOv3 7B
+architecture: 2 CPU processes on gloo against one unsharded process, and
+resume.
+
+The model is the 7B's block (SwiGLU with ratio 3 aligned to 64, no qkv
+bias, 4 storage tokens, head dim 128) at depth 2 and width 256 (2 heads):
+at the full width of 4096 one block holds about 220 M parameters, i.e.
+about 3.5 GB with AdamW's state per process, too much for the shared
+2-core test machines; width does not change what is sharded or how.
+"""
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from helpers.tools import REPO, check, run
+from mmengine.config import Config
+from mmseg.registry import MODELS
+from torch import nn
+
+from dinov2_seg.arch_settings import DINOV3_ARCH_SETTINGS
+from dinov2_seg.engine.sharded import (DinoFullyShardedDataParallel,
+                                       dino_block_checkpoint_check,
+                                       dino_block_wrap_policy)
+from dinov2_seg.models.backbones.dinov3_layers import Block
+
+TINY_7B = dict(
+    DINOV3_ARCH_SETTINGS['vit7b16'], depth=2, embed_dim=256, num_heads=2)
+
+# A hook that logs the loss averaged over the processes (mmengine logs
+# rank 0's own), so that 2 x 1 image compares with 1 x 2 images.
+LOSS_HOOK = """
+import json
+import os
+
+import torch.distributed as dist
+from mmengine.hooks import Hook
+from mmengine.registry import HOOKS
+
+
+@HOOKS.register_module()
+class GlobalLossHook(Hook):
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None,
+                         outputs=None):
+        loss = outputs['loss'].detach().clone().float()
+        if dist.is_available() and dist.is_initialized():
+            dist.all_reduce(loss)
+            loss /= dist.get_world_size()
+        if runner.rank == 0:
+            with open(os.path.join(runner.work_dir, 'losses.jsonl'),
+                      'a') as f:
+                f.write(json.dumps(dict(iter=runner.iter + 1,
+                                        loss=loss.item())) + '\\n')
+"""
+
+
+def write_sharded_config(tmp_path: Path, data_root: Path) -> Path:
+    """The DINOv3 demo with configs/_base_/fsdp.py, the reduced 7B
+    fine-tuned, and everything that differs between 2 x 1 and 1 x 2
+    images switched off: a fixed resize instead of random crops and flips
+    (each process draws its own), no dropout, GroupNorm instead of the
+    head's BN (per-process statistics), and the same initial weights
+    (``load_from``; FlexibleRunner builds the model later than Runner,
+    after other draws from the seed)."""
+    (tmp_path / 'global_loss_hook.py').write_text(LOSS_HOOK)
+    path = tmp_path / 'tiny_7b_fsdp.py'
+    path.write_text(f"""
+_base_ = [{str(REPO / 'configs/dinov3/demo_shapes_vits16_linear.py')!r},
+          {str(REPO / 'configs/_base_/fsdp.py')!r}]
+size = (64, 64)
+pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='DinoLoadAnnotations'),
+    dict(type='Resize', scale=size, keep_ratio=False),
+    dict(type='PackSegInputs')
+]
+loader = dict(num_workers=0, persistent_workers=False,
+              dataset=dict(data_root={str(data_root)!r}, pipeline=pipeline))
+train_dataloader = dict(loader, batch_size=2)
+val_dataloader = None
+val_cfg = None
+val_evaluator = None
+model = dict(
+    data_preprocessor=dict(size=size),
+    backbone=dict(arch=dict(_delete_=True, **{TINY_7B!r}), frozen=False),
+    decode_head=dict(
+        in_channels=[{TINY_7B['embed_dim']}],
+        dropout_ratio=0.0,
+        norm_cfg=dict(_delete_=True, type='GN', num_groups=8,
+                      requires_grad=True)),
+    test_cfg=dict(crop_size=size, stride=(48, 48)))
+param_scheduler = [dict(type='DinoV3WarmupCosineLR', warmup_iters=2,
+                        warmup_ratio=0.1, by_epoch=False, begin=0, end=6)]
+train_cfg = dict(max_iters=6, val_interval=100)
+default_hooks = dict(logger=dict(interval=1),
+                     checkpoint=dict(interval=2, max_keep_ckpts=3))
+custom_imports = dict(imports=_base_.custom_imports.imports +
+                      ['global_loss_hook'])
+custom_hooks = [dict(type='GlobalLossHook')]
+load_from = {str(tmp_path / 'init.pth')!r}
+randomness = dict(seed=0)
+""")
+    config = Config.fromfile(path, import_custom_modules=False)
+    torch.manual_seed(0)
+    model = MODELS.build(config.model)
+    model.init_weights()
+    torch.save({'state_dict': model.state_dict()}, tmp_path / 'init.pth')
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        return sock.getsockname()[1]
+
+
+def train_two_processes(tmp_path: Path, config: Path, work: Path,
+                        *args) -> str:
+    env = dict(
+        os.environ,
+        PYTHON=sys.executable,
+        PORT=str(free_port()),
+        PYTHONPATH=os.pathsep.join([str(REPO), str(tmp_path)]))
+    result = subprocess.run([
+        'bash', 'tools/dist_train.sh', config, '2', '--work-dir', work,
+        '--verbose', '--cfg-options', 'train_dataloader.batch_size=1', *args
+    ],
+                            cwd=REPO,
+                            env=env,
+                            capture_output=True,
+                            text=True,
+                            timeout=600)
+    return check(result)
+
+
+def losses(work: Path) -> dict:
+    lines = (work / 'losses.jsonl').read_text().splitlines()
+    return {r['iter']: r['loss'] for r in map(json.loads, lines)}
+
+
+@pytest.mark.slow
+def test_fsdp_two_processes_match_one_and_resume(tmp_path, shapes_root):
+    config = write_sharded_config(tmp_path, shapes_root)
+    # One process, 2 images a step: mmengine's plain Runner (the strategy
+    # needs a launcher; a warning says so).
+    reference = tmp_path / 'reference'
+    log = check(
+        run(
+            '-c', 'import sys; sys.path.insert(0, sys.argv.pop(1)); '
+            'from dinov2_seg.cli.train import main; main(sys.argv[1:])',
+            tmp_path, config, '--work-dir', reference))
+    assert "strategy='DinoFSDPStrategy' needs a distributed launch" in log
+    expected = losses(reference)
+    assert sorted(expected) == [1, 2, 3, 4, 5, 6]
+
+    # 2 processes, 1 image each, sharded; stopped after 4 iterations.
+    sharded = tmp_path / 'sharded'
+    log = train_two_processes(tmp_path, config, sharded,
+                              'train_cfg.max_iters=4')
+    assert 'FSDP: 2 transformer blocks sharded over 2 processes' in log
+    got = losses(sharded)
+    assert sorted(got) == [1, 2, 3, 4]
+    for step in got:
+        assert got[step] == pytest.approx(expected[step], rel=1e-4), step
+    # The checkpoint is consolidated on rank 0: one ordinary file with the
+    # unsharded model's keys and shapes (tools/test.py reads it).
+    saved = torch.load(sharded / 'iter_4.pth', weights_only=False)
+    state = saved['state_dict']
+    assert state['backbone.blocks.1.mlp.w1.weight'].shape[1] == 256
+    assert not any('_fsdp' in k or '_checkpoint' in k for k in state)
+    assert saved['meta']['iter'] == 4
+
+    # Resumed: continues at iteration 5 with the reference's losses.
+    # (load_from off: mmengine would resume from it instead of the latest)
+    log = train_two_processes(tmp_path, config, sharded, 'load_from=None',
+                              '--resume')
+    assert 'resumed epoch: 0, iter: 4' in log
+    got = losses(sharded)
+    assert sorted(got) == [1, 2, 3, 4, 5, 6]
+    for step in (5, 6):
+        assert got[step] == pytest.approx(expected[step], rel=1e-4), step
+
+
+def test_wrap_policy_and_checkpointing_pick_the_blocks():
+    block = Block(64, 2, ffn='swiglu', ffn_ratio=3.0, swiglu_align=64)
+    assert dino_block_wrap_policy(block, recurse=False, nonwrapped_numel=0)
+    assert dino_block_checkpoint_check(block)
+    assert not dino_block_wrap_policy(
+        nn.Linear(2, 2), recurse=False, nonwrapped_numel=0)
+    assert not dino_block_checkpoint_check(nn.Linear(2, 2))
+    # recurse=True: FSDP asks whether to look inside; always.
+    assert dino_block_wrap_policy(nn.Linear(2, 2), True, 0)
+
+
+def test_model_without_transformer_blocks_is_refused():
+    config = Config.fromfile(
+        str(REPO / 'configs/dinov3/ade20k_convnext_tiny_linear.py'),
+        import_custom_modules=False)
+    config.model.backbone.init_cfg = None
+    model = MODELS.build(config.model)
+    # The check comes before any process group is needed.
+    with pytest.raises(ValueError) as error:
+        DinoFullyShardedDataParallel(model)
+    message = str(error.value)
+    assert 'DinoV3ConvNeXt has none' in message
+    assert 'saves no memory' in message
+    assert 'plain DDP' in message
