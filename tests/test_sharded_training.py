@@ -4,9 +4,10 @@ resume.
 
 The model is the 7B's block (SwiGLU with ratio 3 aligned to 64, no qkv
 bias, 4 storage tokens, head dim 128) at depth 2 and width 256 (2 heads):
-at the full width of 4096 one block holds about 220 M parameters, i.e.
-about 3.5 GB with AdamW's state per process, too much for the shared
-2-core test machines; width does not change what is sharded or how.
+at the full width of 4096 one block holds about 170 M parameters, i.e.
+about 2.7 GB per process with gradients and AdamW's state, too much for
+the shared 2-core test machines; width does not change what is sharded
+or how.
 """
 import json
 import os
@@ -163,6 +164,7 @@ def test_fsdp_two_processes_match_one_and_resume(tmp_path, shapes_root):
     log = train_two_processes(tmp_path, config, sharded,
                               'train_cfg.max_iters=4')
     assert 'FSDP: 2 transformer blocks sharded over 2 processes' in log
+    assert 'FSDP: activation checkpointing of 2 blocks.' in log
     got = losses(sharded)
     assert sorted(got) == [1, 2, 3, 4]
     for step in got:

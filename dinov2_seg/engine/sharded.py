@@ -18,6 +18,7 @@ project adds to mmengine's FSDP:
 """
 import dataclasses
 import logging
+import warnings
 from typing import Tuple, Type, Union
 
 import torch
@@ -28,6 +29,8 @@ from mmengine.model import MMFullyShardedDataParallel, revert_sync_batchnorm
 from mmengine.registry import FUNCTIONS, MODEL_WRAPPERS, STRATEGIES
 from mmengine.runner import FlexibleRunner
 from torch import nn
+from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import \
+    CheckpointWrapper
 from torch.distributed.fsdp import FullyShardedDataParallel
 
 from dinov2_seg.models.backbones.dinov2_layers import Block as DinoV2Block
@@ -129,9 +132,14 @@ class DinoFullyShardedDataParallel(MMFullyShardedDataParallel):
                 dataclasses.replace(config, offload_to_cpu=False) if getattr(
                     config, 'offload_to_cpu', False) else config
                 for config in (state_dict_config, optim_state_dict_config))
-        return FullyShardedDataParallel.set_state_dict_type(
-            module, state_dict_type, state_dict_config,
-            optim_state_dict_config)
+        with warnings.catch_warnings():
+            # torch deprecates this API for its distributed checkpoint one;
+            # mmengine 0.10 calls it, so a user cannot act on the warning.
+            warnings.filterwarnings(
+                'ignore', category=FutureWarning, message='.*state_dict_type')
+            return FullyShardedDataParallel.set_state_dict_type(
+                module, state_dict_type, state_dict_config,
+                optim_state_dict_config)
 
 
 @STRATEGIES.register_module()
@@ -141,8 +149,19 @@ class DinoFSDPStrategy(FSDPStrategy):
     mmengine 0.10.7 calls ``FSDP.optim_state_dict_to_load(state_dict,
     model, optimizer)``, torch 2.0's argument order; torch 2.1 made it
     ``(model, optim, optim_state_dict)``, so every resume fails
-    ("unhashable type: 'dict'"). Keyword arguments work with both.
+    ("unhashable type: 'dict'"). Keyword arguments work with both. It also
+    logs how many blocks activation checkpointing recomputes.
     """
+
+    def _wrap_model(self, model: nn.Module) -> nn.Module:
+        wrapped = super()._wrap_model(model)
+        if wrapped is not None:
+            recomputed = sum(
+                isinstance(m, CheckpointWrapper) for m in wrapped.modules())
+            print_log(
+                f'FSDP: activation checkpointing of {recomputed} blocks.',
+                logger='current')
+        return wrapped
 
     def load_optim_state_dict(self, state_dict: dict) -> None:
         optimizer = self.optim_wrapper.optimizer
