@@ -37,6 +37,9 @@ LIBRARY_NOISE = (
     r'is skipped since its requires_grad=False',
     # mmdet's Mask2Former calls torch.meshgrid without ``indexing``.
     r'torch\.meshgrid: in an upcoming release',
+    # mmengine's FSDP strategy looks its policies up in the "function"
+    # registry, which has no mmseg scope (the lookup then succeeds).
+    r'Failed to search registry with scope "mmseg" in the "function"',
 )
 _NOISE = re.compile('|'.join(LIBRARY_NOISE))
 
