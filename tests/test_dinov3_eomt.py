@@ -14,7 +14,7 @@ from helpers.eomt_reference import normalise
 from helpers.tools import REPO, check, reported_miou, run
 from mmengine.config import Config
 from mmengine.optim import build_optim_wrapper
-from mmseg.registry import MODELS
+from mmseg.registry import MODELS, PARAM_SCHEDULERS
 
 from dinov2_seg.models.backbones.dinov3_layers import apply_rope
 from dinov2_seg.models.decode_heads.eomt_head import num_upscale_for_patch
@@ -311,6 +311,38 @@ def test_training_step_reaches_the_backbone():
     wrapper = build_optim_wrapper(model, model.cfg.optim_wrapper)
     lrs = {group['lr'] for group in wrapper.optimizer.param_groups}
     assert lrs == {2e-4}
+
+
+def test_two_stage_warm_up_holds_the_whole_dinov3_backbone():
+    """EoMT's DINOv3 schedule shortened (head warm-up 2, backbone 3 after
+    it, poly 0.9 to 0 at 20): every DINOv3 parameter (storage tokens, RoPE
+    free blocks, final norm) stays at 0 through the head's warm-up, then
+    warms up; all end the warm-ups at 2e-4 (llrd 1.0)."""
+    model = build_tiny()
+    wrapper = build_optim_wrapper(model, model.cfg.optim_wrapper)
+    schedule = dict(
+        model.cfg.param_scheduler[0],
+        warmup_iters=2,
+        backbone_warmup_iters=3,
+        end=20)
+    scheduler = PARAM_SCHEDULERS.build(dict(schedule, optimizer=wrapper))
+    groups = {g['name']: g for g in wrapper.optimizer.param_groups}
+    backbone = [g for n, g in groups.items() if n.startswith('backbone.')]
+    assert 'backbone.storage_tokens' in groups
+    assert 'backbone.norm.weight' in groups
+    head = groups['decode_head.query_embed.weight']
+    for step in range(6):
+        lrs = {g['lr'] for g in backbone}
+        if step <= 2:
+            assert lrs == {0.0}, step
+        else:
+            assert max(lrs) == pytest.approx(2e-4 * (step - 2) / 3), step
+            assert min(lrs) == pytest.approx(max(lrs)), step
+        expected = 2e-4 * (
+            step / 2 if step < 2 else (1 - (step - 2) / 18)**0.9)
+        assert head['lr'] == pytest.approx(expected), step
+        wrapper.optimizer.step()
+        scheduler.step()
 
 
 @pytest.mark.parametrize('name', CONFIGS)
