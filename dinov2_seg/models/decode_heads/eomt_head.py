@@ -3,10 +3,11 @@ Image Segmentation Model", CVPR 2025): learned queries that join the ViT's
 tokens for its last blocks, a class and a mask prediction after each of
 those blocks, and the masked attention that is annealed away in training.
 
-The ViT itself stays :class:`DinoVisionTransformer` (Meta's checkpoint
-layout); :class:`EoMTSegmentor` runs its blocks and calls this head in
-between.
+The ViT itself stays :class:`DinoVisionTransformer` or
+:class:`DinoV3VisionTransformer` (Meta's checkpoint layouts);
+:class:`EoMTSegmentor` runs its blocks and calls this head in between.
 """
+import math
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -46,6 +47,12 @@ def input_size(meta: dict, test_cfg: ConfigType) -> Tuple[int, int]:
     return tuple(meta['img_shape'][:2])
 
 
+def num_upscale_for_patch(patch_size: int) -> int:
+    """EoMT's number of 2x upsampling blocks for a patch size (its
+    ``max(1, int(log2(patch)) - 2)``): 2 for patch 16, masks at stride 4."""
+    return max(1, int(math.log2(patch_size)) - 2)
+
+
 class ScaleBlock(nn.Module):
     """2x upsampling of a (B, D, h, w) map: transposed 2x2 convolution,
     GELU, depthwise 3x3 convolution, LayerNorm over the channels (EoMT's
@@ -75,8 +82,12 @@ class EoMTHead(BaseModule):
         num_blocks (int): The queries join the tokens for the last
             ``num_blocks`` ViT blocks (EoMT: 3 for ViT-S/B, 4 for ViT-L, 5
             for ViT-g).
-        num_upscale (int): 2x transposed-convolution blocks that upsample
-            the patch tokens for the masks (2: 4x, stride 3.5 for patch 14).
+        num_upscale (int, optional): 2x transposed-convolution blocks that
+            upsample the patch tokens for the masks (2: 4x, mask stride 4
+            at patch 16, 3.5 at patch 14). None: EoMT's rule for the
+            backbone's patch size (:func:`num_upscale_for_patch`), built by
+            :class:`EoMTSegmentor` through :meth:`build_upscale`, since
+            only the segmentor knows the backbone.
         masked_attention (bool): In training, a prediction is made before
             each block with queries, and there each query attends only to
             the patches inside its predicted mask (with the block's masking
@@ -128,7 +139,7 @@ class EoMTHead(BaseModule):
                  embed_dims: int,
                  num_queries: int = 100,
                  num_blocks: int = 4,
-                 num_upscale: int = 2,
+                 num_upscale: Optional[int] = 2,
                  masked_attention: bool = True,
                  mask_annealing: Optional[dict] = None,
                  no_object_weight: float = 0.1,
@@ -157,8 +168,10 @@ class EoMTHead(BaseModule):
             nn.Linear(embed_dims, embed_dims), nn.GELU(),
             nn.Linear(embed_dims, embed_dims), nn.GELU(),
             nn.Linear(embed_dims, embed_dims))
-        self.upscale = nn.Sequential(
-            *[ScaleBlock(embed_dims) for _ in range(num_upscale)])
+        self.num_upscale = num_upscale
+        self.upscale: Optional[nn.Sequential] = None
+        if num_upscale is not None:
+            self.build_upscale(num_upscale)
 
         self.mask_annealing = self._check_annealing(mask_annealing)
         # Probability that a query's attention is masked in each of the
@@ -196,6 +209,15 @@ class EoMTHead(BaseModule):
         self.assigner = TASK_UTILS.build(train_cfg['assigner'])
         self.sampler = TASK_UTILS.build(
             train_cfg.get('sampler', dict(type='mmdet.MaskPseudoSampler')))
+
+    def build_upscale(self, num_upscale: int) -> None:
+        """Create the ``num_upscale`` 2x upsampling blocks of the mask
+        path."""
+        if num_upscale < 0:
+            raise ValueError(f'num_upscale must be >= 0, got {num_upscale}')
+        self.num_upscale = num_upscale
+        self.upscale = nn.Sequential(
+            *[ScaleBlock(self.embed_dims) for _ in range(num_upscale)])
 
     def _check_annealing(self, annealing: Optional[dict]) -> Optional[dict]:
         if annealing is None:
@@ -274,7 +296,12 @@ class EoMTHead(BaseModule):
     def predict_masks(self, tokens: Tensor, grid: Tuple[int, int],
                       num_prefix_tokens: int) -> Prediction:
         """Mask and class logits from normalised tokens laid out as
-        [queries, class and register tokens, patches]."""
+        [queries, class and register / storage tokens, patches]."""
+        if self.upscale is None:
+            raise RuntimeError(
+                'EoMTHead(num_upscale=None) takes its upsampling depth from '
+                'the backbone patch size: build it in an EoMTSegmentor or '
+                'call build_upscale first')
         queries = tokens[:, :self.num_queries]
         patches = tokens[:, self.num_queries + num_prefix_tokens:]
         patches = patches.transpose(1, 2).reshape(len(tokens), -1,

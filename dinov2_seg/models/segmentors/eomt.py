@@ -1,4 +1,4 @@
-"""EoMT: a DINOv2 ViT that segments by itself (encoder-only mask
+"""EoMT: a DINOv2 or DINOv3 ViT that segments by itself (encoder-only mask
 transformer), with the batched slide inference of
 :class:`BatchedEncoderDecoder`."""
 from typing import Any, List
@@ -7,16 +7,24 @@ from mmseg.registry import MODELS
 from mmseg.utils import SampleList
 from torch import Tensor
 
-from ..decode_heads.eomt_head import Prediction
+from ..decode_heads.eomt_head import Prediction, num_upscale_for_patch
 from .batched_encoder_decoder import BatchedEncoderDecoder
 from .compiled_backbone import compile_for_inference
 
 
 @MODELS.register_module()
 class EoMTSegmentor(BatchedEncoderDecoder):
-    """Runs a :class:`DinoVisionTransformer` whose last
-    ``decode_head.num_blocks`` blocks also carry the queries of an
-    :class:`EoMTHead`.
+    """Runs a :class:`DinoVisionTransformer` or
+    :class:`DinoV3VisionTransformer` whose last ``decode_head.num_blocks``
+    blocks also carry the queries of an :class:`EoMTHead`.
+
+    The queries go in front of the class and register / storage tokens, as
+    in EoMT. DINOv3's RoPE rotates the last ``h * w`` tokens of every
+    block's input (the patches), so the queries, like the class and storage
+    tokens, carry no position; the block API (``prepare_tokens``,
+    ``forward_block``, ``norm``, ``num_prefix_tokens``) is the same for
+    both backbones. A head built with ``num_upscale=None`` gets EoMT's
+    upsampling depth for the backbone's patch size (2 for 16).
 
     The "features" handed to the head are its predictions: in training one
     per block with queries (each made before the block, from the normalised
@@ -46,6 +54,8 @@ class EoMTSegmentor(BatchedEncoderDecoder):
                 f'decode_head.embed_dims={head.embed_dims} differs from the '
                 f'backbone width {self.backbone.embed_dim}; set it to the '
                 "backbone's embed_dim")
+        if head.upscale is None:
+            head.build_upscale(num_upscale_for_patch(self.backbone.patch_size))
 
     def loss(self, inputs: Tensor, data_samples: SampleList) -> dict:
         head = self.decode_head

@@ -1,0 +1,28 @@
+# DINOv3 ViT-L/16 (300M parameters) fine-tuned as EoMT on
+# PASCAL VOC 2012, with
+# EoMT's DINOv3 ADE20K 512 semantic recipe (_base_/models/dinov3_eomt.py,
+# _base_/schedules/dinov3_eomt_schedule_20k.py,
+# _base_/datasets/recipe_eomt.py; docs/eomt_dinov3.md).
+# EoMT published no VOC recipe; this is the ADE20K one with 21 classes.
+# - Queries join the last 4 blocks, as EoMT-L (its DINOv3 ADE20K config).
+# - Mask annealing in iterations of the 20k run:
+#   EoMT-L yaml values.
+_base_ = [
+    '../_base_/models/dinov3_vitl16.py',
+    '../_base_/models/dinov3_eomt.py',
+    '../_base_/datasets/voc2012_eomt.py',
+    '../_base_/schedules/dinov3_eomt_schedule_20k.py',
+    '../_base_/default_runtime.py',
+]
+model = dict(
+    backbone=dict(_base_.backbone),
+    decode_head=dict(
+        num_classes=21,
+        embed_dims=_base_.embed_dim,
+        num_blocks=4,
+        mask_annealing=dict(
+            _delete_=True,
+            start_iters=[0, 6520, 9780, 13040],
+            end_iters=[3000, 9780, 13040, 16300],
+            power=0.9)))
+custom_hooks = [*_base_.custom_hooks, _base_.mask_annealing_hook]
