@@ -188,6 +188,70 @@ def test_fsdp_two_processes_match_one_and_resume(tmp_path, shapes_root):
         assert got[step] == pytest.approx(expected[step], rel=1e-4), step
 
 
+def write_sharded_eomt_config(tmp_path: Path, data_root: Path) -> Path:
+    """The DINOv3 EoMT demo with configs/_base_/fsdp.py on the reduced 7B,
+    fine-tuned, saving each rank's shard ('local' checkpoints)."""
+    path = tmp_path / 'tiny_7b_eomt_fsdp.py'
+    path.write_text(f"""
+_base_ = [{str(REPO / 'configs/dinov3/demo_shapes_eomt.py')!r},
+          {str(REPO / 'configs/_base_/fsdp.py')!r}]
+size = (64, 64)
+pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='DinoLoadAnnotations'),
+    dict(type='Resize', scale=size, keep_ratio=False),
+    dict(type='PackSegInputs')
+]
+train_dataloader = dict(
+    batch_size=1, num_workers=0, persistent_workers=False,
+    dataset=dict(data_root={str(data_root)!r}, pipeline=pipeline))
+val_dataloader = None
+val_cfg = None
+val_evaluator = None
+model = dict(
+    data_preprocessor=dict(size=size),
+    backbone=dict(arch=dict(_delete_=True, **{TINY_7B!r}), frozen=False),
+    decode_head=dict(
+        embed_dims={TINY_7B['embed_dim']}, num_blocks=1,
+        mask_annealing=dict(_delete_=True, start_fractions=[0.5],
+                            end_fractions=[0.75])),
+    test_cfg=dict(crop_size=size, stride=(48, 48)))
+strategy = dict(state_dict_cfg='local')
+train_cfg = dict(max_iters=4, val_interval=100)
+default_hooks = dict(logger=dict(interval=1),
+                     checkpoint=dict(interval=2, max_keep_ckpts=3))
+custom_imports = dict(imports=_base_.custom_imports.imports +
+                      ['global_loss_hook'])
+custom_hooks = [*_base_.custom_hooks, dict(type='GlobalLossHook')]
+""")
+    (tmp_path / 'global_loss_hook.py').write_text(LOSS_HOOK)
+    return path
+
+
+@pytest.mark.slow
+def test_fsdp_fine_tunes_eomt_and_resumes_from_local_shards(
+        tmp_path, shapes_root):
+    """EoMT runs the last blocks itself (queries joined to the tokens), so
+    each FSDP block unit must still gather its shard when EoMT calls it;
+    'local' checkpoints hold torch's ShardedTensor records, which the
+    weights-only loading must accept on resume."""
+    config = write_sharded_eomt_config(tmp_path, shapes_root)
+    work = tmp_path / 'work'
+    log = train_two_processes(tmp_path, config, work)
+    assert 'FSDP: 2 transformer blocks sharded over 2 processes' in log
+    first = losses(work)
+    assert sorted(first) == [1, 2, 3, 4]
+    assert all(torch.isfinite(torch.tensor(v)) for v in first.values())
+    for rank in (0, 1):
+        assert (work / 'iter_4.pth' / f'rank{rank}.pth').is_file()
+
+    log = train_two_processes(tmp_path, config, work,
+                              'train_cfg.max_iters=6', '--resume')
+    assert 'resumed epoch: 0, iter: 4' in log
+    assert sorted(losses(work)) == [1, 2, 3, 4, 5, 6]
+    assert (work / 'iter_6.pth' / 'rank1.pth').is_file()
+
+
 def test_wrap_policy_and_checkpointing_pick_the_blocks():
     block = Block(64, 2, ffn='swiglu', ffn_ratio=3.0, swiglu_align=64)
     assert dino_block_wrap_policy(block, recurse=False, nonwrapped_numel=0)

@@ -11,7 +11,9 @@ schemes: the runner's ``load_from`` / ``--resume``, ``init_cfg``
 
 ``weights_only=True`` rejects the numpy arrays and ``HistoryBuffer``
 objects that mmengine stores in every checkpoint's ``message_hub`` and
-``meta``; instead of turning it off, exactly those globals are allowlisted.
+``meta``, and the ``ShardedTensor`` records of sharded (FSDP ``'local'``)
+checkpoints; instead of turning it off, exactly those globals are
+allowlisted.
 """
 import http.client
 import os
@@ -34,19 +36,24 @@ URL_PREFIXES = ('http://', 'https://', 'file://')
 _HISTORY_BUFFER_STATISTICS = ('min', 'max', 'current', 'mean')
 
 
-def _history_buffer_getattr(owner: Any, name: str) -> Any:
+def _allowed_getattr(owner: Any, name: str) -> Any:
     """Stand-in for ``builtins.getattr`` during weights-only loading: only
-    HistoryBuffer's statistics methods may be looked up."""
+    HistoryBuffer's statistics methods and ShardedTensor's nested
+    ``ProcessGroupState`` record may be looked up."""
     # The statistics registered with HistoryBuffer.register_statistics are
     # listed only in the private _statistics_methods (mmengine pinned in
     # setup.py).
-    allowed = set(_HISTORY_BUFFER_STATISTICS) | set(
+    statistics = set(_HISTORY_BUFFER_STATISTICS) | set(
         HistoryBuffer._statistics_methods)
-    if owner is HistoryBuffer and name in allowed:
+    if owner is HistoryBuffer and name in statistics:
         return getattr(owner, name)
+    from torch.distributed._shard.sharded_tensor import ShardedTensor
+    if owner is ShardedTensor and name == 'ProcessGroupState':
+        return owner.ProcessGroupState
     raise pickle.UnpicklingError(
         f'weights_only load: refusing getattr({owner!r}, {name!r}); only '
-        f'HistoryBuffer statistics {sorted(allowed)} may be looked up')
+        f'HistoryBuffer statistics {sorted(statistics)} and '
+        'ShardedTensor.ProcessGroupState may be looked up')
 
 
 def _numpy_globals() -> list:
@@ -58,6 +65,25 @@ def _numpy_globals() -> list:
         found += [(multiarray._reconstruct, f'{module}._reconstruct'),
                   (multiarray.scalar, f'{module}.scalar')]
     return found
+
+
+def _sharded_tensor_globals() -> list:
+    """The classes of a ``ShardedTensor`` as FSDP's ``'local'`` checkpoints
+    (``iter_N.pth/rank{i}.pth``) pickle it: torch's own metadata records
+    (dataclasses, an enum, a device name); unpickling one only checks the
+    process group against the one saved."""
+    from torch.distributed import remote_device
+    from torch.distributed._shard import metadata, sharding_spec
+    from torch.distributed._shard.sharded_tensor import (api, shard)
+    from torch.distributed._shard.sharded_tensor import \
+        metadata as tensor_metadata
+    return [
+        api.ShardedTensor, api.ShardedTensor.ProcessGroupState, shard.Shard,
+        metadata.ShardMetadata, tensor_metadata.ShardedTensorMetadata,
+        tensor_metadata.TensorProperties, tensor_metadata.MEM_FORMAT_ENCODING,
+        sharding_spec.ChunkShardingSpec, sharding_spec.EnumerableShardingSpec,
+        remote_device._remote_device
+    ]
 
 
 def load_weights_only(filename: str, map_location: Any = None) -> Any:
@@ -162,8 +188,9 @@ def install_safe_loading() -> None:
     with ``weights_only=True``."""
     torch.serialization.add_safe_globals([
         HistoryBuffer,
-        (_history_buffer_getattr, 'builtins.getattr'),
+        (_allowed_getattr, 'builtins.getattr'),
         *_numpy_globals(),
+        *_sharded_tensor_globals(),
     ])
     CheckpointLoader.register_scheme('', load_from_local, force=True)
     CheckpointLoader.register_scheme(URL_PREFIXES, load_from_url, force=True)
