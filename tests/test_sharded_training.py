@@ -245,8 +245,8 @@ def test_fsdp_fine_tunes_eomt_and_resumes_from_local_shards(
     for rank in (0, 1):
         assert (work / 'iter_4.pth' / f'rank{rank}.pth').is_file()
 
-    log = train_two_processes(tmp_path, config, work,
-                              'train_cfg.max_iters=6', '--resume')
+    log = train_two_processes(tmp_path, config, work, 'train_cfg.max_iters=6',
+                              '--resume')
     assert 'resumed epoch: 0, iter: 4' in log
     assert sorted(losses(work)) == [1, 2, 3, 4, 5, 6]
     assert (work / 'iter_6.pth' / 'rank1.pth').is_file()
