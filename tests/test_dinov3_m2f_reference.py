@@ -8,10 +8,7 @@ import math
 
 import pytest
 import torch
-from helpers.dinov3_m2f_reference import (
-    MetaDinoV3M2FReference, fabricate_meta_backbone, fabricate_meta_m2f_head,
-    meta_adapter_indices, meta_m2f_head_manifest, ms_deform_attn_bruteforce,
-    ms_deform_attn_grid_sample, sine_position_encoding)
+from helpers import dinov3_m2f_reference as m2f
 
 # Reduced model: ViT width 64, 4 blocks, hidden 64, 4 attention heads, 16
 # deformable heads in the adapter (Meta's; 64 / 16 = 4 per head).
@@ -29,32 +26,32 @@ SMALL_ARCH = dict(embed_dim=64, depth=4, num_heads=4)
 
 
 def small_head(seed=0):
-    return fabricate_meta_m2f_head(
+    return m2f.fabricate_meta_m2f_head(
         generator=torch.Generator().manual_seed(seed), **SMALL)
 
 
 def small_model(seed=0):
-    backbone = fabricate_meta_backbone(
+    backbone = m2f.fabricate_meta_backbone(
         64, 4, 4, generator=torch.Generator().manual_seed(seed + 1))
     kwargs = {
         k: v
         for k, v in SMALL.items() if k not in ('embed_dim', 'depth')
     }
-    return MetaDinoV3M2FReference(backbone, SMALL_ARCH, small_head(seed),
-                                  **kwargs)
+    return m2f.MetaDinoV3M2FReference(backbone, SMALL_ARCH, small_head(seed),
+                                      **kwargs)
 
 
 def test_adapter_indices_follow_meta():
-    assert meta_adapter_indices(24) == [4, 11, 17, 23]
-    assert meta_adapter_indices(40) == [9, 19, 29, 39]
-    assert meta_adapter_indices(12) == [2, 5, 8, 11]
-    assert meta_adapter_indices(32) == [7, 15, 23, 31]
-    assert meta_adapter_indices(4) == [0, 1, 2, 3]
+    assert m2f.meta_adapter_indices(24) == [4, 11, 17, 23]
+    assert m2f.meta_adapter_indices(40) == [9, 19, 29, 39]
+    assert m2f.meta_adapter_indices(12) == [2, 5, 8, 11]
+    assert m2f.meta_adapter_indices(32) == [7, 15, 23, 31]
+    assert m2f.meta_adapter_indices(4) == [0, 1, 2, 3]
 
 
 def test_fabricated_head_equals_manifest():
     state = small_head()
-    manifest = meta_m2f_head_manifest(**SMALL)
+    manifest = m2f.meta_m2f_head_manifest(**SMALL)
     assert {k: tuple(v.shape) for k, v in state.items()} == manifest
     assert all(
         k.startswith(('segmentation_model.0.',
@@ -149,7 +146,7 @@ def test_vit7b_head_manifest_size():
     """The 7B head file (ViT width 4096, 40 blocks; Meta's defaults): its
     tensor count by arithmetic: 927.5 M numbers (adapter 227.1 M, pixel
     decoder 233.7 M, predictor 466.6 M), 479 tensors."""
-    manifest = meta_m2f_head_manifest(4096, 40)
+    manifest = m2f.meta_m2f_head_manifest(4096, 40)
     total = sum(math.prod(s) for s in manifest.values())
     adapter = sum(
         math.prod(s) for k, s in manifest.items()
@@ -179,15 +176,15 @@ def _random_case(seed, levels, batch=2, queries=3, heads=2, dim=3, points=2):
 def test_deform_attn_grid_sample_equals_bruteforce():
     levels = [(3, 4), (2, 5), (1, 1)]
     value, loc, weights = _random_case(0, levels)
-    got = ms_deform_attn_grid_sample(value, levels, loc, weights)
-    want = ms_deform_attn_bruteforce(value, levels, loc, weights)
+    got = m2f.ms_deform_attn_grid_sample(value, levels, loc, weights)
+    want = m2f.ms_deform_attn_bruteforce(value, levels, loc, weights)
     assert got.shape == (2, 3, 2 * 3)
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
     # At a pixel centre, with weight one: exactly that pixel's value.
     loc = torch.tensor([(1 + 0.5) / 4, (2 + 0.5) / 3]).expand_as(loc).clone()
     weights = torch.zeros_like(weights)
     weights[:, :, :, 0, 0] = 1
-    got = ms_deform_attn_grid_sample(value, levels, loc, weights)
+    got = m2f.ms_deform_attn_grid_sample(value, levels, loc, weights)
     torch.testing.assert_close(
         got.view(2, 3, 2, 3), value[:, 2 * 4 + 1][:,
                                                   None].expand(-1, 3, -1, -1))
@@ -199,14 +196,14 @@ def test_deform_attn_equals_mmcv_pytorch_formula():
     ops = pytest.importorskip('mmcv.ops.multi_scale_deform_attn')
     levels = [(3, 4), (2, 5)]
     value, loc, weights = _random_case(1, levels)
-    got = ms_deform_attn_grid_sample(value, levels, loc, weights)
+    got = m2f.ms_deform_attn_grid_sample(value, levels, loc, weights)
     want = ops.multi_scale_deformable_attn_pytorch(value, torch.tensor(levels),
                                                    loc, weights)
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
 
 
 def test_sine_position_encoding_values():
-    pos = sine_position_encoding(1, 3, 5, 8)  # 4 features per axis
+    pos = m2f.sine_position_encoding(1, 3, 5, 8)  # 4 features per axis
     assert pos.shape == (1, 8, 3, 5)
     i, j = 2, 1
     y = (i + 1) / (3 + 1e-6) * 2 * math.pi
@@ -253,13 +250,13 @@ def test_reference_runs_on_reduced_model():
 def test_reference_loads_strictly_and_checks_sizes():
     state = small_head()
     del state['segmentation_model.0.norm1.num_batches_tracked']
-    backbone = fabricate_meta_backbone(64, 4, 4, torch.Generator())
+    backbone = m2f.fabricate_meta_backbone(64, 4, 4, torch.Generator())
     kwargs = {
         k: v
         for k, v in SMALL.items() if k not in ('embed_dim', 'depth')
     }
     with pytest.raises(RuntimeError, match='num_batches_tracked'):
-        MetaDinoV3M2FReference(backbone, SMALL_ARCH, state, **kwargs)
+        m2f.MetaDinoV3M2FReference(backbone, SMALL_ARCH, state, **kwargs)
     model = small_model()
     with pytest.raises(ValueError, match='divisible by 32'):
         model(torch.zeros(1, 3, 64, 80))

@@ -143,7 +143,9 @@ class MSDeformAttn(nn.Module):
             raise ValueError(f'MSDeformAttn: d_model {d_model} (value '
                              f'{int(d_model * ratio)}) not divisible by '
                              f'{n_heads} heads')
-        self.n_levels, self.n_heads, self.n_points = n_levels, n_heads, n_points
+        self.n_levels = n_levels
+        self.n_heads = n_heads
+        self.n_points = n_points
         self.sampling_offsets = nn.Linear(d_model,
                                           n_heads * n_levels * n_points * 2)
         self.attention_weights = nn.Linear(d_model,
