@@ -24,6 +24,14 @@ formula (Deformable DETR eq. 3: bilinear samples at reference point + offset
 the tests. Eval mode only: batch norms use their running statistics and
 there is no dropout or drop path. Images must have sides divisible by 32
 (Meta's adapter splits its token sequence assuming it).
+
+Checked once (2026-12-01, a scratch script, not part of the suite) against
+Meta's own modules built from the mirrored repo on CPU in float32 (ViT width
+64, 8 blocks, hidden 64, Meta's 16 heads / FFN 4096 / 100 queries / 9 + 6
+layers; 1 x 64 x 96 and 2 x 96 x 64 images): the manifest equals their
+state_dict (also for the 7B: 479 tensors, 927,454,817 numbers), adapter
+features within 8e-6, logits 2e-6, mask logits 1.3e-5, per-window class
+scores 7e-5 (argmax identical).
 """
 import math
 from typing import Dict, List, Sequence, Tuple
