@@ -368,9 +368,6 @@ def test_config_follows_eomts_dinov3_recipe_and_builds(name):
     head = cfg.model.decode_head
     assert (head.num_queries, head.num_blocks, head.num_classes,
             head.embed_dims) == (100, blocks, CLASSES[ds], dim)
-    starts, ends = ANNEALING[blocks]
-    assert head.mask_annealing == dict(
-        start_iters=starts, end_iters=ends, power=0.9)
     assert head.no_object_weight == 0.1 and head.num_upscale is None
     backbone = cfg.model.backbone
     assert (backbone.type, backbone.arch, backbone.frozen,
@@ -391,6 +388,11 @@ def test_config_follows_eomts_dinov3_recipe_and_builds(name):
     assert model.backbone.patch_size == 16
     assert len(model.decode_head.upscale) == 2
     assert model.decode_head.query_embed.weight.shape == (100, dim)
+    # The annealing boundaries the run resolves, whatever form the config
+    # gives them in.
+    assert model.decode_head.annealing_iterations(
+        cfg.train_cfg.max_iters) == ANNEALING[blocks]
+    assert model.decode_head.mask_annealing['power'] == 0.9
 
 
 @pytest.mark.slow
