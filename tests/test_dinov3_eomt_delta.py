@@ -387,3 +387,55 @@ def test_official_config_is_eomts_dinov3_evaluation():
     assert pipeline.index(resize[0]) < [t.type for t in pipeline
                                         ].index('DinoLoadAnnotations')
     assert cfg.val_dataloader.dataset.pipeline == pipeline
+
+
+@pytest.mark.slow
+def test_test_tool_takes_the_delta_and_the_configs_base_file(
+        tmp_path, shapes_root, files):
+    """`python tools/test.py configs/dinov3/ade20k_vitl16_eomt_official.py
+    DELTA` as documented, on a fork of the official config at the reduced
+    sizes whose backbone init_cfg names the fabricated Meta file: the tool
+    loads both and reports an mIoU; without the base file it names the
+    file needed (about 20 s)."""
+    _, _, base_file, delta_file = files
+    config = tmp_path / 'official_tiny.py'
+    config.write_text(f"""
+_base_ = [{str(REPO / 'configs' / f'{OFFICIAL}.py')!r}]
+model = dict(
+    data_preprocessor=dict(size=(64, 64)),
+    backbone=dict(
+        arch=dict(_delete_=True, embed_dim=384, depth={DEPTH}, num_heads=6),
+        init_cfg=dict(type='Pretrained', checkpoint={str(base_file)!r})),
+    decode_head=dict(embed_dims=384, num_queries={QUERIES},
+                     num_blocks={BLOCKS},
+                     mask_annealing=dict(_delete_=True, start_iters=[1, 2],
+                                         end_iters=[2, 3])),
+    test_cfg=dict(crop_size=(64, 64), stride=(48, 48)))
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='Resize', scale=(1_000_000, 64), keep_ratio=True,
+         interpolation='bilinear', backend='pillow'),
+    dict(type='DinoLoadAnnotations'),
+    dict(type='PackSegInputs')
+]
+test_dataloader = dict(
+    num_workers=0, persistent_workers=False,
+    dataset=dict(data_root={str(shapes_root)!r}, pipeline=test_pipeline))
+val_dataloader = test_dataloader
+""")
+    output = check(
+        run('tools/test.py', config, delta_file, '--work-dir',
+            tmp_path / 'work'))
+    assert 0 <= reported_miou(output) <= 100
+    # Without the base file the tool stops and says which one it needs (its
+    # main in this process: the same code, without a second start-up).
+    from dinov2_seg.cli.test import main
+    with pytest.raises(
+            ValueError,
+            match='made for a DINOv3 ViT of arch.*init_cfg names no backbone'):
+        main([
+            str(config),
+            str(delta_file), '--work-dir',
+            str(tmp_path / 'work2'), '--cfg-options',
+            'model.backbone.init_cfg=None'
+        ])
