@@ -393,9 +393,8 @@ def test_config_follows_eomts_dinov3_recipe_and_builds(name):
     assert model.decode_head.annealing_iterations(
         cfg.train_cfg.max_iters) == ANNEALING[blocks]
     assert model.decode_head.mask_annealing['power'] == 0.9
-    assert set(head.mask_annealing) == {
-        'start_fractions', 'end_fractions', 'power'
-    }
+    assert set(
+        head.mask_annealing) == {'start_fractions', 'end_fractions', 'power'}
 
 
 @pytest.mark.parametrize('name', [

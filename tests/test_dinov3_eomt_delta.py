@@ -116,23 +116,19 @@ def expected_weights(base: dict, delta: dict) -> dict:
         zeros = torch.zeros_like(d['attention.q_proj.bias'])
         pairs = {
             'attn.qkv.weight':
-            torch.cat([
-                d['attention.q_proj.weight'], d['attention.k_proj.weight'],
-                d['attention.v_proj.weight']
-            ]),
+            torch.cat([d[f'attention.{p}_proj.weight'] for p in 'qkv']),
             'attn.qkv.bias':
-            torch.cat(
-                [d['attention.q_proj.bias'], zeros,
-                 d['attention.v_proj.bias']]),
-            'attn.proj.weight': d['attention.o_proj.weight'],
-            'attn.proj.bias': d['attention.o_proj.bias'],
-            'ls1.gamma': d['layer_scale1.lambda1'],
-            'ls2.gamma': d['layer_scale2.lambda1'],
-            'mlp.fc1.weight': d['mlp.up_proj.weight'],
-            'mlp.fc1.bias': d['mlp.up_proj.bias'],
-            'mlp.fc2.weight': d['mlp.down_proj.weight'],
-            'mlp.fc2.bias': d['mlp.down_proj.bias'],
+            torch.cat([
+                d['attention.q_proj.bias'], zeros, d['attention.v_proj.bias']
+            ]),
         }
+        for meta, eomt in (('attn.proj', 'attention.o_proj'),
+                           ('mlp.fc1', 'mlp.up_proj'), ('mlp.fc2',
+                                                        'mlp.down_proj')):
+            for kind in ('weight', 'bias'):
+                pairs[f'{meta}.{kind}'] = d[f'{eomt}.{kind}']
+        for n in (1, 2):
+            pairs[f'ls{n}.gamma'] = d[f'layer_scale{n}.lambda1']
         for norm in ('norm1', 'norm2'):
             for kind in ('weight', 'bias'):
                 pairs[f'{norm}.{kind}'] = d[f'{norm}.{kind}']
@@ -178,15 +174,14 @@ def tiny_config(base_file=None) -> Config:
                     arch=dict(
                         _delete_=True, embed_dim=384, depth=DEPTH,
                         num_heads=6),
-                    init_cfg=base_file and dict(
-                        type='Pretrained', checkpoint=str(base_file))),
+                    init_cfg=base_file
+                    and dict(type='Pretrained', checkpoint=str(base_file))),
                 decode_head=dict(
                     embed_dims=384,
                     num_queries=QUERIES,
                     num_blocks=BLOCKS,
                     mask_annealing=dict(
-                        _delete_=True, start_iters=[1, 2], end_iters=[2,
-                                                                      3])),
+                        _delete_=True, start_iters=[1, 2], end_iters=[2, 3])),
                 test_cfg=dict(crop_size=(64, 64), stride=(48, 48)))))
     if base_file is None:
         cfg.model.backbone.init_cfg = None
@@ -250,17 +245,21 @@ def test_init_segmentor_takes_the_base_file_as_backbone(files):
     [(lambda d: d.pop(B + 'blocks.1.attention.k_proj.weight'),
       r'Missing keys \(1\): network\.encoder\.backbone\.blocks\.1\.'
       r'attention\.k_proj\.weight'),
-     (lambda d: d.update({B + 'blocks.0.attention.k_proj.bias': torch.zeros(
-         384)}), r'Unexpected keys \(1\): network\.encoder\.backbone\.'
-      r'blocks\.0\.attention\.k_proj\.bias'),
      (lambda d: d.update(
-         {B + 'norm.bias': torch.zeros(385)}), r'network\.encoder\.backbone\.'
+         {B + 'blocks.0.attention.k_proj.bias': torch.zeros(384)}),
+      r'Unexpected keys \(1\): network\.encoder\.backbone\.'
+      r'blocks\.0\.attention\.k_proj\.bias'),
+     (lambda d: d.update({B + 'norm.bias': torch.zeros(385)}),
+      r'network\.encoder\.backbone\.'
       r'norm\.bias: file has \(385,\), Meta\'s DINOv3 backbone file .*meta'
       r'\.pth in EoMT\'s names expects \(384,\)'),
      (lambda d: d.pop('network.q.weight'),
       r'Missing keys \(1\): decode_head\.query_embed\.weight'),
      (lambda d: d.update({'network.extra.weight': torch.zeros(1)}),
-      r'Unexpected keys \(1\): network\.extra\.weight')])
+      r'Unexpected keys \(1\): network\.extra\.weight')],
+    ids=[
+        'vit-missing', 'vit-extra', 'vit-shape', 'head-missing', 'head-extra'
+    ])
 def test_strict_checks_name_the_key(files, change, message):
     _, delta, base_file, delta_file = files
     change(delta)
@@ -315,8 +314,9 @@ def test_delta_alone_names_the_base_file_it_needs(tmp_path):
               r'\(dinov3_vitl16_pretrain_lvd1689m-8aa4cbdd\.pth')
     missing = tmp_path / 'nowhere.pth'
     model.backbone.init_cfg = dict(type='Pretrained', checkpoint=str(missing))
-    with pytest.raises(FileNotFoundError,
-                       match=needed + r'.*nowhere\.pth.*does not exist'):
+    with pytest.raises(
+            FileNotFoundError,
+            match=needed + r'.*nowhere\.pth.*does not exist'):
         load_eomt_deltas(model, delta, 'ade.bin')
     model.backbone.init_cfg = None
     with pytest.raises(
@@ -345,11 +345,13 @@ def test_released_layout_fits_the_official_config():
     for key in pixel:  # values cannot be checked on the meta device
         delta.pop(key)
     converted = apply_eomt_deltas(delta, base, 'delta', 'base')
-    assert {k: tuple(v.shape)
-            for k, v in converted.items()} == {
-                k: tuple(v.shape)
-                for k, v in model.state_dict().items()
-            }
+    assert {
+        k: tuple(v.shape)
+        for k, v in converted.items()
+    } == {
+        k: tuple(v.shape)
+        for k, v in model.state_dict().items()
+    }
 
 
 def test_official_config_is_eomts_dinov3_evaluation():

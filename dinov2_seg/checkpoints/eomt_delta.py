@@ -44,6 +44,8 @@ from .reading import extract_state_dict, read_checkpoint
 from .strict_check import check_state_dict
 
 StateDict = Dict[str, Tensor]
+Tensors = Mapping[str, Tensor]
+Parts = List[Tuple[str, slice]]
 
 # Meta's tensors that transformers' DINOv3ViTModel does not hold, hence
 # no delta: they keep the base file's values.
@@ -67,8 +69,7 @@ _LAYER_NORM_WEIGHT = re.compile(r'(^|\.)norm\d?\.weight$')
 _WEIGHTS = 'lvd1689m'
 
 
-def eomt_parts(meta_key: str, shape: Tuple[int, ...]) -> List[Tuple[str,
-                                                                    slice]]:
+def eomt_parts(meta_key: str, shape: Tuple[int, ...]) -> Parts:
     """EoMT's ViT keys (without ``network.encoder.backbone.``) that hold the
     deltas of Meta's tensor ``meta_key`` of ``shape``, each with the rows
     of it that it covers; none for the tensors EoMT's ViT does not hold."""
@@ -90,8 +91,7 @@ def eomt_parts(meta_key: str, shape: Tuple[int, ...]) -> List[Tuple[str,
     return [(meta_key, slice(None))]
 
 
-def _delta_arch(deltas: Mapping[str, Tensor],
-                base: Optional[Mapping[str, Tensor]] = None) -> str:
+def _delta_arch(deltas: Tensors, base: Optional[Tensors] = None) -> str:
     """The DINOv3 preset the ViT deltas were made for (as
     :func:`describe_dinov3_arch` names it), read from their shapes; the
     class norms transformers drops are taken from ``base``."""
@@ -107,11 +107,10 @@ def _delta_arch(deltas: Mapping[str, Tensor],
         if match:
             view[f'blocks.{match.group(1)}.norm1.weight'] = cls_token
     swiglu = 'blocks.0.mlp.gate_proj.weight' in deltas
-    ffn_in = deltas.get('blocks.0.mlp.gate_proj.weight' if swiglu else
-                        'blocks.0.mlp.up_proj.weight')
+    names = ('gate_proj', 'w1') if swiglu else ('up_proj', 'fc1')
+    ffn_in = deltas.get(f'blocks.0.mlp.{names[0]}.weight')
     if ffn_in is not None:
-        view['blocks.0.mlp.w1.weight' if swiglu else 'blocks.0.mlp.fc1.weight'] = \
-            ffn_in
+        view[f'blocks.0.mlp.{names[1]}.weight'] = ffn_in
     if 'blocks.0.attention.q_proj.bias' in deltas:
         view['blocks.0.attn.qkv.bias'] = cls_token.new_empty(3 * dim)
     for key in (base or {}):
@@ -137,8 +136,8 @@ def needed_base_file(arch: str) -> str:
             'gated: see docs/dinov3.md)')
 
 
-def _check_sizes(deltas: Mapping[str, Tensor], base: Mapping[str, Tensor],
-                 delta_source: str, base_source: str) -> None:
+def _check_sizes(deltas: Tensors, base: Tensors, delta_source: str,
+                 base_source: str) -> None:
     base_arch = describe_dinov3_arch(base) if 'cls_token' in base else \
         'not a DINOv3 backbone (no cls_token)'
     delta_arch = _delta_arch(deltas, base)
@@ -151,9 +150,8 @@ def _check_sizes(deltas: Mapping[str, Tensor], base: Mapping[str, Tensor],
             'checkpoint).')
 
 
-def _check_not_absolute(deltas: Mapping[str, Tensor],
-                        targets: Mapping[str, Tensor],
-                        delta_source: str, base_source: str) -> None:
+def _check_not_absolute(deltas: Tensors, targets: Tensors, delta_source: str,
+                        base_source: str) -> None:
     """Refuse a file whose ViT is whole weights rather than changes (EoMT
     writes those when trained with ``--model.delta_weights False``): its
     LayerNorm weights sit nearer the base's than zero, where a fine-tuning's
@@ -174,8 +172,7 @@ def _check_not_absolute(deltas: Mapping[str, Tensor],
             'loader takes the deltas EoMT releases for DINOv3.')
 
 
-def add_eomt_backbone_deltas(deltas: Mapping[str, Tensor],
-                             base: Mapping[str, Tensor], delta_source: str,
+def add_eomt_backbone_deltas(deltas: Tensors, base: Tensors, delta_source: str,
                              base_source: str) -> StateDict:
     """Meta's DINOv3 backbone state_dict ``base`` plus EoMT's ViT deltas
     (keys without ``network.encoder.backbone.``), in Meta's layout.
@@ -213,7 +210,7 @@ def add_eomt_backbone_deltas(deltas: Mapping[str, Tensor],
     return summed
 
 
-def add_eomt_head_deltas(deltas: Mapping[str, Tensor]) -> StateDict:
+def add_eomt_head_deltas(deltas: Tensors) -> StateDict:
     """EoMT's tensors outside the ViT, summed as EoMT does: parameters start
     from zero, the masking probabilities from ones, the pixel statistics
     from ImageNet's (then checked by eomt.py)."""
@@ -229,8 +226,7 @@ def add_eomt_head_deltas(deltas: Mapping[str, Tensor]) -> StateDict:
     return summed
 
 
-def apply_eomt_deltas(state_dict: Mapping[str, Tensor],
-                      base: Mapping[str, Tensor], delta_source: str,
+def apply_eomt_deltas(state_dict: Tensors, base: Tensors, delta_source: str,
                       base_source: str) -> StateDict:
     """EoMT's DINOv3 delta state_dict plus Meta's backbone state_dict
     ``base`` -> :class:`EoMTSegmentor`'s state_dict (head and
@@ -252,7 +248,7 @@ def apply_eomt_deltas(state_dict: Mapping[str, Tensor],
     return converted
 
 
-def _base_file(model: nn.Module, state_dict: Mapping[str, Tensor],
+def _base_file(model: nn.Module, state_dict: Tensors,
                delta_source: str) -> str:
     backbone = {
         k[len(EOMT_BACKBONE):]: v
@@ -279,7 +275,7 @@ def _base_file(model: nn.Module, state_dict: Mapping[str, Tensor],
 
 
 def load_eomt_deltas(model: nn.Module,
-                     state_dict: Mapping[str, Tensor],
+                     state_dict: Tensors,
                      delta_source: str,
                      backbone_loaded: bool = False) -> StateDict:
     """:func:`apply_eomt_deltas` with the base taken from ``model``: the
