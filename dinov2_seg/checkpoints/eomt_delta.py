@@ -166,10 +166,10 @@ def _check_not_absolute(deltas: Tensors, targets: Tensors, delta_source: str,
     if offset < size:
         raise ValueError(
             f'{delta_source} holds whole ViT weights, not EoMT\'s deltas: its '
-            f'LayerNorm weights are closer to those of {base_source} '
-            f'(mean |difference| {offset / size:.3g} of their size) than to '
-            'zero. Adding them to the base file would double the ViT; this '
-            'loader takes the deltas EoMT releases for DINOv3.')
+            f'LayerNorm weights are closer to those of {base_source} than to '
+            f'zero (their distance to the base\'s is {offset / size:.3g} of '
+            'their size). Adding them to the base file would double the '
+            'ViT; this loader takes the deltas EoMT releases for DINOv3.')
 
 
 def add_eomt_backbone_deltas(deltas: Tensors, base: Tensors, delta_source: str,
