@@ -5,10 +5,13 @@ and transformers' DINOv3ViTModel) added to Meta's DINOv3 backbone file
 init_segmentor and tools/test.py with
 configs/dinov3/ade20k_vitl16_eomt_official.py; the sums are checked against
 base + delta computed here, the errors by what they name."""
+import re
+
 import pytest
 import torch
 from helpers.dinov3_meta import fabricate_meta_file, fabricate_meta_state
 from helpers.eomt import images
+from helpers.modules import require
 from helpers.tools import REPO, check, reported_miou, run
 from mmengine.config import Config
 from mmseg.registry import MODELS
@@ -441,3 +444,48 @@ val_dataloader = test_dataloader
             str(tmp_path / 'work2'), '--cfg-options',
             'model.backbone.init_cfg=None'
         ])
+
+
+def test_swiglu_deltas_land_on_metas_w1_w2_w3():
+    """ViT-S+/16 (SwiGLU): transformers' gate, up and down projections are
+    Meta's w1, w2 and w3."""
+    base = fabricate_meta_state('vits16plus', depth=DEPTH)
+    delta = fabricate_delta(swiglu=True)
+    summed = apply_eomt_deltas(delta, base, 'delta', 'base')
+    for meta, eomt in (('w1', 'gate_proj'), ('w2', 'up_proj'), ('w3',
+                                                                'down_proj')):
+        for kind in ('weight', 'bias'):
+            key = f'blocks.1.mlp.{meta}.{kind}'
+            torch.testing.assert_close(
+                summed['backbone.' + key],
+                base[key] + delta[f'{B}blocks.1.mlp.{eomt}.{kind}'])
+
+
+@pytest.mark.parametrize('swiglu', [False, True])
+def test_delta_layout_is_transformers_dinov3_as_eomt_holds_it(swiglu):
+    """The ViT part of eomt_delta_shapes against transformers' own
+    DINOv3ViTModel (random, no download), renamed as EoMT's models/vit.py
+    rearranges it: embeddings -> patch_embed without the mask token, the
+    blocks (``layer``; ``model.layer`` in transformers 5) -> blocks."""
+    transformers = require('transformers')
+    hidden = 96
+    config = transformers.DINOv3ViTConfig(
+        hidden_size=48,
+        num_hidden_layers=DEPTH,
+        num_attention_heads=4,
+        intermediate_size=hidden,
+        use_gated_mlp=swiglu,
+        num_register_tokens=4)
+    names = {}
+    for key, value in transformers.DINOv3ViTModel(config).state_dict().items():
+        if key == 'embeddings.mask_token':
+            continue
+        key = re.sub(r'^embeddings\.', 'patch_embed.', key)
+        key = re.sub(r'^(model\.)?layer\.', 'blocks.', key)
+        names[B + key] = tuple(value.shape)
+    expected = {
+        k: s
+        for k, s in eomt_delta_shapes(dim=48, hidden=hidden,
+                                      swiglu=swiglu).items() if k.startswith(B)
+    }
+    assert names == expected
