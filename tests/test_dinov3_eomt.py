@@ -368,9 +368,6 @@ def test_config_follows_eomts_dinov3_recipe_and_builds(name):
     head = cfg.model.decode_head
     assert (head.num_queries, head.num_blocks, head.num_classes,
             head.embed_dims) == (100, blocks, CLASSES[ds], dim)
-    starts, ends = ANNEALING[blocks]
-    assert head.mask_annealing == dict(
-        start_iters=starts, end_iters=ends, power=0.9)
     assert head.no_object_weight == 0.1 and head.num_upscale is None
     backbone = cfg.model.backbone
     assert (backbone.type, backbone.arch, backbone.frozen,
@@ -391,6 +388,34 @@ def test_config_follows_eomts_dinov3_recipe_and_builds(name):
     assert model.backbone.patch_size == 16
     assert len(model.decode_head.upscale) == 2
     assert model.decode_head.query_embed.weight.shape == (100, dim)
+    # The annealing boundaries the run resolves, whatever form the config
+    # gives them in.
+    assert model.decode_head.annealing_iterations(
+        cfg.train_cfg.max_iters) == ANNEALING[blocks]
+    assert model.decode_head.mask_annealing['power'] == 0.9
+    assert set(
+        head.mask_annealing) == {'start_fractions', 'end_fractions', 'power'}
+
+
+@pytest.mark.parametrize('name', [
+    'dinov3/ade20k_vits16_eomt', 'dinov3/voc2012_vitl16_eomt',
+    'dinov3/ade20k_vit7b16_eomt'
+])
+def test_annealing_follows_a_forked_run_length(name):
+    """A config forked with twice the iterations anneals at twice the
+    steps (the configs give fractions of the run), and the shapes demo's
+    80-iteration schedule keeps 13-27 and 53-67."""
+    cfg = load(name)
+    cfg.merge_from_dict({'train_cfg.max_iters': 40000})
+    with torch.device('meta'):
+        head = MODELS.build(cfg.model).decode_head
+    starts, ends = ANNEALING[head.num_blocks]
+    assert head.annealing_iterations(cfg.train_cfg.max_iters) == ([
+        2 * s for s in starts
+    ], [2 * e for e in ends])
+    with torch.device('meta'):
+        demo = MODELS.build(load('dinov3/demo_shapes_eomt').model)
+    assert demo.decode_head.annealing_iterations(80) == ([13, 53], [27, 67])
 
 
 @pytest.mark.slow

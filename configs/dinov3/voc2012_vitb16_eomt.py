@@ -5,9 +5,8 @@
 # _base_/datasets/recipe_eomt.py; docs/eomt_dinov3.md).
 # EoMT published no VOC recipe; this is the ADE20K one with 21 classes.
 # - Queries join the last 3 blocks, as EoMT-B (its DINOv3 COCO config).
-# - Mask annealing in iterations of the 20k run:
-#   EoMT's DINOv3 rule extended to 3 blocks: the first
-#   block over 0-3000, the others evenly over 6520-16300.
+# - Mask annealing: EoMT's DINOv3 steps extended to 3 blocks
+#   (_base_/models/dinov3_eomt.py).
 _base_ = [
     '../_base_/models/dinov3_vitb16.py',
     '../_base_/models/dinov3_eomt.py',
@@ -21,9 +20,5 @@ model = dict(
         num_classes=21,
         embed_dims=_base_.embed_dim,
         num_blocks=3,
-        mask_annealing=dict(
-            _delete_=True,
-            start_iters=[0, 6520, 11410],
-            end_iters=[3000, 11410, 16300],
-            power=0.9)))
+        mask_annealing=_base_.mask_annealing_3_blocks))
 custom_hooks = [*_base_.custom_hooks, _base_.mask_annealing_hook]

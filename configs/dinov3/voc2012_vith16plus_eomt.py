@@ -5,9 +5,8 @@
 # _base_/datasets/recipe_eomt.py; docs/eomt_dinov3.md).
 # EoMT published no VOC recipe; this is the ADE20K one with 21 classes.
 # - Queries join the last 5 blocks, as EoMT's ViT-g (no EoMT config).
-# - Mask annealing in iterations of the 20k run:
-#   EoMT's DINOv3 rule extended to 5 blocks: the first
-#   block over 0-3000, the others evenly over 6520-16300.
+# - Mask annealing: EoMT's DINOv3 steps extended to 5 blocks
+#   (_base_/models/dinov3_eomt.py).
 # - Activation checkpointing of the ViT blocks (with_cp; not in EoMT):
 #   bounds the activation memory of the fine-tuned blocks.
 _base_ = [
@@ -23,9 +22,5 @@ model = dict(
         num_classes=21,
         embed_dims=_base_.embed_dim,
         num_blocks=5,
-        mask_annealing=dict(
-            _delete_=True,
-            start_iters=[0, 6520, 8965, 11410, 13855],
-            end_iters=[3000, 8965, 11410, 13855, 16300],
-            power=0.9)))
+        mask_annealing=_base_.mask_annealing_5_blocks))
 custom_hooks = [*_base_.custom_hooks, _base_.mask_annealing_hook]

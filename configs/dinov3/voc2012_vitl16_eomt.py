@@ -5,8 +5,8 @@
 # _base_/datasets/recipe_eomt.py; docs/eomt_dinov3.md).
 # EoMT published no VOC recipe; this is the ADE20K one with 21 classes.
 # - Queries join the last 4 blocks, as EoMT-L (its DINOv3 ADE20K config).
-# - Mask annealing in iterations of the 20k run:
-#   EoMT-L yaml values.
+# - Mask annealing: EoMT-L's yaml steps for its 4 blocks
+#   (_base_/models/dinov3_eomt.py).
 _base_ = [
     '../_base_/models/dinov3_vitl16.py',
     '../_base_/models/dinov3_eomt.py',
@@ -20,9 +20,5 @@ model = dict(
         num_classes=21,
         embed_dims=_base_.embed_dim,
         num_blocks=4,
-        mask_annealing=dict(
-            _delete_=True,
-            start_iters=[0, 6520, 9780, 13040],
-            end_iters=[3000, 9780, 13040, 16300],
-            power=0.9)))
+        mask_annealing=_base_.mask_annealing_4_blocks))
 custom_hooks = [*_base_.custom_hooks, _base_.mask_annealing_hook]

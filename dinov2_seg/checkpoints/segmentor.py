@@ -21,7 +21,8 @@ from mmengine.runner.checkpoint import CheckpointLoader
 from torch import Tensor, nn
 
 from .dinov3_head import convert_dinov3_head, is_dinov3_head_checkpoint
-from .eomt import convert_eomt, is_eomt_layout
+from .eomt import convert_eomt, is_eomt_dinov3_layout, is_eomt_layout
+from .eomt_delta import load_eomt_deltas
 from .frozen_backbone import (BACKBONE_SHA256_KEY, check_backbone_file,
                               frozen_backbone_keys)
 from .meta_m2f import convert_meta_m2f, is_meta_m2f_layout
@@ -84,6 +85,9 @@ def load_segmentor_checkpoint(model: nn.Module,
         state_dict = convert_meta_m2f(state_dict)
     elif is_eomt_layout(state_dict):
         state_dict = convert_eomt(state_dict)
+    elif is_eomt_dinov3_layout(state_dict):
+        state_dict = load_eomt_deltas(model, state_dict, filename,
+                                      backbone_loaded)
     expected = model.state_dict()
     meta = checkpoint.get('meta') or {}
     if BACKBONE_SHA256_KEY in meta:

@@ -13,8 +13,9 @@
 #   each then decays with poly 0.9 to 0 at the end.
 # - 16 epochs of 16 images (DINOv2 recipe: 31), about 20.2k iterations on
 #   ADE20K's 20210 training images: 20k here, as the DINOv2 recipe rounds
-#   its 39k to 40k. The mask annealing is given in iterations by the
-#   top-level configs (EoMT's DINOv3 steps end at 16300).
+#   its 39k to 40k. The mask annealing (_base_/models/dinov3_eomt.py) is
+#   given as fractions of these 20k iterations (EoMT's DINOv3 steps end at
+#   16300).
 _base_ = ['./schedule_eomt_40k.py']
 max_iters = 20000
 optim_wrapper = dict(
