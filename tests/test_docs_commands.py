@@ -318,7 +318,24 @@ def _sandbox_config(name: str, path: Path) -> None:
         if cfg.model.data_preprocessor.get('size'):
             cfg.model.data_preprocessor.size = _scale(
                 cfg.model.data_preprocessor.size, k)
-    if 'eomt_official' in name:  # helpers/eomt.py's build_official_tiny
+    if name.startswith('dinov3/') and 'eomt_official' in name:
+        # test_dinov3_eomt_delta.py's reduced ViT-S/16 on the Meta file
+        cfg.merge_from_dict(
+            dict(
+                model=dict(
+                    backbone=dict(
+                        arch=dict(
+                            _delete_=True, embed_dim=384, depth=2,
+                            num_heads=6)),
+                    decode_head=dict(
+                        embed_dims=384,
+                        num_queries=6,
+                        num_blocks=2,
+                        mask_annealing=dict(
+                            _delete_=True,
+                            start_iters=[1, 2],
+                            end_iters=[2, 3])))))
+    elif 'eomt_official' in name:  # helpers/eomt.py's build_official_tiny
         from helpers.eomt import TINY_REG
         cfg.merge_from_dict(
             dict(
@@ -384,6 +401,15 @@ def _fabricate_checkpoints(folder: Path) -> None:
     fabricate_meta_file(
         'vits16', folder / 'dinov3_vits16_pretrain_lvd1689m-08c60483.pth')
     fabricate_meta_head(folder / 'model_final.pth', 384, 150)
+    # EoMT's DINOv3 delta and its base, at the reduced size of
+    # test_dinov3_eomt_delta.py under the released names.
+    from test_dinov3_eomt_delta import DEPTH, fabricate_delta
+    fabricate_meta_file(
+        'vits16',
+        folder / 'dinov3_vitl16_pretrain_lvd1689m-8aa4cbdd.pth',
+        depth=DEPTH)
+    torch.save(fabricate_delta(),
+               folder / 'ade_semantic_eomt_large_512_dinov3.bin')
 
 
 def _iterations(config: str) -> int:
