@@ -276,3 +276,25 @@ def test_model_without_transformer_blocks_is_refused():
     assert 'DinoV3ConvNeXt has none' in message
     assert 'saves no memory' in message
     assert 'plain DDP' in message
+
+
+def test_7b_eomt_fsdp_config_shards_the_fine_tuned_7b():
+    config = Config.fromfile(
+        str(REPO / 'configs/dinov3/ade20k_vit7b16_eomt_fsdp.py'),
+        import_custom_modules=False)
+    assert config.strategy.type == 'DinoFSDPStrategy'
+    assert config.strategy.model_wrapper.auto_wrap_policy == \
+        'dino_block_wrap_policy'
+    assert config.strategy.activation_checkpointing.check_fn == \
+        'dino_block_checkpoint_check'
+    backbone = config.model.backbone
+    assert (backbone.arch, backbone.frozen, backbone.with_cp) == \
+        ('vit7b16', False, False)
+    # The rest is the unsharded EoMT config's.
+    plain = Config.fromfile(
+        str(REPO / 'configs/dinov3/ade20k_vit7b16_eomt.py'),
+        import_custom_modules=False)
+    assert config.model.decode_head == plain.model.decode_head
+    assert config.optim_wrapper == plain.optim_wrapper
+    assert config.train_dataloader == plain.train_dataloader
+    assert 'strategy' not in plain
