@@ -97,9 +97,10 @@ ALLOWLIST = {
     'the suite itself',
     'make lint':
     'the linters, run by .ci/run before the suite',
-    'tools/dist_train.sh configs/dinov3/my_vit7b16_fsdp.py 8':
-    '8 GPUs and a config of the user\'s; tests/test_sharded_training.py '
-    'runs the FSDP switch with 2 CPU processes',
+    'tools/dist_train.sh configs/dinov3/ade20k_vit7b16_eomt_fsdp.py 8':
+    '8 GPUs with the 7B file; tests/test_sharded_training.py runs the FSDP '
+    'switch with 2 CPU processes on a reduced 7B (EoMT too) and checks '
+    'this config',
     'pre-commit install':
     'writes a git hook; .ci/run runs the same linters',
 }
