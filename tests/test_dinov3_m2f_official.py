@@ -474,6 +474,7 @@ def test_config_carries_metas_test():
     assert test_cfg.mode == 'slide'
     assert tuple(test_cfg.crop_size) == (896, 896)
     assert tuple(test_cfg.stride) == (596, 596)
+    assert test_cfg.window_rule == 'stride_square'
     assert cfg.model.decode_head.combine_at == 'window'
     assert cfg.model.backbone.type == 'DinoV3Adapter'
     assert cfg.model.backbone.init_cfg.checkpoint.endswith(
@@ -501,6 +502,45 @@ def test_config_carries_metas_test():
         out = resize(dict(img=image, img_shape=(height, width)))
         assert out['img'].shape[:2] == meta_short_side_resize(
             height, width, 896), (height, width)
+
+
+def meta_slide_windows(height: int, width: int, crop: int,
+                       stride: int) -> list:
+    """The (y1, y2, x1, x2) windows of Meta's slide_inference."""
+    h_crop = w_crop = crop
+    if h_crop > height and w_crop > width:
+        h_crop = w_crop = min(height, width)
+    h_grids = max(height - h_crop + stride - 1, 0) // stride + 1
+    w_grids = max(width - w_crop + stride - 1, 0) // stride + 1
+    windows = []
+    for h_idx in range(h_grids):
+        for w_idx in range(w_grids):
+            y2 = min(h_idx * stride + h_crop, height)
+            x2 = min(w_idx * stride + w_crop, width)
+            windows.append((max(y2 - h_crop, 0), y2, max(x2 - w_crop, 0), x2))
+    return windows
+
+
+@pytest.mark.parametrize('size', [(832, 877), (877, 832), (832, 832),
+                                  (832, 1200), (940, 1253), (864, 895)])
+def test_windows_are_placed_as_metas(size):
+    from dinov2_seg.models.segmentors.window_merge import (
+        axis_band_cache, merge_slide_windows)
+    height, width = size
+    image = torch.arange(height * width, dtype=torch.float32).reshape(
+        1, height, width)
+    seen = []
+
+    def crop_logits(crops, metas):
+        for crop in crops:  # where the window was cut from
+            y1, x1 = divmod(int(crop[0, 0, 0]), width)
+            seen.append((y1, y1 + crop.shape[1], x1, x1 + crop.shape[2]))
+        return torch.zeros(len(crops), 1, *crops.shape[2:])
+
+    merge_slide_windows([(image, dict(ori_shape=size))], (896, 896),
+                        (596, 596), 'stride_square', 4, crop_logits,
+                        axis_band_cache(), False)
+    assert sorted(seen) == sorted(meta_slide_windows(height, width, 896, 596))
 
 
 def test_window_combination_is_metas_order(loaded):

@@ -25,10 +25,16 @@ model = dict(
         arch=_base_.backbone.arch, init_cfg=_base_.backbone.init_cfg),
     decode_head=dict(in_channels=[_base_.embed_dim] * 4, num_classes=150),
     # Meta's slide test: 896 windows at stride 596, each window's class
-    # probabilities averaged where windows overlap. One window per
-    # backbone call: the 7B is 27 GB of float32 weights.
+    # probabilities averaged where windows overlap; an image smaller than
+    # 896 on both sides (TTA ratios below 1, near-square images) gets
+    # square windows of its short side ('stride_square', as Meta's
+    # slide_inference). One window per backbone call: the 7B is 27 GB of
+    # float32 weights.
     test_cfg=dict(
-        crop_size=crop_size, stride=(596, 596), window_batch_size=1))
+        crop_size=crop_size,
+        stride=(596, 596),
+        window_rule='stride_square',
+        window_batch_size=1))
 
 # Meta's FixedSideResize: short side 896, long side int(896 * ratio +
 # 0.5), with PIL's bilinear filter (torchvision on a PIL image); labels
