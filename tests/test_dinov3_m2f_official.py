@@ -29,8 +29,8 @@ from dinov2_seg.models.backbones.dinov3_adapter import meta_interaction_indexes
 CFG_7B = str(REPO / 'configs' / 'dinov3' / 'ade20k_vit7b16_m2f_official.py')
 CFG_L = str(REPO / 'configs' / 'dinov3' / 'ade20k_vitl16_m2f_official.py')
 HEAD_FILE = 'dinov3_vit7b16_ade20k_m2f_head-bf307cb1.pth'
+BACKBONE_FILE = 'dinov3_vit7b16_pretrain_lvd1689m-a955f4ea.pth'
 Shape = Tuple[int, ...]
-
 
 # ---------------------------------------------------------------------------
 # Meta's head file, written out from Meta's module definitions
@@ -68,16 +68,15 @@ def meta_head_manifest(dim: int,
 
     a = 'segmentation_model.0.'
     shapes[a + 'level_embed'] = (3, dim)
-    # SpatialPriorModule: conv (no bias) + SyncBN + ReLU blocks.
-    for conv, bn, out, inp in (('stem.0', 'stem.1', inplane, 3),
-                               ('stem.3', 'stem.4', inplane, inplane),
-                               ('stem.6', 'stem.7', inplane, inplane),
-                               ('conv2.0', 'conv2.1', 2 * inplane, inplane),
-                               ('conv3.0', 'conv3.1', 4 * inplane,
-                                2 * inplane), ('conv4.0', 'conv4.1',
-                                               4 * inplane, 4 * inplane)):
-        add(a + 'spm.' + conv, (out, inp, 3, 3), bias=False)
-        batch_norm(a + 'spm.' + bn, out)
+    # SpatialPriorModule: conv (no bias) + SyncBN + ReLU blocks, as
+    # (conv, norm, out channels, in channels) in multiples of inplane.
+    stem = [('stem.0', 'stem.1', 1, 0), ('stem.3', 'stem.4', 1, 1),
+            ('stem.6', 'stem.7', 1, 1), ('conv2.0', 'conv2.1', 2, 1),
+            ('conv3.0', 'conv3.1', 4, 2), ('conv4.0', 'conv4.1', 4, 4)]
+    for conv, bn, out, inp in stem:
+        inp = inp * inplane or 3  # the image
+        add(a + 'spm.' + conv, (out * inplane, inp, 3, 3), bias=False)
+        batch_norm(a + 'spm.' + bn, out * inplane)
     for i, inp in enumerate((inplane, 2 * inplane, 4 * inplane, 4 * inplane)):
         add(a + f'spm.fc{i + 1}', (dim, inp, 1, 1))
     value, cffn = int(dim * 0.5), int(dim * 0.25)
@@ -169,33 +168,57 @@ def fabricate_head(manifest: Dict[str, Shape], seed: int = 0) -> dict:
 SMALL = dict(
     dim=384, depth=4, vit_heads=6, hidden=64, ffn=128, queries=10, classes=5)
 
+_ENC = 'model.decode_head.pixel_decoder.encoder.layer_cfg.'
+_DEC = 'model.decode_head.transformer_decoder.layer_cfg.'
 
-def small_config(backbone_file=None, dim=SMALL['dim'], depth=SMALL['depth'],
-                 vit_heads=SMALL['vit_heads'], hidden=SMALL['hidden'],
-                 ffn=SMALL['ffn'], queries=SMALL['queries'],
-                 classes=SMALL['classes']) -> Config:
+
+def small_options(dim: int = SMALL['dim'],
+                  depth: int = SMALL['depth'],
+                  vit_heads: int = SMALL['vit_heads'],
+                  hidden: int = SMALL['hidden'],
+                  ffn: int = SMALL['ffn'],
+                  queries: int = SMALL['queries'],
+                  classes: int = SMALL['classes']) -> dict:
+    """--cfg-options shrinking the official config to a CPU model (layer
+    counts, heads, points and Meta's other settings unchanged)."""
+    return {
+        'model.backbone.arch':
+        dict(_delete_=True, embed_dim=dim, depth=depth, num_heads=vit_heads),
+        'model.decode_head.in_channels': [dim] * 4,
+        'model.decode_head.feat_channels':
+        hidden,
+        'model.decode_head.out_channels':
+        hidden,
+        'model.decode_head.num_queries':
+        queries,
+        'model.decode_head.num_classes':
+        classes,
+        _ENC + 'self_attn_cfg.embed_dims':
+        hidden,
+        _ENC + 'ffn_cfg.embed_dims':
+        hidden,
+        _ENC + 'ffn_cfg.feedforward_channels':
+        ffn,
+        'model.decode_head.pixel_decoder.positional_encoding.num_feats':
+        hidden // 2,
+        'model.decode_head.positional_encoding.num_feats':
+        hidden // 2,
+        _DEC + 'self_attn_cfg.embed_dims':
+        hidden,
+        _DEC + 'cross_attn_cfg.embed_dims':
+        hidden,
+        _DEC + 'ffn_cfg.embed_dims':
+        hidden,
+        _DEC + 'ffn_cfg.feedforward_channels':
+        ffn,
+    }
+
+
+def small_config(backbone_file=None, **sizes) -> Config:
     cfg = Config.fromfile(CFG_7B)
-    model = cfg.model
-    model.backbone.arch = dict(
-        embed_dim=dim, depth=depth, num_heads=vit_heads)
-    model.backbone.init_cfg = None if backbone_file is None else dict(
+    cfg.merge_from_dict(small_options(**sizes))
+    cfg.model.backbone.init_cfg = None if backbone_file is None else dict(
         type='Pretrained', checkpoint=str(backbone_file))
-    head = model.decode_head
-    head.in_channels = [dim] * 4
-    head.feat_channels = head.out_channels = hidden
-    head.num_queries = queries
-    head.num_classes = classes
-    head.loss_cls.class_weight = None
-    encoder = head.pixel_decoder.encoder.layer_cfg
-    encoder.self_attn_cfg.embed_dims = encoder.ffn_cfg.embed_dims = hidden
-    encoder.ffn_cfg.feedforward_channels = ffn
-    head.pixel_decoder.positional_encoding.num_feats = hidden // 2
-    head.positional_encoding.num_feats = hidden // 2
-    decoder = head.transformer_decoder.layer_cfg
-    for part in (decoder.self_attn_cfg, decoder.cross_attn_cfg,
-                 decoder.ffn_cfg):
-        part.embed_dims = hidden
-    decoder.ffn_cfg.feedforward_channels = ffn
     return cfg
 
 
@@ -204,21 +227,25 @@ def build(cfg: Config):
     return MODELS.build(copy.deepcopy(cfg.model))
 
 
-@pytest.fixture(scope='module')
-def small_files(tmp_path_factory):
-    folder = tmp_path_factory.mktemp('dinov3_m2f')
-    backbone_file = folder / 'dinov3_vits16_4blocks.pth'
-    backbone = fabricate_meta_file('vits16', backbone_file, depth=SMALL['depth'])
+def fabricate_small_files(folder: Path) -> tuple:
+    """The two files of the reduced model under the released names (the
+    config's backbone file and Meta's head file) in ``folder``: a 4-block
+    ViT-S/16-wide DINOv3 backbone and a head of SMALL's sizes, both in
+    Meta's layouts."""
+    backbone_file = folder / BACKBONE_FILE
+    backbone = fabricate_meta_file(
+        'vits16', backbone_file, depth=SMALL['depth'])
     head = fabricate_head(
         meta_head_manifest(SMALL['dim'], SMALL['hidden'], SMALL['classes'],
                            SMALL['queries'], SMALL['ffn']))
-    head_file = folder / 'm2f_head.pth'
+    head_file = folder / HEAD_FILE
     torch.save(head, head_file)  # a plain state_dict, as Meta's
     return backbone_file, backbone, head_file, head
 
 
-# ---------------------------------------------------------------------------
-# (a) the head file loads strictly into the reduced model
+@pytest.fixture(scope='module')
+def small_files(tmp_path_factory):
+    return fabricate_small_files(tmp_path_factory.mktemp('dinov3_m2f'))
 
 
 @pytest.fixture(scope='module')
@@ -324,9 +351,10 @@ def test_7b_config_matches_metas_released_file_key_for_key():
     # 7B's width 4096 (dinov3/hub/segmentors.py, Mask2FormerHead).
     manifest = meta_head_manifest(
         dim=4096, hidden=2048, classes=150, queries=100, ffn=4096)
-    converted = convert_meta_dinov3_m2f(
-        {k: torch.empty(s, device='meta')
-         for k, s in manifest.items()})
+    converted = convert_meta_dinov3_m2f({
+        k: torch.empty(s, device='meta')
+        for k, s in manifest.items()
+    })
     converted = {k: tuple(v.shape) for k, v in converted.items()}
     vit = {k: s for k, s in ours.items() if k.startswith('backbone.vit.')}
     assert {k: s for k, s in ours.items() if k not in vit} == converted
@@ -349,9 +377,10 @@ def test_vitl16_config_reads_the_papers_blocks():
     assert model.backbone.interaction_indexes == [4, 11, 17, 23]
     expected = meta_head_manifest(
         dim=1024, hidden=2048, classes=150, queries=100, ffn=4096)
-    converted = convert_meta_dinov3_m2f(
-        {k: torch.empty(s, device='meta')
-         for k, s in expected.items()})
+    converted = convert_meta_dinov3_m2f({
+        k: torch.empty(s, device='meta')
+        for k, s in expected.items()
+    })
     ours = {
         k: tuple(v.shape)
         for k, v in model.state_dict().items()
@@ -365,8 +394,8 @@ def test_vitl16_config_reads_the_papers_blocks():
 
 
 def test_dinov2_adapter_config_refuses_the_dinov3_head_file(small_files):
-    cfg = Config.fromfile(str(REPO / 'configs' /
-                              'ade20k_vitg14_m2f_official.py'))
+    cfg = Config.fromfile(
+        str(REPO / 'configs' / 'ade20k_vitg14_m2f_official.py'))
     cfg.model.backbone.arch = TINY_SWIGLU_ARCH  # 64 wide
     cfg.model.backbone.img_size = 56
     cfg.model.backbone.interaction_indexes = [[0, 0], [1, 1], [2, 2], [3, 3]]
@@ -375,8 +404,8 @@ def test_dinov2_adapter_config_refuses_the_dinov3_head_file(small_files):
     model = build(cfg)
     with pytest.raises(
             ValueError,
-            match=r"(?s)m2f_head.pth is Meta's DINOv3 Mask2Former head "
-            r'file, made for DINOv3\'s adapter on a ViT of width 384 '
+            match=r"(?s)m2f_head-bf307cb1.pth is Meta's DINOv3 Mask2Former "
+            r'head file, made for DINOv3\'s adapter on a ViT of width 384 '
             r"\(vits16 / vits16plus\), but model.backbone is "
             r"DinoViTAdapter\(arch='custom', width 64\).*"
             r'ade20k_vit7b16_m2f_official.py'):
@@ -393,13 +422,12 @@ def test_dinov3_backbone_of_another_width_is_refused(small_files):
         load_segmentor_checkpoint(model, str(small_files[2]))
 
 
-def test_backbone_file_of_another_width_is_refused_naming_both(
-        small_files):
+def test_backbone_file_of_another_width_is_refused_naming_both(small_files):
     # The config's ViT is 192 wide, the backbone file 384.
     model = build(small_config(small_files[0], dim=192, vit_heads=3))
     with pytest.raises(
             ValueError,
-            match=r'(?s)dinov3_vits16_4blocks.pth does not fit '
+            match=r'(?s)a955f4ea.pth does not fit '
             r"DinoV3VisionTransformer\(arch='custom'\).*"
             r'file has \(384,.*expects \(192,.*DinoV3Adapter'
             r"\(arch='custom'\) reads a DINOv3 ViT of width 192"):
@@ -435,9 +463,11 @@ def test_unknown_tensor_and_dinov2_m2f_file_are_refused(
     torch.save(
         {
             'state_dict': {
-                'backbone.blocks.0.gamma1': torch.zeros(4),
+                'backbone.blocks.0.gamma1':
+                torch.zeros(4),
                 'decode_head.transformer_decoder.layers.0.attentions.0.'
-                'attn.in_proj_weight': torch.zeros(3, 1)
+                'attn.in_proj_weight':
+                torch.zeros(3, 1)
             }
         }, dinov2_m2f)
     with pytest.raises(
@@ -489,9 +519,8 @@ def test_config_carries_metas_test():
     assert [t.scale[1] for t in resize_stage] == sides
     assert all(t.backend == 'pillow' and t.interpolation == 'bilinear'
                for t in resize_stage)
-    assert [(t.prob, t.direction) for t in flip_stage] == [
-        (0.0, 'horizontal'), (1.0, 'horizontal')
-    ]
+    assert [(t.prob, t.direction) for t in flip_stage] == [(0.0, 'horizontal'),
+                                                           (1.0, 'horizontal')]
     init_default_scope('mmseg')
     import dinov2_seg.datasets  # noqa: F401  (registers the transforms)
     resize = Compose(cfg.test_pipeline[1:2])
@@ -524,11 +553,11 @@ def meta_slide_windows(height: int, width: int, crop: int,
 @pytest.mark.parametrize('size', [(832, 877), (877, 832), (832, 832),
                                   (832, 1200), (940, 1253), (864, 895)])
 def test_windows_are_placed_as_metas(size):
-    from dinov2_seg.models.segmentors.window_merge import (
-        axis_band_cache, merge_slide_windows)
+    from dinov2_seg.models.segmentors.window_merge import (axis_band_cache,
+                                                           merge_slide_windows)
     height, width = size
-    image = torch.arange(height * width, dtype=torch.float32).reshape(
-        1, height, width)
+    image = torch.arange(
+        height * width, dtype=torch.float32).reshape(1, height, width)
     seen = []
 
     def crop_logits(crops, metas):
@@ -569,8 +598,7 @@ def test_window_combination_is_metas_order(loaded):
     stride4 = torch.einsum('bqc,bqhw->bchw', probs, mask_preds[-1].sigmoid())
     torch.testing.assert_close(
         at_mask,
-        F.interpolate(
-            stride4, (64, 96), mode='bilinear', align_corners=False),
+        F.interpolate(stride4, (64, 96), mode='bilinear', align_corners=False),
         rtol=1e-5,
         atol=1e-6)
 
@@ -591,12 +619,15 @@ def test_numbers_match_the_reference_of_metas_modules(tmp_path):
                                               fabricate_meta_backbone,
                                               fabricate_meta_m2f_head)
     sizes = dict(
-        hidden_dim=64, num_queries=10, num_heads=16, ffn_dim=128,
+        hidden_dim=64,
+        num_queries=10,
+        num_heads=16,
+        ffn_dim=128,
         num_classes=5)
     arch = dict(embed_dim=192, depth=4, num_heads=3)
     generator = torch.Generator().manual_seed(0)
-    backbone = fabricate_meta_backbone(
-        arch['embed_dim'], arch['depth'], arch['num_heads'], generator)
+    backbone = fabricate_meta_backbone(arch['embed_dim'], arch['depth'],
+                                       arch['num_heads'], generator)
     head = fabricate_meta_m2f_head(
         arch['embed_dim'], arch['depth'], generator=generator, **sizes)
     torch.save(backbone, tmp_path / 'backbone.pth')
@@ -618,8 +649,9 @@ def test_numbers_match_the_reference_of_metas_modules(tmp_path):
     with torch.no_grad():
         pyramid = model.backbone(image)
         cls_scores, mask_preds = model.decode_head(pyramid, [])
-        semantic = model.decode_head.predict(
-            pyramid, [dict(img_shape=(64, 96))], dict(mode='slide'))
+        semantic = model.decode_head.predict(pyramid,
+                                             [dict(img_shape=(64, 96))],
+                                             dict(mode='slide'))
     expected_pyramid = reference.adapter_features(image)
     for level, ours in zip('1234', pyramid):
         torch.testing.assert_close(

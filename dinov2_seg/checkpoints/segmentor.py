@@ -128,8 +128,7 @@ def load_segmentor_checkpoint(model: nn.Module,
     }
     # The prefix of the backbone tensors that a backbone file provides
     # (a DINOv3 adapter's ViT; else the whole backbone).
-    vit_prefix = getattr(
-        getattr(model, 'backbone', None), 'vit_prefix', None)
+    vit_prefix = getattr(getattr(model, 'backbone', None), 'vit_prefix', None)
     file_prefix = 'backbone.' + (vit_prefix or '')
     if is_meta_dinov3_m2f_layout(state_dict):
         _check_dinov3_m2f_backbone(model.backbone, state_dict, filename)

@@ -21,8 +21,8 @@ from torch import Tensor, nn
 
 from dinov2_seg.arch_settings import resolve_dinov3_arch
 from .adapter_modules import (PRIOR_STRIDES, DeformableAttention,
-                              ExtractionBlock, SpatialPriorModule,
-                              level_index, reference_points, unflatten_levels)
+                              ExtractionBlock, SpatialPriorModule, level_index,
+                              reference_points, unflatten_levels)
 from .dinov3 import DinoV3VisionTransformer
 
 
@@ -97,8 +97,8 @@ class DinoV3Adapter(BaseModule):
         if interaction_indexes is None:
             interaction_indexes = meta_interaction_indexes(depth)
         indexes = list(interaction_indexes)
-        if len(indexes) != 4 or indexes != sorted(set(indexes)) or not all(
-                0 <= i < depth for i in indexes):
+        if len(indexes) != 4 or indexes != sorted(
+                set(indexes)) or not all(0 <= i < depth for i in indexes):
             raise ValueError(
                 f'interaction_indexes {indexes} must be 4 increasing blocks '
                 f'of the {depth}-block ViT (one per pyramid level)')
