@@ -320,6 +320,8 @@ def test_loaded_model_predicts_and_its_vit_stays_frozen(loaded):
     assert backbone.vit.out_indices == (0, 1, 2, 3)
     assert not any(p.requires_grad for p in backbone.vit.parameters())
     assert backbone.level_embed.requires_grad
+    with pytest.raises(ValueError, match='multiples of 32, got 64x80'):
+        loaded.backbone(torch.randn(1, 3, 64, 80))
     try:
         loaded.train()
         # The ViT never trains (no RoPE augmentation, no drop path); the
@@ -663,3 +665,83 @@ def test_numbers_match_the_reference_of_metas_modules(tmp_path):
         semantic, reference.semantic(image, (64, 96)), rtol=1e-4, atol=1e-5)
     # The reference's numbers are not degenerate: classes and masks vary.
     assert logits.std() > 0.1 and masks.std() > 0.1
+
+
+def test_tta_follows_metas_evaluation():
+    """`--tta` against Meta's eval.py / inference.py written out: each
+    view (short-side PIL resizes, then the horizontal flips) slid in
+    windows whose probabilities are averaged, resized to the original
+    image, un-flipped, softmaxed and averaged over the views. The windows'
+    network is the package's (checked against the reference above);
+    what is checked here is everything around it, at windows of 96,
+    stride 64, so that the 64 side gets Meta's square windows."""
+    import numpy as np
+    import torch.nn.functional as F
+    from mmengine.dataset import pseudo_collate
+    from PIL import Image
+
+    from dinov2_seg.datasets.pipelines import inference_inputs
+
+    # A cheaper network (random weights) than the released layer counts:
+    # only the orchestration around it is under test.
+    sides, crop, stride = [64, 96, 105], 96, 64
+    cfg = small_config(dim=192, vit_heads=3, queries=5)
+    cfg.merge_from_dict({
+        'model.decode_head.pixel_decoder.encoder.num_layers': 1,
+        'model.decode_head.transformer_decoder.num_layers': 1
+    })
+    cfg.model.test_cfg.crop_size = (crop, crop)
+    cfg.model.test_cfg.stride = (stride, stride)
+    cfg.tta_pipeline[1].transforms[0] = [
+        dict(type='Resize', scale=(1_000_000, side), **cfg.pil_resize)
+        for side in sides
+    ]
+    with pytest.warns(UserWarning, match='randomly initialised'):
+        model = init_segmentor(cfg, scales=len(sides))
+    rng = np.random.default_rng(0)
+    height, width = 40, 50
+    bgr = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+    with torch.no_grad():
+        sample = model.test_step(
+            pseudo_collate([inference_inputs(model.pipeline, bgr)]))[0]
+    ours = sample.seg_logits.data
+
+    network = model.module
+
+    def window_probabilities(window: torch.Tensor) -> torch.Tensor:
+        features = network.backbone(window)
+        return network.decode_head.predict(
+            features, [dict(img_shape=tuple(window.shape[2:]))],
+            dict(mode='slide'))
+
+    image = Image.fromarray(np.ascontiguousarray(bgr[..., ::-1]))
+    views = [
+        image.resize(
+            meta_short_side_resize(height, width, side)[::-1], Image.BILINEAR)
+        for side in sides
+    ]
+    views += [view.transpose(Image.FLIP_LEFT_RIGHT) for view in views]
+    mean = torch.tensor([123.675, 116.28, 103.53]).view(1, 3, 1, 1)
+    std = torch.tensor([58.395, 57.12, 57.375]).view(1, 3, 1, 1)
+    total = 0
+    with torch.no_grad():
+        for index, view in enumerate(views):
+            x = torch.from_numpy(np.asarray(view).copy()).permute(
+                2, 0, 1)[None].float()
+            x = (x - mean) / std
+            h, w = x.shape[2:]
+            preds = torch.zeros(1, SMALL['classes'], h, w)
+            count = torch.zeros(1, 1, h, w)
+            for y1, y2, x1, x2 in meta_slide_windows(h, w, crop, stride):
+                preds[:, :, y1:y2,
+                      x1:x2] += window_probabilities(x[:, :, y1:y2, x1:x2])
+                count[:, :, y1:y2, x1:x2] += 1
+            pred = F.interpolate(
+                preds / count, (height, width),
+                mode='bilinear',
+                align_corners=False)
+            if index >= len(sides):
+                pred = pred.flip(-1)
+            total = total + pred.softmax(1)
+    expected = (total / len(views))[0]
+    torch.testing.assert_close(ours, expected, rtol=1e-5, atol=1e-6)
