@@ -101,13 +101,28 @@ def _dinov3_catalog() -> Dict[str, GatedFile]:
 
 
 GATED_FILES = _dinov3_catalog()
+# Meta's DINOv3 head files (dinov3/hub/segmentors.py:
+# {backbone}_{dataset}_m2f_head-{hash}.pth), gated like the backbones; the
+# ViT they need comes from the backbone file of the same arch.
+GATED_HEAD_FILES = {
+    'dinov3_vit7b16_ade20k_m2f_head-bf307cb1.pth':
+    GatedFile('vit7b16', DINOV3_ACCESS_URL, DINOV3_LICENSE,
+              'configs/dinov3/ade20k_vit7b16_m2f_official.py'),
+}
 
 
 def gated_message(name: str) -> str:
     """How to obtain a gated file, for tools that are asked to fetch it."""
-    entry = GATED_FILES[name]
+    entry = GATED_FILES.get(name) or GATED_HEAD_FILES[name]
+    if name in GATED_HEAD_FILES:
+        use = (f'pass it to tools/test.py with {entry.config} (the ViT '
+               f"comes from the {entry.arch} backbone file in its "
+               'model.backbone.init_cfg)')
+    else:
+        use = ('point model.backbone.init_cfg at it '
+               f"(arch='{entry.arch}')")
     return (f'{name} is gated: Meta distributes it under the '
             f'{entry.licence} to those who request access at '
             f'{entry.access_url} (an e-mail then gives its URL). Download it '
-            f'yourself into checkpoints/ and point model.backbone.init_cfg '
-            f"at it (arch='{entry.arch}'); this tool does not download it.")
+            f'yourself into checkpoints/ and {use}; this tool does not '
+            'download it.')

@@ -254,3 +254,29 @@ class SpatialPriorModule(nn.Module):
             for fc, c in ((self.fc2, c2), (self.fc3, c3), (self.fc4, c4))
         ]
         return self.fc1(c1), levels
+
+
+class ExtractionBlock(nn.Module):
+    """One stage of DINOv3's adapter (Meta's ``InteractionBlockWithCls``):
+    only the extractor, tokens -> spatial prior; the last stage runs two
+    extra extractors. Nothing flows back into the ViT, which runs unchanged
+    (no injector, unlike DINOv2's :class:`InteractionBlock`)."""
+
+    def __init__(self, dim: int, num_heads: int, num_points: int,
+                 value_ratio: float, ffn_ratio: float, drop_path: float,
+                 extra_extractors: bool):
+        super().__init__()
+        extractor_args = (dim, num_heads, num_points, value_ratio, ffn_ratio,
+                          drop_path)
+        self.extractor = Extractor(*extractor_args)
+        self.extra_extractors = nn.Sequential(
+            Extractor(*extractor_args), Extractor(
+                *extractor_args)) if extra_extractors else None
+
+    def forward(self, prior: Tensor, tokens: Tensor, extract: tuple) -> Tensor:
+        extractors = [self.extractor]
+        if self.extra_extractors is not None:
+            extractors += list(self.extra_extractors)
+        for extractor in extractors:
+            prior = extractor(prior, tokens, *extract)
+        return prior

@@ -76,9 +76,11 @@ class BatchedEncoderDecoder(EncoderDecoder):
       backbone call, so that large images or scales fit in GPU memory.
       None: 8 on a GPU, 1 on a CPU, where a batch of windows runs slower
       per window than one at a time (docs/benchmarks.md, CPU).
-    - ``window_rule`` ('stride' or 'spread', default 'stride'): where the
-      windows go (:func:`.window_merge.slide_window_spans`); 'spread' is
-      EoMT's evaluation, which mmseg's stock path does not have.
+    - ``window_rule`` ('stride', 'spread' or 'stride_square', default
+      'stride'): where the windows go
+      (:func:`.window_merge.merge_slide_windows`); 'spread' is EoMT's
+      evaluation, 'stride_square' Meta's DINOv3 one; mmseg's stock path
+      has neither.
     - ``amp`` (bool | 'bf16' | 'fp16', default False): run the windows
       under autocast (True: bfloat16 where supported, else float16); the
       head and the merging stay float32.

@@ -259,7 +259,10 @@ def merge_slide_windows(views: Sequence[View], crop_size: Tuple[int, int],
             ``flip``, ``flip_direction`` and padding if any).
         crop_size: (h, w) of a window.
         stride: (h, w) step between windows (``window_rule='stride'``).
-        window_rule: see :func:`slide_window_spans`.
+        window_rule: see :func:`slide_window_spans`; or
+            ``'stride_square'``: 'stride', except that an image smaller
+            than the window on both sides gets square windows of its short
+            side (Meta's DINOv3 evaluation).
         batch_size: Most windows per ``crop_logits`` call.
         crop_logits: Logits of a batch of windows, before the decode head's
             resize to the window; gets each window's metainfo (the view's,
@@ -279,8 +282,15 @@ def merge_slide_windows(views: Sequence[View], crop_size: Tuple[int, int],
     by_size: Dict[Tuple[int, int], list] = {}
     for index, (image, _) in enumerate(views):
         height, width = image.shape[-2:]
-        rows = slide_window_spans(height, crop_h, stride_h, window_rule)
-        cols = slide_window_spans(width, crop_w, stride_w, window_rule)
+        view_crop_h, view_crop_w, rule = crop_h, crop_w, window_rule
+        if window_rule == 'stride_square':
+            # Meta's DINOv3 slide_inference: an image smaller than the
+            # window on both sides gets square windows of its short side.
+            rule = 'stride'
+            if crop_h > height and crop_w > width:
+                view_crop_h = view_crop_w = min(height, width)
+        rows = slide_window_spans(height, view_crop_h, stride_h, rule)
+        cols = slide_window_spans(width, view_crop_w, stride_w, rule)
         grids.append((rows, cols))
         for r, (y1, y2) in enumerate(rows):
             for c, (x1, x2) in enumerate(cols):
