@@ -609,13 +609,7 @@ def test_window_combination_is_metas_order(loaded):
 # Numbers: the model built from the config vs an independent plain-torch
 # reference of Meta's modules (tests/helpers/dinov3_m2f_reference.py).
 
-REFERENCE = Path(__file__).parent / 'helpers' / 'dinov3_m2f_reference.py'
 
-
-@pytest.mark.skipif(
-    not REFERENCE.exists(),
-    reason='tests/helpers/dinov3_m2f_reference.py (the reference of '
-    "Meta's modules) is not in this tree")
 def test_numbers_match_the_reference_of_metas_modules(tmp_path):
     from helpers.dinov3_m2f_reference import (MetaDinoV3M2FReference,
                                               fabricate_meta_backbone,

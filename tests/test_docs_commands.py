@@ -307,7 +307,9 @@ def _sandbox_config(name: str, path: Path) -> None:
             cfg[loader].dataset.pipeline = cfg.test_pipeline
     else:
         crop = cfg.model.test_cfg.crop_size[0]
-        k = (64 if 'eomt_official' in name else CROP) / crop
+        # The official EoMT and DINOv3 Mask2Former models need 64-pixel
+        # windows (patch 16 grids; the adapter: sides multiple of 32).
+        k = (64 if 'official' in name else CROP) / crop
         for key in ('train_pipeline', 'test_pipeline', 'tta_pipeline',
                     'train_dataloader', 'val_dataloader', 'test_dataloader'):
             if cfg.get(key):
@@ -336,6 +338,15 @@ def _sandbox_config(name: str, path: Path) -> None:
                             _delete_=True,
                             start_iters=[1, 2],
                             end_iters=[2, 3])))))
+    elif name == 'dinov3/ade20k_vit7b16_m2f_official.py':
+        # test_dinov3_m2f_official.py's reduced model; --tta at short sides
+        # 64 and 96 (the shrunk ratios would give sides the adapter refuses)
+        from test_dinov3_m2f_official import small_options
+        cfg.merge_from_dict(small_options())
+        resizes = cfg.tta_pipeline[1].transforms[0]
+        resizes[:] = [
+            dict(resizes[0], scale=(1_000_000, side)) for side in (64, 96)
+        ]
     elif 'eomt_official' in name:  # helpers/eomt.py's build_official_tiny
         from helpers.eomt import TINY_REG
         cfg.merge_from_dict(
@@ -402,6 +413,10 @@ def _fabricate_checkpoints(folder: Path) -> None:
     fabricate_meta_file(
         'vits16', folder / 'dinov3_vits16_pretrain_lvd1689m-08c60483.pth')
     fabricate_meta_head(folder / 'model_final.pth', 384, 150)
+    # Meta's DINOv3 Mask2Former head file and the 7B's backbone file, at
+    # the reduced size of test_dinov3_m2f_official.py, under their names.
+    from test_dinov3_m2f_official import fabricate_small_files
+    fabricate_small_files(folder)
     # EoMT's DINOv3 delta and its base, at the reduced size of
     # test_dinov3_eomt_delta.py under the released names.
     from test_dinov3_eomt_delta import DEPTH, fabricate_delta
