@@ -3,6 +3,8 @@ follows the DINOv2 Mask2Former recipe with Meta's even-interval blocks,
 builds, and the pyramid, a training step and a slide prediction work on a
 reduced model; the shapes demo learns through tools/train.py and
 tools/test.py."""
+import functools
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -28,7 +30,7 @@ CLASSES = {'ade20k': 150, 'voc2012': 21}
 NAMES = [f'{ds}_{arch}_m2f' for ds in CLASSES for arch in ARCHS]
 # A reduced DINOv3 ViT (patch 16, 4 storage tokens, RoPE) for the fast
 # tests, and the narrow head of tests/test_mask2former.py.
-TINY = dict(embed_dim=48, depth=4, num_heads=3)
+TINY = dict(embed_dim=48, depth=8, num_heads=3)
 NUM_STORAGE = 4
 DEMO = 'configs/dinov3/demo_shapes_m2f.py'
 
@@ -43,6 +45,12 @@ def meta_even_intervals(depth: int) -> list:
 
 def load(name: str) -> Config:
     return Config.fromfile(str(REPO / 'configs' / 'dinov3' / f'{name}.py'))
+
+
+@functools.lru_cache()
+def dinov2_m2f(ds: str) -> Config:
+    """The DINOv2 ViT-S/14 Mask2Former config (read only)."""
+    return Config.fromfile(str(REPO / 'configs' / f'{ds}_vits14_m2f.py'))
 
 
 def split(name: str) -> tuple:
@@ -83,7 +91,7 @@ def test_config_is_the_dinov2_recipe_on_dinov3(name):
     assert cfg.model.decode_head.num_classes == CLASSES[ds]
     # Everything but the backbone and the neck's patch size is the DINOv2
     # config's: head, losses, data, crops, slide windows, TTA, schedule.
-    dinov2 = Config.fromfile(str(REPO / 'configs' / f'{ds}_vits14_m2f.py'))
+    dinov2 = dinov2_m2f(ds)
     for key in ('decode_head', 'data_preprocessor', 'test_cfg', 'type'):
         assert cfg.model[key] == dinov2.model[key], key
     for key in ('train_dataloader', 'val_dataloader', 'test_dataloader',
@@ -113,26 +121,27 @@ def test_config_builds(name):
 
 @pytest.mark.parametrize('embed', sorted({e for e, _ in ARCHS.values()}))
 def test_pyramid_groups_fit_every_width(embed):
-    """The neck's GroupNorm (32 groups) divides every DINOv3 width's
-    channels, and a 512 crop's 32 x 32 patch maps become the stride
-    4/8/16/32 levels."""
-    neck = MODELS.build(load('ade20k_vits16_m2f').model.neck | dict(
-        in_channels=embed))
+    """The neck's GroupNorm (32 groups; torch refuses channels it does not
+    divide) fits every DINOv3 width, and a 4 x 6 patch map becomes the
+    stride 4/8/16/32 levels. On the meta device: shapes only, and the 7B's
+    neck (81 M parameters) costs nothing."""
+    with torch.device('meta'):
+        neck = MODELS.build(
+            load('ade20k_vits16_m2f').model.neck | dict(in_channels=embed))
+        levels = neck([torch.randn(1, embed, 4, 6) for _ in range(4)])
     norms = [m for m in neck.modules() if isinstance(m, nn.GroupNorm)]
     assert {m.num_channels for m in norms} == {embed // 2, 256}
     assert all(m.num_channels % m.num_groups == 0 for m in norms)
-    maps = [torch.randn(1, embed, 4, 6) for _ in range(4)]
-    with torch.no_grad():
-        levels = neck(maps)
+    assert all(m.num_groups == 32 for m in norms)
     assert [tuple(x.shape) for x in levels] == [(1, 256, 16, 24),
                                                 (1, 256, 8, 12),
-                                                (1, 256, 4, 6),
-                                                (1, 256, 2, 3)]
+                                                (1, 256, 4, 6), (1, 256, 2, 3)]
 
 
 def build_tiny(name: str = 'ade20k_vits16_m2f') -> nn.Module:
-    """The config's model with a 4-block, 48-wide DINOv3 ViT (blocks 0-3 by
-    Meta's rule) and the narrow head of tests/test_mask2former.py."""
+    """The config's model with an 8-block, 48-wide DINOv3 ViT (blocks 1, 3,
+    5 and 7 by Meta's rule) and the narrow head of
+    tests/test_mask2former.py."""
     cfg = load(name)
     overrides = tiny_model()
     overrides['backbone'] = dict(
@@ -166,8 +175,8 @@ def test_pyramid_strides_4_8_16_32_for_patch_16(size, expected):
     with torch.no_grad():
         maps = model.backbone(torch.randn(2, 3, *size))
         levels = model.neck(maps)
-    assert [tuple(m.shape) for m in maps] == [(2, 48, size[0] // 16,
-                                               size[1] // 16)] * 4
+    assert [tuple(m.shape)
+            for m in maps] == [(2, 48, size[0] // 16, size[1] // 16)] * 4
     assert [tuple(x.shape[-2:]) for x in levels] == expected
 
 
@@ -208,8 +217,8 @@ def test_training_step_on_normed_even_blocks():
         if key.startswith('backbone.'):
             assert not changed, key
     for part in ('neck.', 'decode_head.'):
-        assert sum(not torch.equal(after[k], v)
-                   for k, v in before.items() if k.startswith(part)) > 10
+        assert sum(not torch.equal(after[k], v) for k, v in before.items()
+                   if k.startswith(part)) > 10
 
 
 def test_slide_prediction_covers_the_image():
