@@ -262,4 +262,7 @@ def test_shapes_demo_learns(tmp_path):
             '--cfg-options',
             *options,
             timeout=120))
+    # 91.63 measured on 2026-12-01 (CPU, seed 0; the same in 3 runs; seeds
+    # 1-3: 88.59, 90.37, 94.44). About 40 s of CPU on one core (train 27 s,
+    # test 12 s, most of it start-up), 75-110 s wall on a busy shared core.
     assert reported_miou(log) >= 80
