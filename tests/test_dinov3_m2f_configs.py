@@ -271,3 +271,86 @@ def test_shapes_demo_learns(tmp_path, monkeypatch):
     # test 12 s, most of it start-up); 46 s wall in pytest on the shared
     # 2-core machine (load 3).
     assert reported_miou(log) >= 80
+
+
+# ---------------------------------------------------------------------------
+# The adapter variant (configs/dinov3/*_m2f_adapter.py): Meta's DINOv3
+# adapter + Mask2Former at Meta's widths, trained on a frozen ViT.
+
+ADAPTER_NAMES = [
+    f'{ds}_{arch}_m2f_adapter' for ds in CLASSES for arch in ARCHS
+]
+
+
+@pytest.mark.parametrize('name', ADAPTER_NAMES)
+def test_adapter_config_builds_with_metas_blocks_and_widths(name):
+    ds, arch = name.split('_')[0], name.split('_')[1]
+    embed, depth = ARCHS[arch]
+    cfg = load(name)
+    assert cfg.model.backbone.init_cfg.checkpoint.startswith(
+        f'checkpoints/dinov3_{arch}_pretrain_lvd1689m-')
+    with torch.device('meta'):
+        model = MODELS.build(cfg.model)
+    backbone = model.backbone
+    assert type(backbone).__name__ == 'DinoV3Adapter'
+    assert backbone.interaction_indexes == meta_even_intervals(depth)
+    assert len(backbone.vit.blocks) == depth
+    assert backbone.embed_dim == embed
+    head = model.decode_head
+    assert head.num_classes == CLASSES[ds]
+    assert head.num_queries == 100
+    assert head.cls_embed.in_features == 2048  # Meta's hidden_dim
+    assert head.combine_at == 'window'
+    # The ViT is frozen; the adapter and the head train.
+    assert not any(p.requires_grad for p in backbone.vit.parameters())
+    trained = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert any(n.startswith('backbone.spm.') for n in trained)
+    assert any(n.startswith('backbone.interactions.') for n in trained)
+    assert any(n.startswith('decode_head.') for n in trained)
+
+
+@pytest.mark.parametrize('ds', sorted(CLASSES))
+def test_adapter_configs_round_test_sides_to_32(ds):
+    """The Mask2Former data recipe with test (and --tta) images rounded to
+    a multiple of 32 after the resize, which the adapter needs; training
+    data, schedule and optimiser as the feature-pyramid configs."""
+    cfg, pyramid = load(f'{ds}_vits16_m2f_adapter'), load(f'{ds}_vits16_m2f')
+    steps = [t.type for t in cfg.test_dataloader.dataset.pipeline]
+    assert steps[steps.index('Resize') + 1] == 'ResizeToMultiple'
+    assert cfg.test_dataloader.dataset.pipeline[2].size_divisor == 32
+    tta = cfg.tta_pipeline[1].transforms
+    assert [t.type for t in tta[1]] == ['ResizeToMultiple']
+    assert tta[0] == pyramid.tta_pipeline[1].transforms[0]
+    for key in ('train_dataloader', 'optim_wrapper', 'param_scheduler',
+                'train_cfg', 'val_evaluator'):
+        assert cfg[key] == pyramid[key], key
+    assert cfg.model.test_cfg == pyramid.model.test_cfg
+    # Every training batch is padded to 512 x 512: multiples of 32.
+    assert cfg.model.data_preprocessor.size == (512, 512)
+
+
+def test_adapter_training_step_trains_adapter_and_head_only():
+    """A reduced adapter config (narrow ViT and head; Meta's layer counts)
+    takes a training step: finite losses, the ViT unchanged, the adapter
+    and the head changed."""
+    from test_dinov3_m2f_official import small_options
+    cfg = load('ade20k_vits16_m2f_adapter')
+    cfg.merge_from_dict(small_options(classes=5))
+    cfg.model.backbone.init_cfg = None
+    cfg.model.backbone.norm_cfg = dict(type='BN', requires_grad=True)
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+    cfg.optim_wrapper.optimizer.lr = 1e-3
+    optim_wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    model.train()
+    assert not model.backbone.vit.training
+    losses = model.train_step(tiny_batch(5, (64, 96)), optim_wrapper)
+    for key in ('decode.loss_cls', 'decode.loss_mask', 'decode.loss_dice'):
+        assert torch.isfinite(losses[key]) and losses[key] > 0, key
+    after = model.state_dict()
+    changed = {k for k, v in before.items() if not torch.equal(after[k], v)}
+    assert not [k for k in changed if k.startswith('backbone.vit.')]
+    assert any(k.startswith('backbone.interactions.') for k in changed)
+    assert any(k.startswith('backbone.spm.') for k in changed)
+    assert any(k.startswith('decode_head.') for k in changed)

@@ -1,0 +1,21 @@
+# Frozen DINOv3 ViT-7B/16 (6.7B parameters) + Meta's DINOv3 adapter +
+# Mask2Former at Meta's widths (_base_/models/dinov3_m2f_adapter.py) on
+# ADE20K, trained: the adapter and the head learn, the ViT stays frozen
+# (blocks [9, 19, 29, 39] read, Meta's rule). The lighter alternative is
+# ade20k_vit7b16_m2f.py (feature pyramid, 256-wide head). Data: the
+# Mask2Former recipe with test sides rounded to a multiple of 32
+# (_base_/datasets/recipe_m2f_adapter.py); schedule: the Mask2Former one.
+_base_ = [
+    '../_base_/models/dinov3_vit7b16.py',
+    '../_base_/models/dinov3_m2f_adapter.py',
+    '../_base_/datasets/ade20k_m2f_adapter.py',
+    '../_base_/schedules/schedule_m2f_40k.py',
+    '../_base_/default_runtime.py',
+]
+# One window per backbone call at test time: the frozen 7B is 27 GB of
+# float32 weights on every GPU (plain DDP; nothing of it trains).
+model = dict(
+    test_cfg=dict(window_batch_size=1),
+    backbone=dict(
+        arch=_base_.backbone.arch, init_cfg=_base_.backbone.init_cfg),
+    decode_head=dict(in_channels=[_base_.embed_dim] * 4, num_classes=150))
