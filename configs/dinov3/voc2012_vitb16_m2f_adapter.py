@@ -1,7 +1,7 @@
 # Frozen DINOv3 ViT-B/16 (85.7M parameters) + Meta's DINOv3 adapter +
 # Mask2Former at Meta's widths (_base_/models/dinov3_m2f_adapter.py) on
-# PASCAL VOC 2012, trained: the adapter and the head learn, the ViT stays frozen
-# (blocks [2, 5, 8, 11] read, Meta's rule). The lighter alternative is
+# PASCAL VOC 2012, trained: the adapter and the head learn, the ViT stays
+# frozen (blocks [2, 5, 8, 11] read, Meta's rule). The lighter alternative is
 # voc2012_vitb16_m2f.py (feature pyramid, 256-wide head). Data: the
 # Mask2Former recipe with test sides rounded to a multiple of 32
 # (_base_/datasets/recipe_m2f_adapter.py); schedule: the Mask2Former one.
