@@ -20,12 +20,16 @@ training code holds the same names under ``model``.
   in one layer).
 
 Every key must match a rule: a tensor of no known part is an error naming
-it, so that a file of another layout does not half-load.
+it, so that a file of another layout does not half-load; and the file's
+adapter width must be the configured backbone's
+(:func:`check_dinov3_m2f_backbone`).
 """
 import re
 from typing import Dict, Mapping, Optional
 
-from torch import Tensor
+from torch import Tensor, nn
+
+from dinov2_seg.arch_settings import DINOV3_ARCH_SETTINGS
 
 StateDict = Dict[str, Tensor]
 
@@ -136,3 +140,43 @@ def convert_meta_dinov3_m2f(state_dict: Mapping[str, Tensor],
         ValueError: on a key of no known part, naming ``source`` and it.
     """
     return {_convert_key(k, source): v for k, v in state_dict.items()}
+
+
+def backbone_summary(backbone: nn.Module) -> str:
+    """``Type(arch=..., width N)`` of a backbone, for error messages."""
+    return (f'{type(backbone).__name__}(arch='
+            f'{getattr(backbone, "arch", "?")!r}, width '
+            f'{getattr(backbone, "embed_dim", "?")})')
+
+
+def _dinov3_archs(width: Optional[int]) -> str:
+    archs = [
+        name for name, settings in DINOV3_ARCH_SETTINGS.items()
+        if settings['embed_dim'] == width
+    ]
+    return f' ({" / ".join(archs)})' if archs else ''
+
+
+def check_dinov3_m2f_backbone(backbone: nn.Module, state_dict: Mapping,
+                              filename: str) -> None:
+    """Refuse Meta's DINOv3 Mask2Former head file on a backbone it was not
+    made for, naming both (the file's adapter width and the config's)."""
+    width = adapter_width(state_dict)
+    described = (f"{filename} is Meta's DINOv3 Mask2Former head file, "
+                 f'made for DINOv3\'s adapter on a ViT of width {width}'
+                 f'{_dinov3_archs(width)}')
+    # Duck-typed (DinoV3Adapter lives in models, above this package).
+    if getattr(backbone, 'vit_prefix', None) is None:
+        raise ValueError(
+            f'{described}, but model.backbone is '
+            f'{backbone_summary(backbone)}. Use '
+            'configs/dinov3/ade20k_vit7b16_m2f_official.py (DinoV3Adapter '
+            'on the DINOv3 ViT-7B/16 backbone file).')
+    if width is not None and width != backbone.embed_dim:
+        raise ValueError(
+            f'{described}, but the config\'s backbone is '
+            f'{backbone_summary(backbone)}. Set model.backbone.arch (and '
+            'the matching backbone file and decode_head.in_channels) to '
+            'the file\'s ViT, e.g. '
+            'configs/dinov3/ade20k_vit7b16_m2f_official.py for the '
+            'released 7B file.')

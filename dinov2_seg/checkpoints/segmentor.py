@@ -24,13 +24,13 @@ from typing import Mapping, Optional
 from mmengine.runner.checkpoint import CheckpointLoader
 from torch import Tensor, nn
 
-from dinov2_seg.arch_settings import DINOV3_ARCH_SETTINGS
 from .dinov3_head import convert_dinov3_head, is_dinov3_head_checkpoint
 from .eomt import convert_eomt, is_eomt_dinov3_layout, is_eomt_layout
 from .eomt_delta import load_eomt_deltas
 from .frozen_backbone import (BACKBONE_SHA256_KEY, check_backbone_file,
                               frozen_backbone_keys)
-from .meta_dinov3_m2f import (adapter_width, convert_meta_dinov3_m2f,
+from .meta_dinov3_m2f import (backbone_summary, check_dinov3_m2f_backbone,
+                              convert_meta_dinov3_m2f,
                               is_meta_dinov3_m2f_layout)
 from .meta_m2f import convert_meta_m2f, is_meta_m2f_layout
 from .strict_check import check_state_dict
@@ -58,45 +58,6 @@ def _hints(expected: Mapping[str, Tensor], found: Mapping[str,
                          f'config {want} (model.decode_head.num_classes; '
                          'its cls_embed has one more row, "no object").')
     return hints
-
-
-def _backbone_summary(backbone: nn.Module) -> str:
-    return (f'{type(backbone).__name__}(arch='
-            f'{getattr(backbone, "arch", "?")!r}, width '
-            f'{getattr(backbone, "embed_dim", "?")})')
-
-
-def _dinov3_archs(width: Optional[int]) -> str:
-    archs = [
-        name for name, settings in DINOV3_ARCH_SETTINGS.items()
-        if settings['embed_dim'] == width
-    ]
-    return f' ({" / ".join(archs)})' if archs else ''
-
-
-def _check_dinov3_m2f_backbone(backbone: nn.Module, state_dict: Mapping,
-                               filename: str) -> None:
-    """Refuse Meta's DINOv3 Mask2Former head file on a backbone it was not
-    made for, naming both (the file's adapter width and the config's)."""
-    width = adapter_width(state_dict)
-    described = (f"{filename} is Meta's DINOv3 Mask2Former head file, "
-                 f'made for DINOv3\'s adapter on a ViT of width {width}'
-                 f'{_dinov3_archs(width)}')
-    # Duck-typed (DinoV3Adapter lives in models, above this package).
-    if getattr(backbone, 'vit_prefix', None) is None:
-        raise ValueError(
-            f'{described}, but model.backbone is '
-            f'{_backbone_summary(backbone)}. Use '
-            'configs/dinov3/ade20k_vit7b16_m2f_official.py (DinoV3Adapter '
-            'on the DINOv3 ViT-7B/16 backbone file).')
-    if width is not None and width != backbone.embed_dim:
-        raise ValueError(
-            f'{described}, but the config\'s backbone is '
-            f'{_backbone_summary(backbone)}. Set model.backbone.arch (and '
-            'the matching backbone file and decode_head.in_channels) to '
-            'the file\'s ViT, e.g. '
-            'configs/dinov3/ade20k_vit7b16_m2f_official.py for the '
-            'released 7B file.')
 
 
 def load_segmentor_checkpoint(model: nn.Module,
@@ -132,7 +93,7 @@ def load_segmentor_checkpoint(model: nn.Module,
     vit_prefix = getattr(getattr(model, 'backbone', None), 'vit_prefix', None)
     file_prefix = 'backbone.' + (vit_prefix or '')
     if is_meta_dinov3_m2f_layout(state_dict):
-        _check_dinov3_m2f_backbone(model.backbone, state_dict, filename)
+        check_dinov3_m2f_backbone(model.backbone, state_dict, filename)
         state_dict = convert_meta_dinov3_m2f(state_dict, filename)
     elif is_meta_m2f_layout(state_dict):
         if vit_prefix is not None:
@@ -140,7 +101,7 @@ def load_segmentor_checkpoint(model: nn.Module,
                 f"{filename} is Meta's DINOv2 ViT-g Mask2Former "
                 '(dinov2_vitg14_ade20k_m2f.pth layout: ViT-Adapter with '
                 'injectors), but model.backbone is '
-                f'{_backbone_summary(model.backbone)}, DINOv3\'s adapter. '
+                f'{backbone_summary(model.backbone)}, DINOv3\'s adapter. '
                 'Use configs/ade20k_vitg14_m2f_official.py.')
         state_dict = convert_meta_m2f(state_dict)
     elif is_eomt_layout(state_dict):
