@@ -194,6 +194,12 @@ def test_catalogue_lists_metas_gated_files():
         assert re.fullmatch(
             r'dinov3_vit\w+_pretrain_(lvd1689m|sat493m)-[0-9a-f]{8}\.pth',
             name)
+        # The config whose backbone names the file (none for satellite).
+        if 'lvd1689m' in name:
+            config = REPO / entry.config
+            assert name in config.read_text(), (name, entry.config)
+        else:
+            assert entry.config is None
 
 
 def test_download_tool_lists_gated_files_and_refuses_them(
@@ -210,6 +216,13 @@ def test_download_tool_lists_gated_files_and_refuses_them(
     line = next(line for line in listing.splitlines() if name in line)
     assert 'gated (DINOv3 License)' in line
     assert catalog.DINOV3_ACCESS_URL in line
+    head = 'dinov3_vit7b16_ade20k_m2f_head-bf307cb1.pth'
+    line = next(line for line in listing.splitlines() if head in line)
+    assert 'configs/dinov3/ade20k_vit7b16_m2f_official.py' in line
+    assert 'gated (DINOv3 License)' in line
+    assert download_main([head, '--dest', str(tmp_path / 'c')]) == 2
+    assert 'vit7b16 backbone file' in capsys.readouterr().err
+    assert not (tmp_path / 'c').exists()
 
     dest = tmp_path / 'checkpoints'
     assert download_main(['dinov3_vitl16*', '--dest', str(dest)]) == 2

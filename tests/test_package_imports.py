@@ -7,7 +7,8 @@ import sys
 import pytest
 from helpers.tools import REPO
 
-from dinov2_seg.checkpoints.catalog import GATED_FILES, OFFICIAL_FILES
+from dinov2_seg.checkpoints.catalog import (GATED_FILES, GATED_HEAD_FILES,
+                                            OFFICIAL_FILES)
 
 # Every test starts a fresh interpreter.
 pytestmark = pytest.mark.slow
@@ -54,9 +55,11 @@ runpy.run_path('tools/download_checkpoints.py', run_name='__main__')
 ''')
     assert result.returncode == 0, result.stderr[-3000:]
     lines = result.stdout.splitlines()
-    # + Meta's gated DINOv3 files, listed but never downloaded
+    # + Meta's gated DINOv3 files (9 backbones, the 7B Mask2Former head),
+    # listed but never downloaded
     assert len(OFFICIAL_FILES) == 27 and len(GATED_FILES) == 9
-    assert len(lines) == len(OFFICIAL_FILES) + len(GATED_FILES)
+    assert len(GATED_HEAD_FILES) == 1
+    assert len(lines) == len(OFFICIAL_FILES) + len(GATED_FILES) + 1
     assert lines[0].split() == [
         'dinov2_vits14_pretrain.pth', 'configs/_base_/models/dinov2_vits14.py',
         'https://dl.fbaipublicfiles.com/dinov2/dinov2_vits14/'

@@ -93,9 +93,13 @@ def _dinov3_catalog() -> Dict[str, GatedFile]:
         ('vit7b16', 'sat493m', 'a6675841'):
         'vit7b16',
     }
+    # The lvd1689m files are the ones the configs' backbones name.
     return {
         f'dinov3_{name}_pretrain_{weights}-{digest}.pth':
-        GatedFile(arch, DINOV3_ACCESS_URL, DINOV3_LICENSE)
+        GatedFile(
+            arch, DINOV3_ACCESS_URL, DINOV3_LICENSE,
+            f'configs/_base_/models/dinov3_{name}.py'
+            if weights == 'lvd1689m' else None)
         for (name, weights, digest), arch in files.items()
     }
 

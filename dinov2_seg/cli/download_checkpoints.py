@@ -13,8 +13,8 @@ import os.path as osp
 import sys
 from typing import List, Optional
 
-from dinov2_seg.checkpoints.catalog import (GATED_FILES, OFFICIAL_FILES,
-                                            gated_message)
+from dinov2_seg.checkpoints.catalog import (GATED_FILES, GATED_HEAD_FILES,
+                                            OFFICIAL_FILES, gated_message)
 from dinov2_seg.checkpoints.safe_loading import download_file
 
 
@@ -26,16 +26,17 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument(
         '--force', action='store_true', help='download existing files again')
     args = parser.parse_args(argv)
+    gated_files = {**GATED_FILES, **GATED_HEAD_FILES}
     if args.list or not args.names:
-        width = max(map(len, [*OFFICIAL_FILES, *GATED_FILES]))
+        width = max(map(len, [*OFFICIAL_FILES, *gated_files]))
         for name, entry in OFFICIAL_FILES.items():
             print(f'{name:{width}s} {entry.config or "":35s} {entry.url}')
-        for name, gated in GATED_FILES.items():
+        for name, gated in gated_files.items():
             print(f'{name:{width}s} {gated.config or "-":35s} gated '
                   f'({gated.licence}): {gated.access_url}')
         return 0
     refused = [
-        name for name in GATED_FILES if any(
+        name for name in gated_files if any(
             fnmatch.fnmatch(name, p) for p in args.names)
     ]
     if refused:
@@ -49,7 +50,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     unknown = [
         p for p in args.names
         if not any(fnmatch.fnmatch(n, p) for n in OFFICIAL_FILES) and not any(
-            fnmatch.fnmatch(n, p) for n in GATED_FILES)
+            fnmatch.fnmatch(n, p) for n in gated_files)
     ]
     if unknown:
         print(f'unknown file(s) {unknown}; see --list', file=sys.stderr)
