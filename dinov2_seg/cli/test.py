@@ -4,7 +4,6 @@ import argparse
 import os.path as osp
 from typing import List, Optional
 
-from mmengine.config import DictAction
 from mmengine.model import is_model_wrapper
 
 from dinov2_seg.checkpoints import load_segmentor_checkpoint
@@ -17,10 +16,11 @@ from dinov2_seg.engine.run_config import (configure_test_loader, enable_plots,
                                           enable_test_amp, enable_test_compile,
                                           enable_tta, enable_visualization,
                                           load_config)
+from .runner_args import add_runner_args
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description='Test a DINOv2 segmentor')
+    parser = argparse.ArgumentParser(description='Test a DINOv2 or DINOv3 segmentor')
     parser.add_argument('config', help='config file path')
     parser.add_argument('checkpoint', help='checkpoint file')
     parser.add_argument('--work-dir', help='where metrics and logs go')
@@ -35,16 +35,6 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         'the work dir)')
     parser.add_argument(
         '--wait-time', type=float, default=2, help='--show interval (s)')
-    parser.add_argument(
-        '--cfg-options',
-        nargs='+',
-        action=DictAction,
-        help='override config entries, e.g. test_dataloader.batch_size=1')
-    parser.add_argument(
-        '--launcher',
-        choices=['none', 'pytorch', 'slurm', 'mpi'],
-        default='none',
-        help='job launcher')
     parser.add_argument(
         '--tta',
         action='store_true',
@@ -75,12 +65,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         '--plot-dir',
         help='write per-class IoU, confusion-matrix and class-distribution '
         'charts (PNG) and the confusion matrix (CSV) to this directory')
-    parser.add_argument(
-        '--verbose',
-        action='store_true',
-        help="mmengine's full log on the console (default: progress bars, "
-        'warnings and results; the full log is always in the work dir)')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    add_runner_args(parser, 'test_dataloader.batch_size=1')
     return parser.parse_args(argv)
 
 

@@ -2,7 +2,6 @@
 import argparse
 from typing import List, Optional, Union
 
-from mmengine.config import DictAction
 from mmengine.runner import FlexibleRunner, Runner
 
 from dinov2_seg.datasets.layout import check_dataset_paths
@@ -14,10 +13,11 @@ from dinov2_seg.engine.run_config import enable_amp, load_config
 from dinov2_seg.engine.sharded import (drop_strategy_for_one_process,
                                        flexible_runner_for,
                                        uses_flexible_runner)
+from .runner_args import add_runner_args
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description='Train a DINOv2 segmentor')
+    parser = argparse.ArgumentParser(description='Train a DINOv2 or DINOv3 segmentor')
     parser.add_argument('config', help='config file path')
     parser.add_argument('--work-dir', help='where logs and checkpoints go')
     parser.add_argument(
@@ -28,23 +28,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         '--amp',
         action='store_true',
         help='automatic mixed precision (needs a GPU)')
-    parser.add_argument(
-        '--cfg-options',
-        nargs='+',
-        action=DictAction,
-        help='override config entries, e.g. '
-        'train_dataloader.batch_size=4 "model.backbone.arch=vitb14"')
-    parser.add_argument(
-        '--launcher',
-        choices=['none', 'pytorch', 'slurm', 'mpi'],
-        default='none',
-        help='job launcher')
-    parser.add_argument(
-        '--verbose',
-        action='store_true',
-        help="mmengine's full log on the console (default: progress bars, "
-        'warnings and results; the full log is always in the work dir)')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    add_runner_args(
+        parser, 'train_dataloader.batch_size=4 "model.backbone.arch=vitb14"')
     return parser.parse_args(argv)
 
 
