@@ -20,7 +20,8 @@ from .runner_args import add_runner_args
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description='Test a DINOv2 or DINOv3 segmentor')
+    parser = argparse.ArgumentParser(
+        description='Test a DINOv2 or DINOv3 segmentor')
     parser.add_argument('config', help='config file path')
     parser.add_argument('checkpoint', help='checkpoint file')
     parser.add_argument('--work-dir', help='where metrics and logs go')

@@ -17,7 +17,8 @@ from .runner_args import add_runner_args
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description='Train a DINOv2 or DINOv3 segmentor')
+    parser = argparse.ArgumentParser(
+        description='Train a DINOv2 or DINOv3 segmentor')
     parser.add_argument('config', help='config file path')
     parser.add_argument('--work-dir', help='where logs and checkpoints go')
     parser.add_argument(
