@@ -8,6 +8,7 @@ its tensors load by name; only the ViT blocks need renaming
 from typing import List, Sequence, Tuple
 
 import torch
+import torch.nn.functional as F
 from mmcv.cnn import build_norm_layer
 from mmcv.cnn.bricks import DropPath
 from mmcv.ops import MultiScaleDeformableAttention
@@ -280,3 +281,51 @@ class ExtractionBlock(nn.Module):
         for extractor in extractors:
             prior = extractor(prior, tokens, *extract)
         return prior
+
+
+class AdapterPyramidMixin:
+    """What DINOv2's and DINOv3's adapters share around their interaction
+    stages: ViT-Adapter's initialisation of the adapter's own modules, and
+    the output pyramid. Expects ``spm``, ``interactions``, ``up``,
+    ``level_embed``, ``norm1``-``norm4`` and ``add_vit_feature``."""
+
+    def _init_adapter_weights(self) -> None:
+        # ViT-Adapter's initialisation, for training from scratch.
+        for part in (self.spm, self.interactions, self.up):
+            for module in part.modules():
+                if isinstance(module, nn.Linear):
+                    nn.init.trunc_normal_(module.weight, std=0.02)
+                    nn.init.zeros_(module.bias)
+                elif isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
+                    # He init on the fan-out, as ViT-Adapter does.
+                    fan_out = (
+                        module.kernel_size[0] * module.kernel_size[1] *
+                        module.out_channels // module.groups)
+                    nn.init.normal_(module.weight, std=(2.0 / fan_out)**0.5)
+                    if module.bias is not None:
+                        nn.init.zeros_(module.bias)
+        for module in self.interactions.modules():
+            if isinstance(module, DeformableAttention):
+                module.init_weights()
+        nn.init.normal_(self.level_embed)
+
+    def _output_pyramid(self, c1: Tensor, prior: Tensor,
+                        prior_shapes: Sequence[Tuple[int, int]],
+                        vit_maps: Sequence[Tensor]) -> Tuple[Tensor, ...]:
+        """Strides 4 (the stem map plus the upsampled stride-8 prior), 8,
+        16 and 32 (the prior), each plus the stage's token map resized to
+        it, then batch-normalised."""
+        c2, c3, c4 = unflatten_levels(prior, prior_shapes)
+        pyramid = [self.up(c2) + c1, c2, c3, c4]
+        if self.add_vit_feature:
+            pyramid = [
+                level + F.interpolate(
+                    vit_map,
+                    size=level.shape[2:],
+                    mode='bilinear',
+                    align_corners=False)
+                for level, vit_map in zip(pyramid, vit_maps)
+            ]
+        return tuple(
+            getattr(self, f'norm{i + 1}')(level)
+            for i, level in enumerate(pyramid))

@@ -13,16 +13,15 @@ import warnings
 from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
-import torch.nn.functional as F
 from mmcv.cnn import build_norm_layer
 from mmengine.model import BaseModule
 from mmseg.registry import MODELS
 from torch import Tensor, nn
 
 from dinov2_seg.arch_settings import resolve_dinov3_arch
-from .adapter_modules import (PRIOR_STRIDES, DeformableAttention,
+from .adapter_modules import (PRIOR_STRIDES, AdapterPyramidMixin,
                               ExtractionBlock, SpatialPriorModule, level_index,
-                              reference_points, unflatten_levels)
+                              reference_points)
 from .dinov3 import DinoV3VisionTransformer
 
 
@@ -36,7 +35,7 @@ def meta_interaction_indexes(depth: int) -> List[int]:
 
 
 @MODELS.register_module()
-class DinoV3Adapter(BaseModule):
+class DinoV3Adapter(AdapterPyramidMixin, BaseModule):
     """Frozen DINOv3 ViT + Meta's DINOv3 adapter, returning a 4-level
     pyramid at strides 4, 8, 16 and 32 (each ``embed_dim`` channels,
     batch-normalised).
@@ -133,25 +132,6 @@ class DinoV3Adapter(BaseModule):
             self.add_module(f'norm{i}', build_norm_layer(norm_cfg, dim)[1])
         self._init_adapter_weights()
 
-    def _init_adapter_weights(self) -> None:
-        # Meta's (ViT-Adapter's) initialisation, for training from scratch.
-        for part in (self.spm, self.interactions, self.up):
-            for module in part.modules():
-                if isinstance(module, nn.Linear):
-                    nn.init.trunc_normal_(module.weight, std=0.02)
-                    nn.init.zeros_(module.bias)
-                elif isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
-                    fan_out = (
-                        module.kernel_size[0] * module.kernel_size[1] *
-                        module.out_channels // module.groups)
-                    nn.init.normal_(module.weight, std=(2.0 / fan_out)**0.5)
-                    if module.bias is not None:
-                        nn.init.zeros_(module.bias)
-        for module in self.interactions.modules():
-            if isinstance(module, DeformableAttention):
-                module.init_weights()
-        nn.init.normal_(self.level_embed)
-
     @property
     def checkpoint_layout(self) -> dict:
         return self.vit.checkpoint_layout
@@ -210,17 +190,4 @@ class DinoV3Adapter(BaseModule):
         for stage, vit_map in zip(self.interactions, vit_maps):
             prior = stage(prior, vit_map.flatten(2).transpose(1, 2), extract)
 
-        c2, c3, c4 = unflatten_levels(prior, prior_shapes)
-        pyramid = [self.up(c2) + c1, c2, c3, c4]
-        if self.add_vit_feature:
-            pyramid = [
-                level + F.interpolate(
-                    vit_map,
-                    size=level.shape[2:],
-                    mode='bilinear',
-                    align_corners=False)
-                for level, vit_map in zip(pyramid, vit_maps)
-            ]
-        return tuple(
-            getattr(self, f'norm{i + 1}')(level)
-            for i, level in enumerate(pyramid))
+        return self._output_pyramid(c1, prior, prior_shapes, vit_maps)

@@ -3,15 +3,14 @@ ViT-g + Mask2Former ADE20K model."""
 from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
-import torch.nn.functional as F
 from mmcv.cnn import build_norm_layer
 from mmseg.registry import MODELS
 from torch import Tensor, nn
 
 from dinov2_seg.arch_settings import resolve_arch
-from .adapter_modules import (PRIOR_STRIDES, DeformableAttention,
+from .adapter_modules import (PRIOR_STRIDES, AdapterPyramidMixin,
                               InteractionBlock, SpatialPriorModule,
-                              level_index, reference_points, unflatten_levels)
+                              level_index, reference_points)
 from .dinov2 import DinoViTBase
 
 # The ViT parts of the model, loaded from a DINOv2 backbone file; everything
@@ -35,7 +34,7 @@ def even_interaction_indexes(depth: int, stages: int = 4) -> List[List[int]]:
 
 
 @MODELS.register_module()
-class DinoViTAdapter(DinoViTBase):
+class DinoViTAdapter(AdapterPyramidMixin, DinoViTBase):
     """DINOv2 ViT with a ViT-Adapter, returning a 4-level pyramid at strides
     4, 8, 16 and 32 (each ``embed_dim`` channels, batch-normalised).
 
@@ -140,25 +139,6 @@ class DinoViTAdapter(DinoViTBase):
                 f'cover the {depth} ViT blocks in order, each stage a '
                 '[first, last] range')
 
-    def _init_adapter_weights(self) -> None:
-        adapter = [self.spm, self.interactions, self.up]
-        for module in (m for part in adapter for m in part.modules()):
-            if isinstance(module, nn.Linear):
-                nn.init.trunc_normal_(module.weight, std=0.02)
-                nn.init.zeros_(module.bias)
-            elif isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
-                # He init on the fan-out, as ViT-Adapter does.
-                fan_out = (
-                    module.kernel_size[0] * module.kernel_size[1] *
-                    module.out_channels // module.groups)
-                nn.init.normal_(module.weight, std=(2.0 / fan_out)**0.5)
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
-        for module in self.interactions.modules():
-            if isinstance(module, DeformableAttention):
-                module.init_weights()
-        nn.init.normal_(self.level_embed)
-
     def forward(self, x: Tensor) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
         height, width = x.shape[2:]
         coarsest = PRIOR_STRIDES[-1]
@@ -194,17 +174,4 @@ class DinoViTAdapter(DinoViTBase):
             vit_maps.append(
                 tokens.transpose(1, 2).reshape(batch, dim, *token_shape))
 
-        c2, c3, c4 = unflatten_levels(prior, prior_shapes)
-        pyramid = [self.up(c2) + c1, c2, c3, c4]
-        if self.add_vit_feature:
-            pyramid = [
-                level + F.interpolate(
-                    vit_map,
-                    size=level.shape[2:],
-                    mode='bilinear',
-                    align_corners=False)
-                for level, vit_map in zip(pyramid, vit_maps)
-            ]
-        return tuple(
-            getattr(self, f'norm{i + 1}')(level)
-            for i, level in enumerate(pyramid))
+        return self._output_pyramid(c1, prior, prior_shapes, vit_maps)
