@@ -23,7 +23,8 @@ def test_dinov3_demo_reaches_80_miou(tmp_path):
     # About 2 minutes on 2 idle cores each; the limits leave room under
     # pytest's 900 s for a busy machine.
     check(
-        run('tools/train.py',
+        run(
+            'tools/train.py',
             CONFIG,
             '--work-dir',
             work,
