@@ -4,7 +4,7 @@
 # trained on the procedural shapes dataset (`python
 # tools/make_shapes_dataset.py data/shapes`). Smaller crops and a short
 # schedule (Meta's warm-up + cosine shape, scaled down) keep it to a few
-# minutes on 2 CPU cores (half the DINOv2 demo's 300 iterations).
+# minutes on 2 CPU cores (a third of the DINOv2 demo's 300 iterations).
 _base_ = [
     '../_base_/models/dinov3_vits16.py',
     '../_base_/models/dinov3_linear.py',
@@ -46,7 +46,7 @@ model = dict(
         num_classes=len(_base_.metainfo['classes'])),
     test_cfg=dict(crop_size=crop_size, stride=(149, 149)))
 
-max_iters = 150
+max_iters = 100
 param_scheduler = [
     dict(
         type='DinoV3WarmupCosineLR',
