@@ -19,15 +19,15 @@ demo: env
 	$(PY) tools/make_shapes_dataset.py data/shapes
 	$(PY) tools/train.py $(DEMO_CFG) --work-dir $(DEMO_DIR)
 	$(PY) tools/plot_curves.py $(DEMO_DIR) --out $(DEMO_DIR)/plots/curves.png
-	$(PY) tools/test.py $(DEMO_CFG) $(DEMO_DIR)/iter_300.pth \
+	$(PY) tools/test.py $(DEMO_CFG) $(DEMO_DIR)/iter_150.pth \
 		--work-dir $(DEMO_DIR) --show-dir vis --plot-dir $(DEMO_DIR)/plots
 	@echo
 	@echo "Pictures: $(DEMO_DIR)/vis/vis_data/vis_image/ (each image: ground truth | prediction)"
 	@echo "Plots:    $(DEMO_DIR)/plots/ (per_class_iou, confusion_matrix, class_distribution, curves)"
 	@echo "Full log: $(DEMO_DIR)/<timestamp>/<timestamp>.log (or add --verbose to the tools)"
 	@echo "Try next:"
-	@echo "  segment your images: $(PY) tools/inference.py IMAGES... --config $(DEMO_CFG) --checkpoint $(DEMO_DIR)/iter_300.pth --out-dir $(DEMO_DIR)/predictions"
-	@echo "  export to ONNX:      $(PY) tools/export_onnx.py $(DEMO_CFG) $(DEMO_DIR)/iter_300.pth --out $(DEMO_DIR)/model.onnx"
+	@echo "  segment your images: $(PY) tools/inference.py IMAGES... --config $(DEMO_CFG) --checkpoint $(DEMO_DIR)/iter_150.pth --out-dir $(DEMO_DIR)/predictions"
+	@echo "  export to ONNX:      $(PY) tools/export_onnx.py $(DEMO_CFG) $(DEMO_DIR)/iter_150.pth --out $(DEMO_DIR)/model.onnx"
 	@echo "  real weights:        put dinov2_vits14_pretrain.pth in checkpoints/ (README: Meta's released files)"
 
 test: env timm-env

@@ -44,7 +44,7 @@ model = dict(
         in_channels=[384], num_classes=len(_base_.metainfo['classes'])),
     test_cfg=dict(crop_size=crop_size, stride=(149, 149)))
 
-max_iters = 300
+max_iters = 150
 param_scheduler = [
     dict(type='LinearLR', start_factor=1e-3, by_epoch=False, end=30),
     dict(type='PolyLR', power=1.0, by_epoch=False, begin=0, end=max_iters),

@@ -4,7 +4,7 @@
 # trained on the procedural shapes dataset (`python
 # tools/make_shapes_dataset.py data/shapes`). Smaller crops and a short
 # schedule (Meta's warm-up + cosine shape, scaled down) keep it to a few
-# minutes on 2 CPU cores (a third of the DINOv2 demo's 300 iterations).
+# minutes on 2 CPU cores (100 iterations; the DINOv2 demo trains 150).
 _base_ = [
     '../_base_/models/dinov3_vits16.py',
     '../_base_/models/dinov3_linear.py',
