@@ -30,8 +30,12 @@ demo: env
 	@echo "  export to ONNX:      $(PY) tools/export_onnx.py $(DEMO_CFG) $(DEMO_DIR)/iter_150.pth --out $(DEMO_DIR)/model.onnx"
 	@echo "  real weights:        put dinov2_vits14_pretrain.pth in checkpoints/ (README: Meta's released files)"
 
+# One pytest worker per core (2 on CI), a test file per worker at a time so
+# that module fixtures are built once; tests/conftest.py gives each worker
+# one torch thread. TEST_WORKERS=0 runs in one process.
+TEST_WORKERS ?= $(shell nproc)
 test: env timm-env
-	$(PY) -m pytest tests
+	$(PY) -m pytest tests -n $(TEST_WORKERS) --dist loadfile
 
 # isort, yapf and flake8 with setup.cfg's settings (`tools/lint.sh --fix`
 # rewrites files instead of reporting).

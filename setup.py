@@ -45,10 +45,11 @@ setup(
         'tensorboard': ['tensorboard'],
         # transformers: reference implementation and file layout for the
         # tests of Hugging Face weights (it brings safetensors); the export
-        # and TensorBoard tests run with their extras.
+        # and TensorBoard tests run with their extras; pytest-xdist runs the
+        # suite on every core (`make test`).
         'test': [
-            'pytest', 'pytest-timeout', 'transformers', 'onnx', 'onnxscript',
-            'onnxruntime', 'tensorboard'
+            'pytest', 'pytest-timeout', 'pytest-xdist', 'transformers', 'onnx',
+            'onnxscript', 'onnxruntime', 'tensorboard'
         ],
     },
 )

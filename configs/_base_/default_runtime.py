@@ -16,8 +16,11 @@ env_cfg = dict(
     dist_cfg=dict(backend='nccl'),
 )
 vis_backends = [dict(type='LocalVisBackend')]
-visualizer = dict(
-    type='SegLocalVisualizer', vis_backends=vis_backends, name='visualizer')
+# No fixed name (mmseg's configs say name='visualizer'): mmengine keeps one
+# visualizer per name for the process, so a second run in the same process
+# (the Python API, a notebook) wrote its vis_data into the first run's work
+# dir. Unnamed, each run's visualizer takes the run's experiment name.
+visualizer = dict(type='SegLocalVisualizer', vis_backends=vis_backends)
 log_processor = dict(by_epoch=False)
 log_level = 'INFO'
 load_from = None
