@@ -1,10 +1,10 @@
 """The tools' mains run one after another in one process (the Python API,
 a notebook, tests/test_docs_commands.py) keep each run in its own work dir.
 """
+import torch
 from helpers.tools import write_config
 from mmengine.config import Config
 from mmseg.registry import MODELS
-import torch
 
 from dinov2_seg.cli import test as test_tool
 
@@ -20,12 +20,14 @@ def test_second_test_run_writes_its_own_vis_data(tmp_path, shapes_root):
             torch.save(dict(state_dict=model.state_dict()), checkpoint)
         work_dir = tmp_path / name
         runs[name] = test_tool.main(
-            [str(config), str(checkpoint), '--work-dir', str(work_dir)])
+            [str(config),
+             str(checkpoint), '--work-dir',
+             str(work_dir)])
         # The run's config, in its own timestamped folder.
         (vis_data, ) = work_dir.glob('*/vis_data')
         assert [p.name for p in vis_data.iterdir()] == ['config.py'], name
         assert f'work_dir = {str(work_dir)!r}' in (vis_data /
-                                                 'config.py').read_text()
+                                                   'config.py').read_text()
     # The same model on the same data: the same metrics, written twice.
     assert runs['first'] == runs['second']
     assert 0 <= runs['first']['mIoU'] <= 100
