@@ -13,8 +13,9 @@ register_all_modules(init_default_scope=True)
 if int(os.environ.get('PYTEST_XDIST_WORKER_COUNT', '1')) > 1:
     # pytest-xdist runs a worker per core: a second torch thread per worker
     # (and per tool it starts) only waits for a busy core. Measured on 2
-    # cores: 2 workers of 2 threads took 16:02 for the suite, against 18:25
-    # in one process of 2 threads.
+    # cores: one process of 2 threads took 18:25 for the suite, 2 workers
+    # of 2 threads 16:02, 2 workers of 1 thread 12:47 (make demo prints
+    # the same numbers on 1 thread as on 2).
     os.environ['OMP_NUM_THREADS'] = '1'
     torch.set_num_threads(1)
 else:

@@ -574,6 +574,13 @@ def test_windows_are_placed_as_metas(size):
     assert sorted(seen) == sorted(meta_slide_windows(height, width, 896, 596))
 
 
+def test_an_unknown_window_rule_lists_the_known_ones():
+    from dinov2_seg.models.segmentors.window_merge import slide_window_grid
+    with pytest.raises(
+            ValueError, match="window_rule='square'.*'stride_square'"):
+        slide_window_grid(100, 100, (50, 50), (25, 25), 'square')
+
+
 def test_window_combination_is_metas_order(loaded):
     """combine_at='window' (Meta's DINOv3, inference.py: predict with
     rescale_to=window, then the sum): mask logits resized to the window,

@@ -286,8 +286,9 @@ class ExtractionBlock(nn.Module):
 class AdapterPyramidMixin:
     """What DINOv2's and DINOv3's adapters share around their interaction
     stages: ViT-Adapter's initialisation of the adapter's own modules, and
-    the output pyramid. Expects ``spm``, ``interactions``, ``up``,
-    ``level_embed``, ``norm1``-``norm4`` and ``add_vit_feature``."""
+    the prior's inputs and the output pyramid. Expects ``spm``,
+    ``interactions``, ``up``, ``level_embed``, ``norm1``-``norm4``,
+    ``patch_size`` and ``add_vit_feature``."""
 
     def _init_adapter_weights(self) -> None:
         # ViT-Adapter's initialisation, for training from scratch.
@@ -308,6 +309,32 @@ class AdapterPyramidMixin:
             if isinstance(module, DeformableAttention):
                 module.init_weights()
         nn.init.normal_(self.level_embed)
+
+    def _prior_inputs(self, x: Tensor) -> tuple:
+        """After checking the input's size: the stem map at stride 4, the
+        flattened prior (levels at strides 8/16/32 plus their embeddings),
+        the prior's level shapes, the ViT's token grid and the extractors'
+        sampling inputs."""
+        height, width = x.shape[2:]
+        coarsest = PRIOR_STRIDES[-1]
+        if height % coarsest or width % coarsest:
+            # The prior levels are split assuming exact strides.
+            raise ValueError(
+                f'{type(self).__name__} needs input sides that are '
+                f'multiples of {coarsest}, got {height}x{width}; add '
+                f"dict(type='ResizeToMultiple', size_divisor={coarsest}) to "
+                'the test pipeline or use a crop size that is a multiple of '
+                f'{coarsest}')
+        prior_shapes = [(height // s, width // s) for s in PRIOR_STRIDES]
+        token_shape = (height // self.patch_size, width // self.patch_size)
+        spatial, starts = level_index([token_shape], x.device)
+        extract = (reference_points(prior_shapes,
+                                    x.device), spatial, starts, prior_shapes)
+        c1, levels = self.spm(x)
+        prior = torch.cat(
+            [level + embed for level, embed in zip(levels, self.level_embed)],
+            dim=1)
+        return c1, prior, prior_shapes, token_shape, extract
 
     def _output_pyramid(self, c1: Tensor, prior: Tensor,
                         prior_shapes: Sequence[Tuple[int, int]],

@@ -20,8 +20,7 @@ from torch import Tensor, nn
 
 from dinov2_seg.arch_settings import resolve_dinov3_arch
 from .adapter_modules import (PRIOR_STRIDES, AdapterPyramidMixin,
-                              ExtractionBlock, SpatialPriorModule, level_index,
-                              reference_points)
+                              ExtractionBlock, SpatialPriorModule)
 from .dinov3 import DinoV3VisionTransformer
 
 
@@ -168,24 +167,7 @@ class DinoV3Adapter(AdapterPyramidMixin, BaseModule):
         self._is_init = True
 
     def forward(self, x: Tensor) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
-        height, width = x.shape[2:]
-        coarsest = PRIOR_STRIDES[-1]
-        if height % coarsest or width % coarsest:
-            raise ValueError(
-                f'DinoV3Adapter needs input sides that are multiples of '
-                f'{coarsest}, got {height}x{width}: Meta\'s adapter splits '
-                'its prior levels assuming exact strides 8/16/32; resize or '
-                f'crop the input to multiples of {coarsest}')
-        prior_shapes = [(height // s, width // s) for s in PRIOR_STRIDES]
-        token_shape = (height // self.patch_size, width // self.patch_size)
-        spatial, starts = level_index([token_shape], x.device)
-        extract = (reference_points(prior_shapes,
-                                    x.device), spatial, starts, prior_shapes)
-
-        c1, levels = self.spm(x)
-        prior = torch.cat(
-            [level + embed for level, embed in zip(levels, self.level_embed)],
-            dim=1)
+        c1, prior, prior_shapes, _, extract = self._prior_inputs(x)
         vit_maps = self.vit(x)
         for stage, vit_map in zip(self.interactions, vit_maps):
             prior = stage(prior, vit_map.flatten(2).transpose(1, 2), extract)

@@ -140,28 +140,10 @@ class DinoViTAdapter(AdapterPyramidMixin, DinoViTBase):
                 '[first, last] range')
 
     def forward(self, x: Tensor) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
-        height, width = x.shape[2:]
-        coarsest = PRIOR_STRIDES[-1]
-        if height % coarsest or width % coarsest:
-            raise ValueError(
-                f'DinoViTAdapter needs input sides that are multiples of '
-                f'{coarsest}, got {height}x{width}; add '
-                f"dict(type='ResizeToMultiple', size_divisor={coarsest}) to "
-                'the test pipeline or use a crop size that is a multiple of '
-                f'{coarsest}')
-        batch, dim = x.shape[0], self.embed_dim
-        prior_shapes = [(height // s, width // s) for s in PRIOR_STRIDES]
-        token_shape = (height // self.patch_size, width // self.patch_size)
+        c1, prior, prior_shapes, token_shape, extract = self._prior_inputs(x)
         spatial, starts = level_index(prior_shapes, x.device)
         inject = (reference_points([token_shape], x.device), spatial, starts)
-        spatial, starts = level_index([token_shape], x.device)
-        extract = (reference_points(prior_shapes,
-                                    x.device), spatial, starts, prior_shapes)
-
-        c1, levels = self.spm(x)
-        prior = torch.cat(
-            [level + embed for level, embed in zip(levels, self.level_embed)],
-            dim=1)
+        batch, dim = x.shape[0], self.embed_dim
 
         prefix, tokens, _ = self.embed(x)
 

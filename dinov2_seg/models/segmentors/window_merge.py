@@ -53,6 +53,29 @@ def slide_window_spans(length: int,
     return spans
 
 
+def slide_window_grid(
+        height: int, width: int, crop_size: Tuple[int,
+                                                  int], stride: Tuple[int,
+                                                                      int],
+        rule: str) -> Tuple[List[Tuple[int, int]], List[Tuple[int, int]]]:
+    """The row and column spans of an image's windows:
+    :func:`slide_window_spans` on each axis, or, for ``rule='stride_square'``
+    (Meta's DINOv3 ``slide_inference``), 'stride' with square windows of the
+    image's short side when the image is smaller than the window on both
+    sides (a rule that needs both sides at once)."""
+    if rule not in ('stride', 'spread', 'stride_square'):
+        raise ValueError(f"test_cfg.window_rule={rule!r}: expected 'stride' "
+                         "(mmseg's), 'spread' (EoMT's) or 'stride_square' "
+                         "(Meta's DINOv3)")
+    (crop_h, crop_w), (stride_h, stride_w) = crop_size, stride
+    if rule == 'stride_square':
+        rule = 'stride'
+        if crop_h > height and crop_w > width:
+            crop_h = crop_w = min(height, width)
+    return (slide_window_spans(height, crop_h, stride_h, rule),
+            slide_window_spans(width, crop_w, stride_w, rule))
+
+
 def _spread_window_spans(length: int, crop: int) -> List[Tuple[int, int]]:
     if length <= crop:
         return [(0, length)]
@@ -259,10 +282,7 @@ def merge_slide_windows(views: Sequence[View], crop_size: Tuple[int, int],
             ``flip``, ``flip_direction`` and padding if any).
         crop_size: (h, w) of a window.
         stride: (h, w) step between windows (``window_rule='stride'``).
-        window_rule: see :func:`slide_window_spans`; or
-            ``'stride_square'``: 'stride', except that an image smaller
-            than the window on both sides gets square windows of its short
-            side (Meta's DINOv3 evaluation).
+        window_rule: see :func:`slide_window_grid`.
         batch_size: Most windows per ``crop_logits`` call.
         crop_logits: Logits of a batch of windows, before the decode head's
             resize to the window; gets each window's metainfo (the view's,
@@ -274,23 +294,13 @@ def merge_slide_windows(views: Sequence[View], crop_size: Tuple[int, int],
     Returns:
         list[Tensor]: (C, H, W) logits per view, of ``crop_logits``' dtype.
     """
-    crop_h, crop_w = crop_size
-    stride_h, stride_w = stride
     grids = []
     # Windows of one size can share a call; for one image larger than the
     # window they all have the crop size, in row-major order.
     by_size: Dict[Tuple[int, int], list] = {}
     for index, (image, _) in enumerate(views):
-        height, width = image.shape[-2:]
-        view_crop_h, view_crop_w, rule = crop_h, crop_w, window_rule
-        if window_rule == 'stride_square':
-            # Meta's DINOv3 slide_inference: an image smaller than the
-            # window on both sides gets square windows of its short side.
-            rule = 'stride'
-            if crop_h > height and crop_w > width:
-                view_crop_h = view_crop_w = min(height, width)
-        rows = slide_window_spans(height, view_crop_h, stride_h, rule)
-        cols = slide_window_spans(width, view_crop_w, stride_w, rule)
+        rows, cols = slide_window_grid(*image.shape[-2:], crop_size, stride,
+                                       window_rule)
         grids.append((rows, cols))
         for r, (y1, y2) in enumerate(rows):
             for c, (x1, x2) in enumerate(cols):
