@@ -286,9 +286,22 @@ class ExtractionBlock(nn.Module):
 class AdapterPyramidMixin:
     """What DINOv2's and DINOv3's adapters share around their interaction
     stages: ViT-Adapter's initialisation of the adapter's own modules, and
-    the prior's inputs and the output pyramid. Expects ``spm``,
-    ``interactions``, ``up``, ``level_embed``, ``norm1``-``norm4``,
-    ``patch_size`` and ``add_vit_feature``."""
+    the prior's inputs and the output pyramid. A subclass builds its
+    ``interactions`` between :meth:`_build_prior` and
+    :meth:`_build_output` (the order of ViT-Adapter's modules, so that a
+    seed gives the same initial weights), and sets ``patch_size`` and
+    ``add_vit_feature``."""
+
+    def _build_prior(self, dim: int, conv_inplane: int,
+                     norm_cfg: dict) -> None:
+        self.level_embed = nn.Parameter(torch.zeros(len(PRIOR_STRIDES), dim))
+        self.spm = SpatialPriorModule(conv_inplane, dim, norm_cfg)
+
+    def _build_output(self, dim: int, norm_cfg: dict) -> None:
+        self.up = nn.ConvTranspose2d(dim, dim, 2, 2)
+        for i in range(1, 5):
+            self.add_module(f'norm{i}', build_norm_layer(norm_cfg, dim)[1])
+        self._init_adapter_weights()
 
     def _init_adapter_weights(self) -> None:
         # ViT-Adapter's initialisation, for training from scratch.

@@ -12,15 +12,12 @@ deformable attention, conv FFN) compute the same thing and come from
 import warnings
 from typing import List, Optional, Sequence, Tuple, Union
 
-import torch
-from mmcv.cnn import build_norm_layer
 from mmengine.model import BaseModule
 from mmseg.registry import MODELS
 from torch import Tensor, nn
 
 from dinov2_seg.arch_settings import resolve_dinov3_arch
-from .adapter_modules import (PRIOR_STRIDES, AdapterPyramidMixin,
-                              ExtractionBlock, SpatialPriorModule)
+from .adapter_modules import AdapterPyramidMixin, ExtractionBlock
 from .dinov3 import DinoV3VisionTransformer
 
 
@@ -115,8 +112,7 @@ class DinoV3Adapter(AdapterPyramidMixin, BaseModule):
         self.patch_size = self.vit.patch_size
         self.add_vit_feature = add_vit_feature
 
-        self.level_embed = nn.Parameter(torch.zeros(len(PRIOR_STRIDES), dim))
-        self.spm = SpatialPriorModule(conv_inplane, dim, norm_cfg)
+        self._build_prior(dim, conv_inplane, norm_cfg)
         self.interactions = nn.Sequential(*(ExtractionBlock(
             dim,
             deform_num_heads,
@@ -126,10 +122,7 @@ class DinoV3Adapter(AdapterPyramidMixin, BaseModule):
             drop_path_rate,
             extra_extractors=extra_extractors and i == len(indexes) - 1)
                                             for i in range(len(indexes))))
-        self.up = nn.ConvTranspose2d(dim, dim, 2, 2)
-        for i in range(1, 5):
-            self.add_module(f'norm{i}', build_norm_layer(norm_cfg, dim)[1])
-        self._init_adapter_weights()
+        self._build_output(dim, norm_cfg)
 
     @property
     def checkpoint_layout(self) -> dict:

@@ -2,14 +2,11 @@
 ViT-g + Mask2Former ADE20K model."""
 from typing import List, Optional, Sequence, Tuple, Union
 
-import torch
-from mmcv.cnn import build_norm_layer
 from mmseg.registry import MODELS
 from torch import Tensor, nn
 
 from dinov2_seg.arch_settings import resolve_arch
-from .adapter_modules import (PRIOR_STRIDES, AdapterPyramidMixin,
-                              InteractionBlock, SpatialPriorModule,
+from .adapter_modules import (AdapterPyramidMixin, InteractionBlock,
                               level_index, reference_points)
 from .dinov2 import DinoViTBase
 
@@ -113,8 +110,7 @@ class DinoViTAdapter(AdapterPyramidMixin, DinoViTBase):
         dim = self.embed_dim
         heads = deform_num_heads or dim // 64
 
-        self.level_embed = nn.Parameter(torch.zeros(len(PRIOR_STRIDES), dim))
-        self.spm = SpatialPriorModule(conv_inplane, dim, norm_cfg)
+        self._build_prior(dim, conv_inplane, norm_cfg)
         stages = len(self.interaction_indexes)
         self.interactions = nn.Sequential(*(InteractionBlock(
             dim,
@@ -125,10 +121,7 @@ class DinoViTAdapter(AdapterPyramidMixin, DinoViTBase):
             gate_init,
             drop_path_rate,
             extra_extractors=i == stages - 1) for i in range(stages)))
-        self.up = nn.ConvTranspose2d(dim, dim, 2, 2)
-        for i in range(1, 5):
-            self.add_module(f'norm{i}', build_norm_layer(norm_cfg, dim)[1])
-        self._init_adapter_weights()
+        self._build_output(dim, norm_cfg)
 
     @staticmethod
     def _check_indexes(indexes: Sequence[Sequence[int]], depth: int) -> None:

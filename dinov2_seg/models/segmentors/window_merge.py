@@ -26,6 +26,9 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor
 
+# (start, end) of a window along an axis, or an (h, w) size.
+IntPair = Tuple[int, int]
+
 
 def slide_window_spans(length: int,
                        crop: int,
@@ -37,14 +40,16 @@ def slide_window_spans(length: int,
     shifted back to end at the border). ``rule='spread'`` is EoMT's
     evaluation (``window_imgs_semantic`` of tue-mps/eomt): ceil(length /
     crop) windows, the spare overlap split evenly between them, starts
-    truncated to integers, ``stride`` unused. A window never exceeds the
-    image.
+    truncated to integers, ``stride`` unused. Along one axis
+    ``rule='stride_square'`` is 'stride' (its square windows are chosen by
+    :func:`slide_window_grid`). A window never exceeds the image.
     """
     if rule == 'spread':
         return _spread_window_spans(length, crop)
-    if rule != 'stride':
+    if rule not in ('stride', 'stride_square'):
         raise ValueError(f"test_cfg.window_rule={rule!r}: expected 'stride' "
-                         "(mmseg's) or 'spread' (EoMT's)")
+                         "(mmseg's), 'spread' (EoMT's) or 'stride_square' "
+                         "(Meta's DINOv3)")
     count = max(length - crop + stride - 1, 0) // stride + 1
     spans = []
     for index in range(count):
@@ -53,25 +58,17 @@ def slide_window_spans(length: int,
     return spans
 
 
-def slide_window_grid(
-        height: int, width: int, crop_size: Tuple[int,
-                                                  int], stride: Tuple[int,
-                                                                      int],
-        rule: str) -> Tuple[List[Tuple[int, int]], List[Tuple[int, int]]]:
-    """The row and column spans of an image's windows:
-    :func:`slide_window_spans` on each axis, or, for ``rule='stride_square'``
-    (Meta's DINOv3 ``slide_inference``), 'stride' with square windows of the
-    image's short side when the image is smaller than the window on both
-    sides (a rule that needs both sides at once)."""
-    if rule not in ('stride', 'spread', 'stride_square'):
-        raise ValueError(f"test_cfg.window_rule={rule!r}: expected 'stride' "
-                         "(mmseg's), 'spread' (EoMT's) or 'stride_square' "
-                         "(Meta's DINOv3)")
+def slide_window_grid(height: int, width: int, crop_size: IntPair,
+                      stride: IntPair,
+                      rule: str) -> Tuple[List[IntPair], List[IntPair]]:
+    """The row and column spans of an image's windows
+    (:func:`slide_window_spans` on each axis). ``rule='stride_square'``
+    (Meta's DINOv3 ``slide_inference``) needs both sides at once: an image
+    smaller than the window on both sides gets square windows of its short
+    side."""
     (crop_h, crop_w), (stride_h, stride_w) = crop_size, stride
-    if rule == 'stride_square':
-        rule = 'stride'
-        if crop_h > height and crop_w > width:
-            crop_h = crop_w = min(height, width)
+    if rule == 'stride_square' and crop_h > height and crop_w > width:
+        crop_h = crop_w = min(height, width)
     return (slide_window_spans(height, crop_h, stride_h, rule),
             slide_window_spans(width, crop_w, stride_w, rule))
 
