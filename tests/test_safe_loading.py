@@ -165,3 +165,215 @@ def test_frozen_backbone_from_a_url_not_downloaded_yet(old_torch_default,
     with pytest.raises(ValueError, match='a different file'):
         check_backbone_file(
             dict(meta, backbone_sha256='0' * 64), model, 'head_only.pth')
+
+
+# Every scheme of mmengine's CheckpointLoader, with a name that reaches it
+# ({} is filled with a checkpoint's name in the fixture's tables). A scheme
+# that mmengine adds fails test_every_mmengine_scheme_is_listed until it is
+# reviewed here and in dinov2_seg/checkpoints/model_zoo.py.
+SERVED = {
+    '': '{path}',
+    'file://': '{file_url}',
+    'http://': '{http_url}',
+    'https://': None,  # the http:// loader (no TLS server in the tests)
+    'torchvision://': 'torchvision://{name}',
+    'modelzoo://': 'modelzoo://{name}',
+    'open-mmlab://': 'open-mmlab://{name}',
+    'openmmlab://': 'openmmlab://{name}_url',
+    'mmcls://': 'mmcls://{name}',
+}
+REFUSED = {
+    'pavi://': 'pavi://models/{name}.pth',
+    r'(\S+\:)?s3://': 's3://bucket/{name}.pth',
+    r'(\S+\:)?petrel://': 'open-mmlab:petrel://bucket/{name}.pth',
+}
+
+
+def test_every_mmengine_scheme_is_listed():
+    from mmengine.runner.checkpoint import CheckpointLoader
+    assert set(CheckpointLoader._schemes) == set(SERVED) | set(REFUSED)
+    for prefix, loader in CheckpointLoader._schemes.items():
+        assert loader.__module__.startswith('dinov2_seg.'), prefix
+    assert CheckpointLoader._schemes['https://'] is \
+        CheckpointLoader._schemes['http://']
+
+
+@pytest.fixture
+def model_zoo(old_torch_default, tmp_path, monkeypatch):
+    """mmengine's model-zoo tables pointed at files served by a local HTTP
+    server (torchvision, mmcls, open-mmlab by URL) or kept under
+    $MMENGINE_HOME (open-mmlab by path), as the real tables point at
+    download.openmmlab.com and download.pytorch.org. Returns a function
+    that writes a checkpoint under a name and gives its names per scheme,
+    and the marker its payload would create."""
+    import functools
+    import http.server
+    import json
+    import threading
+
+    from mmengine.runner import checkpoint as mmengine_checkpoint
+
+    served = tmp_path / 'served'
+    home = tmp_path / 'mmengine_home'
+    served.mkdir()
+    home.mkdir()
+    server = http.server.ThreadingHTTPServer(
+        ('127.0.0.1', 0),
+        functools.partial(
+            http.server.SimpleHTTPRequestHandler, directory=str(served)))
+    server.RequestHandlerClass.log_message = lambda *args: None
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f'http://127.0.0.1:{server.server_address[1]}'
+    tables = dict(torchvision={}, mmcls={}, openmmlab={})
+    monkeypatch.setenv('MMENGINE_HOME', str(home))
+    monkeypatch.setattr(mmengine_checkpoint, 'get_torchvision_models',
+                        lambda: tables['torchvision'])
+    monkeypatch.setattr(mmengine_checkpoint, 'get_mmcls_models',
+                        lambda: tables['mmcls'])
+
+    def publish(name, state):
+        for folder in (served, home):
+            torch.save(state, folder / f'{name}.pth')
+        url = f'{base}/{name}.pth'
+        tables['torchvision'][name] = url
+        tables['mmcls'][name] = url
+        tables['openmmlab'][name] = f'{name}.pth'
+        tables['openmmlab'][f'{name}_url'] = url
+        (home / 'open_mmlab.json').write_text(json.dumps(tables['openmmlab']))
+        return dict(
+            name=name,
+            path=str(served / f'{name}.pth'),
+            file_url=(served / f'{name}.pth').as_uri(),
+            http_url=url)
+
+    yield publish, tmp_path
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize('scheme', [s for s in SERVED if SERVED[s]])
+def test_served_scheme_reads_weights_only(model_zoo, scheme):
+    """A pickle with code behind each scheme is refused before its code
+    runs (with TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1); a plain checkpoint
+    behind the same scheme loads."""
+    publish, tmp_path = model_zoo
+    marker = tmp_path / 'payload_ran'
+    evil = SERVED[scheme].format(
+        **publish('evil', dict(state_dict={}, payload=Payload(marker))))
+    with pytest.raises(pickle.UnpicklingError) as error:
+        _load_checkpoint(evil)
+    assert not marker.exists(), f'{evil} ran its payload'
+    assert 'evil.pth is not a plain checkpoint' in str(error.value)
+    assert 'refused without running any of its code' in str(error.value)
+
+    weights = {'backbone.w': torch.arange(3.0)}
+    clean = SERVED[scheme].format(**publish('clean', dict(state_dict=weights)))
+    loaded = _load_checkpoint(clean)['state_dict']
+    # mmcls:// hands back the backbone's part, as mmengine does.
+    key = 'w' if scheme == 'mmcls://' else 'backbone.w'
+    assert torch.equal(loaded[key], torch.arange(3.0))
+
+
+@pytest.mark.parametrize('scheme', list(REFUSED))
+def test_other_schemes_are_refused(model_zoo, scheme):
+    from dinov2_seg.checkpoints import read_checkpoint
+    name = REFUSED[scheme].format(name='evil')
+    for load in (_load_checkpoint, read_checkpoint):
+        with pytest.raises(ValueError) as error:
+            load(name)
+        message = str(error.value)
+        assert message.startswith(f'{name}: checkpoints behind ')
+        assert 'not read by dinov2-seg' in message
+        assert 'weights_only=True' in message
+        assert 'Copy the file to a local path' in message
+
+
+def test_unknown_model_zoo_name_is_named(model_zoo):
+    publish, _ = model_zoo
+    publish('clean', dict(state_dict={}))
+    with pytest.raises(
+            KeyError,
+            match="torchvision://resnet: 'resnet' is "
+            "not in torchvision's weight tables"):
+        _load_checkpoint('torchvision://resnet')
+
+
+def test_backbone_init_cfg_through_a_model_zoo_name(model_zoo):
+    """init_cfg Pretrained reads through the same loader."""
+    publish, tmp_path = model_zoo
+    marker = tmp_path / 'payload_ran'
+    publish('evil', dict(backbone_state(), payload=Payload(marker)))
+    backbone = DinoVisionTransformer(
+        arch=TINY_ARCH,
+        init_cfg=dict(type='Pretrained', checkpoint='open-mmlab://evil'))
+    with pytest.raises(pickle.UnpicklingError, match='evil.pth'):
+        backbone.init_weights()
+    assert not marker.exists()
+
+
+def test_init_segmentor_pre_read_of_a_checkpoint_with_a_backbone(
+        old_torch_default, tmp_path):
+    """With a backbone given, init_segmentor first reads the checkpoint's
+    key names (memory-mapped) to refuse two backbones."""
+    config, _ = tiny_segmentor(tmp_path)
+    backbone = tmp_path / 'backbone.pth'
+    torch.save(backbone_state(), backbone)
+    path, marker = poisoned(tmp_path / 'head.pth', dict(state_dict={}))
+    assert_refused(
+        lambda: init_segmentor(
+            config, checkpoint=str(path), backbone=str(backbone)), path,
+        marker)
+
+
+# torch's and mmengine's unpicklers: safe only with weights_only=True.
+UNPICKLERS = {
+    'torch': ('load', ),
+    'torch.hub': ('load', 'load_state_dict_from_url'),
+    'mmengine.utils.dl_utils': ('load_url', ),
+}
+
+
+def _unsafe_loads(tree) -> list:
+    """Calls of an unpickler of UNPICKLERS (by its module's name or
+    imported by its own) without ``weights_only=True``."""
+    import ast
+    names = {f'{m}.{f}' for m, fs in UNPICKLERS.items() for f in fs}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module in UNPICKLERS:
+            names |= {
+                a.asname or a.name
+                for a in node.names if a.name in UNPICKLERS[node.module]
+            }
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and ast.unparse(node.func) in names:
+            safe = any(
+                k.arg == 'weights_only' and isinstance(k.value, ast.Constant)
+                and k.value.value is True for k in node.keywords)
+            if not safe:
+                found.append(
+                    f'{ast.unparse(node.func)}(...) at line {node.lineno}')
+    return found
+
+
+def test_no_torch_load_without_weights_only_in_the_package():
+    import ast
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    files = [
+        *(root / 'dinov2_seg').rglob('*.py'), *(root / 'tools').glob('*.py')
+    ]
+    assert len(files) > 50
+    unsafe = {}
+    for path in files:
+        found = _unsafe_loads(ast.parse(path.read_text(), str(path)))
+        if found:
+            unsafe[str(path.relative_to(root))] = found
+    assert unsafe == {}
+    # The scan finds what it looks for.
+    for source in ('torch.load(f, mmap=True)',
+                   'from torch import load\nload(f, weights_only=False)',
+                   'from torch.hub import load_state_dict_from_url as get\n'
+                   'get(url)'):
+        assert len(_unsafe_loads(ast.parse(source))) == 1, source
+    assert _unsafe_loads(ast.parse('torch.load(f, weights_only=True)')) == []

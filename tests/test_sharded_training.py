@@ -33,11 +33,16 @@ TINY_7B = dict(
     DINOV3_ARCH_SETTINGS['vit7b16'], depth=2, embed_dim=256, num_heads=2)
 
 # A hook that logs the loss averaged over the processes (mmengine logs
-# rank 0's own), so that 2 x 1 image compares with 1 x 2 images.
+# rank 0's own), so that 2 x 1 image compares with 1 x 2 images, and the
+# grad_norm that mmengine's logger reads from the message hub; with
+# `reseed`, every iteration starts from the same torch seed on every
+# process and in a one-process run, so that random draws in the losses
+# (EoMT's point sampling) are the same where the images are.
 LOSS_HOOK = """
 import json
 import os
 
+import torch
 import torch.distributed as dist
 from mmengine.hooks import Hook
 from mmengine.registry import HOOKS
@@ -46,17 +51,27 @@ from mmengine.registry import HOOKS
 @HOOKS.register_module()
 class GlobalLossHook(Hook):
 
+    def __init__(self, reseed=False):
+        self.reseed = reseed
+
+    def before_train_iter(self, runner, batch_idx, data_batch=None):
+        if self.reseed:
+            torch.manual_seed(runner.iter)
+
     def after_train_iter(self, runner, batch_idx, data_batch=None,
                          outputs=None):
         loss = outputs['loss'].detach().clone().float()
         if dist.is_available() and dist.is_initialized():
             dist.all_reduce(loss)
             loss /= dist.get_world_size()
+        record = dict(iter=runner.iter + 1, loss=loss.item())
+        if 'train/grad_norm' in runner.message_hub.log_scalars:
+            record['grad_norm'] = runner.message_hub.get_scalar(
+                'train/grad_norm').current()
         if runner.rank == 0:
             with open(os.path.join(runner.work_dir, 'losses.jsonl'),
                       'a') as f:
-                f.write(json.dumps(dict(iter=runner.iter + 1,
-                                        loss=loss.item())) + '\\n')
+                f.write(json.dumps(record) + '\\n')
 """
 
 
@@ -190,7 +205,15 @@ def test_fsdp_two_processes_match_one_and_resume(tmp_path, shapes_root):
 
 def write_sharded_eomt_config(tmp_path: Path, data_root: Path) -> Path:
     """The DINOv3 EoMT demo with configs/_base_/fsdp.py on the reduced 7B,
-    fine-tuned, saving each rank's shard ('local' checkpoints)."""
+    fine-tuned, saving each rank's shard ('local' checkpoints), with the
+    recipe's gradient clipping (max_norm 0.01, far below the gradient's
+    norm: every step clips).
+
+    For a one-process reference, the data is one image (every process gets
+    it each step: 2 x the image averages to the image's gradient), the
+    torch seed is reset each iteration, and the weights start from a file.
+    """
+    (tmp_path / 'global_loss_hook.py').write_text(LOSS_HOOK)
     path = tmp_path / 'tiny_7b_eomt_fsdp.py'
     path.write_text(f"""
 _base_ = [{str(REPO / 'configs/dinov3/demo_shapes_eomt.py')!r},
@@ -204,7 +227,7 @@ pipeline = [
 ]
 train_dataloader = dict(
     batch_size=1, num_workers=0, persistent_workers=False,
-    dataset=dict(data_root={str(data_root)!r}, pipeline=pipeline))
+    dataset=dict(data_root={str(data_root)!r}, pipeline=pipeline, indices=1))
 val_dataloader = None
 val_cfg = None
 val_evaluator = None
@@ -213,8 +236,7 @@ model = dict(
     backbone=dict(arch=dict(_delete_=True, **{TINY_7B!r}), frozen=False),
     decode_head=dict(
         embed_dims={TINY_7B['embed_dim']}, num_blocks=1,
-        mask_annealing=dict(_delete_=True, start_fractions=[0.5],
-                            end_fractions=[0.75])),
+        mask_annealing=dict(_delete_=True, start_iters=[1], end_iters=[3])),
     test_cfg=dict(crop_size=size, stride=(48, 48)))
 strategy = dict(state_dict_cfg='local')
 train_cfg = dict(max_iters=4, val_interval=100)
@@ -222,16 +244,40 @@ default_hooks = dict(logger=dict(interval=1),
                      checkpoint=dict(interval=2, max_keep_ckpts=3))
 custom_imports = dict(imports=_base_.custom_imports.imports +
                       ['global_loss_hook'])
-custom_hooks = [*_base_.custom_hooks, dict(type='GlobalLossHook')]
+custom_hooks = [*_base_.custom_hooks, dict(type='GlobalLossHook', reseed=True)]
+load_from = {str(tmp_path / 'init.pth')!r}
 """)
-    (tmp_path / 'global_loss_hook.py').write_text(LOSS_HOOK)
+    config = Config.fromfile(path, import_custom_modules=False)
+    assert config.optim_wrapper.clip_grad == dict(max_norm=0.01, norm_type=2)
+    torch.manual_seed(0)
+    model = MODELS.build(config.model)
+    model.init_weights()
+    torch.save({'state_dict': model.state_dict()}, tmp_path / 'init.pth')
     return path
 
 
+def records(work: Path) -> dict:
+    lines = (work / 'losses.jsonl').read_text().splitlines()
+    return {r['iter']: r for r in map(json.loads, lines)}
+
+
+def train_one_process(tmp_path: Path, config: Path, work: Path, monkeypatch,
+                      *args) -> None:
+    """tools/train.py in this process (one process: mmengine's Runner)."""
+    from dinov2_seg.cli.train import main
+    monkeypatch.syspath_prepend(str(tmp_path))
+    main([str(config), '--work-dir', str(work), *args])
+
+
 @pytest.mark.slow
-def test_fsdp_fine_tunes_eomt_and_resumes_from_local_shards(
-        tmp_path, shapes_root):
-    """EoMT runs the last blocks itself (queries joined to the tokens), so
+def test_fsdp_fine_tunes_eomt_with_clipping_and_resumes_from_local_shards(
+        tmp_path, shapes_root, monkeypatch):
+    """EoMT's recipe under FSDP equals it unsharded: its gradient norm
+    clipping by the norm of the whole gradient (not each process's
+    shard's), the logged grad_norm that norm, the losses the one-process
+    run's, to 1e-6, before and after a resume.
+
+    EoMT runs the last blocks itself (queries joined to the tokens), so
     each FSDP block unit must still gather its shard when EoMT calls it;
     'local' checkpoints hold torch's ShardedTensor records, which the
     weights-only loading must accept on resume."""
@@ -239,17 +285,98 @@ def test_fsdp_fine_tunes_eomt_and_resumes_from_local_shards(
     work = tmp_path / 'work'
     log = train_two_processes(tmp_path, config, work)
     assert 'FSDP: 2 transformer blocks sharded over 2 processes' in log
-    first = losses(work)
+    first = records(work)
     assert sorted(first) == [1, 2, 3, 4]
-    assert all(torch.isfinite(torch.tensor(v)) for v in first.values())
     for rank in (0, 1):
         assert (work / 'iter_4.pth' / f'rank{rank}.pth').is_file()
 
     log = train_two_processes(tmp_path, config, work, 'train_cfg.max_iters=6',
-                              '--resume')
+                              'load_from=None', '--resume')
     assert 'resumed epoch: 0, iter: 4' in log
-    assert sorted(losses(work)) == [1, 2, 3, 4, 5, 6]
+    got = records(work)
+    assert sorted(got) == [1, 2, 3, 4, 5, 6]
     assert (work / 'iter_6.pth' / 'rank1.pth').is_file()
+
+    reference = tmp_path / 'reference'
+    train_one_process(tmp_path, config, reference, monkeypatch,
+                      '--cfg-options', 'train_cfg.max_iters=6')
+    expected = records(reference)
+    assert sorted(expected) == [1, 2, 3, 4, 5, 6]
+    for step in range(1, 7):
+        # Clipped: the recipe's max_norm is far below the norm.
+        assert expected[step]['grad_norm'] > 100 * 0.01
+        for key in ('loss', 'grad_norm'):
+            assert got[step][key] == pytest.approx(
+                expected[step][key], rel=1e-6, abs=1e-6), (step, key)
+
+
+def write_frozen_backbone_config(tmp_path: Path, data_root: Path) -> Path:
+    """The sharded linear config with the reduced 7B frozen and loaded
+    from a backbone file (a linear head trained on it under FSDP)."""
+    config = Config.fromfile(
+        write_sharded_config(tmp_path, data_root), import_custom_modules=False)
+    torch.manual_seed(1)
+    backbone = MODELS.build(dict(config.model.backbone, init_cfg=None))
+    torch.save(backbone.state_dict(), tmp_path / 'backbone.pth')
+    path = tmp_path / 'tiny_7b_frozen_fsdp.py'
+    path.write_text(f"""
+_base_ = ['./tiny_7b_fsdp.py']
+model = dict(backbone=dict(
+    frozen=True,
+    init_cfg=dict(type='Pretrained',
+                  checkpoint={str(tmp_path / 'backbone.pth')!r})))
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='Resize', scale=size, keep_ratio=False),
+    dict(type='DinoLoadAnnotations'),
+    dict(type='PackSegInputs')
+]
+test_dataloader = dict(num_workers=0, persistent_workers=False,
+                       dataset=dict(data_root={str(data_root)!r},
+                                    pipeline=test_pipeline))
+train_cfg = dict(max_iters=2)
+load_from = None
+""")
+    return path
+
+
+@pytest.mark.slow
+def test_fsdp_frozen_backbone_saves_the_head_tests_and_resumes(
+        tmp_path, shapes_root, monkeypatch):
+    """A frozen backbone loaded from a file, under FSDP: the checkpoints
+    hold the head and the file's hash (the names that FSDP and activation
+    checkpointing give the backbone's parameters mapped to the state
+    dict's), tools/test.py reads them, --resume continues."""
+    config = write_frozen_backbone_config(tmp_path, shapes_root)
+    work = tmp_path / 'work'
+    log = train_two_processes(tmp_path, config, work)
+    assert 'FSDP: 2 transformer blocks sharded over 2 processes' in log
+    saved = torch.load(work / 'iter_2.pth', weights_only=False)
+    assert sorted(saved['state_dict']) == [
+        'decode_head.conv_seg.bias', 'decode_head.conv_seg.weight',
+        'decode_head.norm.bias', 'decode_head.norm.weight'
+    ]
+    assert saved['meta']['backbone_file'] == str(tmp_path / 'backbone.pth')
+
+    from dinov2_seg.cli.test import main as test
+    monkeypatch.syspath_prepend(str(tmp_path))
+    metrics = test([
+        str(config),
+        str(work / 'iter_2.pth'), '--work-dir',
+        str(tmp_path / 'test')
+    ])
+    assert 0 <= metrics['mIoU'] <= 100
+
+    log = train_two_processes(tmp_path, config, work, 'train_cfg.max_iters=4',
+                              '--resume')
+    assert 'resumed epoch: 0, iter: 2' in log
+    assert sorted(losses(work)) == [1, 2, 3, 4]
+    resumed = torch.load(work / 'iter_4.pth', weights_only=False)
+    assert sorted(resumed['state_dict']) == sorted(saved['state_dict'])
+    # The head trained on after the resume.
+    assert not torch.equal(
+        resumed['state_dict']['decode_head.conv_seg.weight'],
+        saved['state_dict']['decode_head.conv_seg.weight'])
 
 
 def test_wrap_policy_and_checkpointing_pick_the_blocks():

@@ -29,6 +29,7 @@ from dinov2_seg.checkpoints.eomt import is_eomt_layout
 from dinov2_seg.checkpoints.from_module import load_backbone_from_module
 from dinov2_seg.checkpoints.frozen_backbone import BACKBONE_SHA256_KEY
 from dinov2_seg.checkpoints.meta_m2f import is_meta_m2f_layout
+from dinov2_seg.checkpoints.safe_loading import load_weights_only
 from dinov2_seg.datasets.pipelines import (ImageType, inference_inputs,
                                            select_tta_scales,
                                            test_dataset_meta,
@@ -50,7 +51,8 @@ def holds_backbone_weights(checkpoint: str) -> bool:
     loaded = None
     if osp.isfile(checkpoint):
         try:  # memory-mapped: only the key names are read, not 4 GB of ViT-g
-            loaded = torch.load(checkpoint, map_location='cpu', mmap=True)
+            loaded = load_weights_only(
+                checkpoint, map_location='cpu', mmap=True)
         except (RuntimeError, pickle.UnpicklingError):
             # torch's pre-1.6 format cannot be mapped; mmengine's reader
             # explains what else goes wrong

@@ -21,6 +21,10 @@ from torch import nn
 from .safe_loading import local_file
 
 BACKBONE_FILE_KEY = 'backbone_file'
+# The modules that FSDP and activation checkpointing put around the blocks
+# they wrap appear in named_parameters() but not in the state dicts that
+# FSDP writes (they hold the unwrapped model's names).
+WRAPPER_MODULE_NAMES = ('_fsdp_wrapped_module.', '_checkpoint_wrapped_module.')
 BACKBONE_SHA256_KEY = 'backbone_sha256'
 _HASHES: Dict[Tuple[str, int, float], str] = {}
 
@@ -54,10 +58,18 @@ def frozen_backbone_keys(segmentor: nn.Module) -> List[str]:
                                                        'frozen', False):
         return []
     return [
-        f'backbone.{name}'
+        f'backbone.{state_dict_name(name)}'
         for name, param in segmentor.backbone.named_parameters()
         if not param.requires_grad
     ]
+
+
+def state_dict_name(name: str) -> str:
+    """A parameter's name in the state dict: without the wrapper modules
+    of FSDP and activation checkpointing."""
+    for wrapper in WRAPPER_MODULE_NAMES:
+        name = name.replace(wrapper, '')
+    return name
 
 
 def check_backbone_file(meta: dict, segmentor: nn.Module,

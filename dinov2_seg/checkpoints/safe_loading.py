@@ -86,9 +86,12 @@ def _sharded_tensor_globals() -> list:
     ]
 
 
-def load_weights_only(filename: str, map_location: Any = None) -> Any:
+def load_weights_only(filename: str,
+                      map_location: Any = None,
+                      mmap: bool = False) -> Any:
     """``torch.load`` of a local file with ``weights_only=True`` and the
-    allowlist of :func:`install_safe_loading`.
+    allowlist of :func:`install_safe_loading` (memory-mapped with
+    ``mmap``: tensors are read only when used).
 
     Raises:
         FileNotFoundError: if ``filename`` is not a file.
@@ -100,7 +103,7 @@ def load_weights_only(filename: str, map_location: Any = None) -> Any:
         raise FileNotFoundError(f'{filename} can not be found.')
     try:
         return torch.load(
-            filename, map_location=map_location, weights_only=True)
+            filename, map_location=map_location, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as error:
         raise pickle.UnpicklingError(
             f'{filename} is not a plain checkpoint (tensors, numbers, '
@@ -183,9 +186,12 @@ def load_from_url(filename: str, map_location: Optional[Any] = None) -> Any:
 
 
 def install_safe_loading() -> None:
-    """Allowlist the globals of mmengine checkpoints and make mmengine's
-    ``CheckpointLoader`` read local files and URLs (``file://`` too)
-    with ``weights_only=True``."""
+    """Allowlist the globals of mmengine checkpoints and make every scheme
+    of mmengine's ``CheckpointLoader`` safe: local files, URLs
+    (``file://`` too) and the model-zoo names read with
+    ``weights_only=True``, the other schemes refused."""
+    # model_zoo builds on this module's readers, hence imported here.
+    from .model_zoo import ZOO_SCHEMES, refusing_loader
     torch.serialization.add_safe_globals([
         HistoryBuffer,
         (_allowed_getattr, 'builtins.getattr'),
@@ -194,3 +200,12 @@ def install_safe_loading() -> None:
     ])
     CheckpointLoader.register_scheme('', load_from_local, force=True)
     CheckpointLoader.register_scheme(URL_PREFIXES, load_from_url, force=True)
+    for prefix, loader in ZOO_SCHEMES.items():
+        CheckpointLoader.register_scheme(prefix, loader, force=True)
+    # A scheme of a newer mmengine that the project has not reviewed would
+    # keep mmengine's plain torch.load: refused until listed in ZOO_SCHEMES.
+    # (_schemes is the loader's only listing of its schemes.)
+    served = {'', *URL_PREFIXES, *ZOO_SCHEMES}
+    for prefix in set(CheckpointLoader._schemes) - served:
+        CheckpointLoader.register_scheme(
+            prefix, refusing_loader(prefix), force=True)

@@ -14,18 +14,22 @@ project adds to mmengine's FSDP:
   blocks);
 - :class:`DinoFullyShardedDataParallel`: mmengine's FSDP wrapper that
   refuses a model without such blocks (it would be one unsharded unit) and
-  runs on machines without CUDA (gloo).
+  runs on machines without CUDA (gloo);
+- :class:`DinoFSDPStrategy`: gradient norm clipping by the norm of the
+  whole model's gradient (mmengine's optimizer wrappers clip each
+  process's shard by that shard's norm), and resume on torch >= 2.1.
 """
 import dataclasses
 import logging
 import warnings
-from typing import Tuple, Type, Union
+from typing import Callable, Optional, Tuple, Type, Union
 
 import torch
 from mmengine._strategy import FSDPStrategy
 from mmengine.config import Config
 from mmengine.logging import MMLogger, print_log
 from mmengine.model import MMFullyShardedDataParallel, revert_sync_batchnorm
+from mmengine.optim import BaseOptimWrapper, OptimWrapper, OptimWrapperDict
 from mmengine.registry import FUNCTIONS, MODEL_WRAPPERS, STRATEGIES
 from mmengine.runner import FlexibleRunner
 from torch import nn
@@ -142,16 +146,74 @@ class DinoFullyShardedDataParallel(MMFullyShardedDataParallel):
                 optim_state_dict_config)
 
 
+# What FSDP's clip_grad_norm_ takes of a config's clip_grad.
+_FSDP_CLIP_KEYS = ('max_norm', 'norm_type')
+
+
+def clip_by_global_norm(wrapper: OptimWrapper,
+                        model: FullyShardedDataParallel) -> Callable:
+    """``wrapper``'s gradient clipping for a model sharded by FSDP: FSDP's
+    ``clip_grad_norm_`` (the norm of every process's shards together,
+    all-reduced), logged as ``grad_norm`` as mmengine logs it.
+
+    Raises:
+        ValueError: if ``clip_grad`` holds options other than ``max_norm``
+            and ``norm_type``, naming them.
+    """
+    other = sorted(set(wrapper.clip_grad_kwargs) - set(_FSDP_CLIP_KEYS))
+    if other:
+        raise ValueError(
+            f'optim_wrapper.clip_grad has {other}: under FSDP '
+            '(strategy=DinoFSDPStrategy) gradients are clipped by FSDP\'s '
+            f'clip_grad_norm_, which takes only {list(_FSDP_CLIP_KEYS)}')
+
+    def clip_grad() -> None:
+        # Called on every process, also one whose shard holds no gradient
+        # (mmengine's _clip_grad skips those): the norm is a collective.
+        total = model.clip_grad_norm_(**wrapper.clip_grad_kwargs)
+        wrapper.message_hub.update_scalar(f'train/{wrapper.grad_name}',
+                                          float(total))
+
+    return clip_grad
+
+
 @STRATEGIES.register_module()
 class DinoFSDPStrategy(FSDPStrategy):
-    """mmengine's FSDPStrategy with resume fixed for torch >= 2.1.
+    """mmengine's FSDPStrategy with gradient clipping by the global norm and
+    resume fixed for torch >= 2.1.
 
-    mmengine 0.10.7 calls ``FSDP.optim_state_dict_to_load(state_dict,
-    model, optimizer)``, torch 2.0's argument order; torch 2.1 made it
-    ``(model, optim, optim_state_dict)``, so every resume fails
-    ("unhashable type: 'dict'"). Keyword arguments work with both. It also
-    logs how many blocks activation checkpointing recomputes.
+    - Clipping: mmengine's optimizer wrappers clip with
+      ``torch.nn.utils.clip_grad_norm_`` over the parameters each process
+      holds, which under FSDP are its shards: each process scaled its shard
+      by its own norm, so the update differed from the unsharded recipe's
+      and the logged ``grad_norm`` was rank 0's shard's. Here a ``norm``
+      clip goes through FSDP's ``clip_grad_norm_`` (``value`` clipping acts
+      per element, the same sharded or not).
+    - Resume: mmengine 0.10.7 calls ``FSDP.optim_state_dict_to_load(
+      state_dict, model, optimizer)``, torch 2.0's argument order; torch
+      2.1 made it ``(model, optim, optim_state_dict)``, so every resume
+      fails ("unhashable type: 'dict'"). Keyword arguments work with both.
+
+    It also logs how many blocks activation checkpointing recomputes.
     """
+
+    def build_optim_wrapper(
+            self,
+            optim_wrapper,
+            model: Optional[nn.Module] = None) -> BaseOptimWrapper:
+        built = super().build_optim_wrapper(optim_wrapper, model)
+        wrappers = (
+            built.optim_wrappers.values() if isinstance(
+                built, OptimWrapperDict) else [built])
+        for wrapper in wrappers:
+            # OptimWrapper(clip_grad=dict(type='norm')) sets clip_func;
+            # the config names the wrapper's class, so the strategy, which
+            # knows the sharded model, replaces the one method that clips
+            # (OptimWrapper._clip_grad) on the built wrapper.
+            if (isinstance(model, FullyShardedDataParallel) and getattr(
+                    wrapper, 'clip_func', None) is nn.utils.clip_grad_norm_):
+                wrapper._clip_grad = clip_by_global_norm(wrapper, model)
+        return built
 
     def _wrap_model(self, model: nn.Module) -> nn.Module:
         wrapped = super()._wrap_model(model)
