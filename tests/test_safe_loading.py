@@ -222,7 +222,8 @@ def model_zoo(old_torch_default, tmp_path, monkeypatch):
         functools.partial(
             http.server.SimpleHTTPRequestHandler, directory=str(served)))
     server.RequestHandlerClass.log_message = lambda *args: None
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(
+        target=server.serve_forever, args=(0.05, ), daemon=True).start()
     base = f'http://127.0.0.1:{server.server_address[1]}'
     tables = dict(torchvision={}, mmcls={}, openmmlab={})
     monkeypatch.setenv('MMENGINE_HOME', str(home))

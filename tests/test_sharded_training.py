@@ -245,12 +245,15 @@ default_hooks = dict(logger=dict(interval=1),
 custom_imports = dict(imports=_base_.custom_imports.imports +
                       ['global_loss_hook'])
 custom_hooks = [*_base_.custom_hooks, dict(type='GlobalLossHook', reseed=True)]
-load_from = {str(tmp_path / 'init.pth')!r}
+# ('local' checkpoints cannot be load_from: the initial weights come from
+# the model's init_cfg, applied after its parts' own initialisation)
+model.update(init_cfg=dict(type='Pretrained',
+                           checkpoint={str(tmp_path / 'init.pth')!r}))
 """)
     config = Config.fromfile(path, import_custom_modules=False)
     assert config.optim_wrapper.clip_grad == dict(max_norm=0.01, norm_type=2)
     torch.manual_seed(0)
-    model = MODELS.build(config.model)
+    model = MODELS.build(dict(config.model, init_cfg=None))
     model.init_weights()
     torch.save({'state_dict': model.state_dict()}, tmp_path / 'init.pth')
     return path
@@ -291,7 +294,7 @@ def test_fsdp_fine_tunes_eomt_with_clipping_and_resumes_from_local_shards(
         assert (work / 'iter_4.pth' / f'rank{rank}.pth').is_file()
 
     log = train_two_processes(tmp_path, config, work, 'train_cfg.max_iters=6',
-                              'load_from=None', '--resume')
+                              '--resume')
     assert 'resumed epoch: 0, iter: 4' in log
     got = records(work)
     assert sorted(got) == [1, 2, 3, 4, 5, 6]
@@ -323,11 +326,11 @@ def write_frozen_backbone_config(tmp_path: Path, data_root: Path) -> Path:
 _base_ = ['./tiny_7b_fsdp.py']
 model = dict(backbone=dict(
     frozen=True,
-    init_cfg=dict(type='Pretrained',
+    init_cfg=dict(_delete_=True, type='Pretrained',
                   checkpoint={str(tmp_path / 'backbone.pth')!r})))
 test_pipeline = [
     dict(type='LoadImageFromFile'),
-    dict(type='Resize', scale=size, keep_ratio=False),
+    dict(type='Resize', scale=(64, 64), keep_ratio=False),
     dict(type='DinoLoadAnnotations'),
     dict(type='PackSegInputs')
 ]
@@ -336,6 +339,9 @@ test_dataloader = dict(num_workers=0, persistent_workers=False,
                                     pipeline=test_pipeline))
 train_cfg = dict(max_iters=2)
 load_from = None
+# (the sharded config's custom_hooks replace default_runtime.py's)
+custom_hooks = [dict(type='FrozenBackboneCheckpointHook'),
+                dict(type='GlobalLossHook')]
 """)
     return path
 
@@ -352,9 +358,12 @@ def test_fsdp_frozen_backbone_saves_the_head_tests_and_resumes(
     log = train_two_processes(tmp_path, config, work)
     assert 'FSDP: 2 transformer blocks sharded over 2 processes' in log
     saved = torch.load(work / 'iter_2.pth', weights_only=False)
+    # The head (its GroupNorm keeps BNHead's name) and the backbone's
+    # buffers, as an unsharded frozen-backbone run saves them.
     assert sorted(saved['state_dict']) == [
-        'decode_head.conv_seg.bias', 'decode_head.conv_seg.weight',
-        'decode_head.norm.bias', 'decode_head.norm.weight'
+        'backbone.rope_embed.periods', 'decode_head.bn.bias',
+        'decode_head.bn.weight', 'decode_head.conv_seg.bias',
+        'decode_head.conv_seg.weight'
     ]
     assert saved['meta']['backbone_file'] == str(tmp_path / 'backbone.pth')
 

@@ -6,6 +6,7 @@ from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 from mmseg.registry import HOOKS
 from torch import nn
+from torch.distributed.fsdp import FullyShardedDataParallel
 
 # yapf: disable
 from dinov2_seg.checkpoints.frozen_backbone import (BACKBONE_FILE_KEY,
@@ -53,6 +54,11 @@ class FrozenBackboneCheckpointHook(Hook):
             return
         model = _unwrap(runner.model)
         check_backbone_file(meta, model, _resumed_file(runner))
+        if isinstance(runner.model, FullyShardedDataParallel):
+            # FSDP loads what the file holds and leaves the rest as it is
+            # (the backbone, initialised from its file), without a warning;
+            # its parts' state dicts cannot be taken outside the whole's.
+            return
         # The runner initialised the backbone from its file before resuming;
         # hand those tensors to the loader so that nothing is missing.
         own = model.state_dict()
