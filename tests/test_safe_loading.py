@@ -198,6 +198,24 @@ def test_every_mmengine_scheme_is_listed():
         CheckpointLoader._schemes['http://']
 
 
+def test_a_scheme_not_reviewed_is_refused(monkeypatch):
+    """A scheme that mmengine (or a plugin) registers before the project's
+    loaders are installed keeps no plain torch.load: it is refused."""
+    from mmengine.runner.checkpoint import CheckpointLoader
+
+    from dinov2_seg.checkpoints import install_safe_loading
+    schemes = dict(CheckpointLoader._schemes)
+    monkeypatch.setattr(CheckpointLoader, '_schemes', schemes)
+    CheckpointLoader.register_scheme(
+        'hf://', lambda name, loc=None: torch.load(name), force=True)
+    install_safe_loading()
+    with pytest.raises(
+            ValueError,
+            match='hf://model.pth: checkpoints behind hf:// are '
+            'not read by dinov2-seg'):
+        _load_checkpoint('hf://model.pth')
+
+
 @pytest.fixture
 def model_zoo(old_torch_default, tmp_path, monkeypatch):
     """mmengine's model-zoo tables pointed at files served by a local HTTP
