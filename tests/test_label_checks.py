@@ -98,6 +98,21 @@ def test_colour_label_names_the_file_and_the_palette(tmp_path, backend):
         load(rgba, backend=backend)
 
 
+def test_missing_label_names_it_and_its_image(tmp_path):
+    from dinov2_seg.datasets.errors import one_line_data_error
+    missing = tmp_path / 'missing.png'
+    with pytest.raises(FileNotFoundError) as err:
+        DinoLoadAnnotations()(
+            dict(
+                img_path='a.jpg',
+                seg_map_path=str(missing),
+                reduce_zero_label=False,
+                seg_fields=[]))
+    assert one_line_data_error(err.value) == (
+        f'Label map {missing} does not exist: the image a.jpg has no label '
+        '(check seg_map_suffix and the label folder)')
+
+
 def test_label_of_another_size_names_both_sizes(tmp_path):
     path = tmp_path / 'label.png'
     cv2.imwrite(str(path), np.zeros((30, 41), np.uint8))
@@ -167,3 +182,16 @@ def test_tools_give_each_label_loader_its_dataset_classes(config, counts):
     if cfg.get('tta_pipeline'):
         collect('tta', cfg.tta_pipeline)
     assert found == {name: {count} for name, count in counts.items()}
+
+
+def test_benchmark_evaluation_checks_labels_as_the_test_tool(tmp_path):
+    """tools/benchmark.py --mode dataset times the loader tools/test.py
+    runs: with the label checks."""
+    from dinov2_seg.benchmark.dataset import eval_loader_cfg
+    cfg = load_config(str(REPO / 'configs' / 'demo_shapes_vits14_linear.py'))
+    loader = eval_loader_cfg(cfg, str(tmp_path), 1, 1, cfg.test_pipeline)
+    (step, ) = [
+        s for s in loader.dataset.pipeline
+        if s['type'] == 'DinoLoadAnnotations'
+    ]
+    assert step['num_classes'] == 5

@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import os.path as osp
+import time
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
@@ -203,6 +204,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     init_default_scope(cfg.get('default_scope', 'mmseg'))
     report = dict(config=args.config, splits={}, errors=0, warnings=0)
     scanned: List[dict] = []
+    start = time.perf_counter()
     for key in LOADERS[args.split]:
         loader = cfg.get(key)
         if not loader or 'dataset' not in loader or any(
@@ -221,10 +223,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             files=split['files'])
         report['errors'] += summary['errors']
         report['warnings'] += summary['warnings']
+    # How long the checks took (each split's dataset built and scanned).
+    report['seconds'] = time.perf_counter() - start
+    report['images_per_second'] = sum(
+        s['images'] for s in report['splits'].values()) / report['seconds']
+    report['workers'] = args.workers
     out_dir = args.out_dir or osp.join(
         'work_dirs', 'check_dataset',
         osp.splitext(osp.basename(args.config))[0])
     paths = write_report(report, out_dir)
-    print(f"{report['errors']} errors, {report['warnings']} warnings -> " +
+    print(f"{report['errors']} errors, {report['warnings']} warnings "
+          f"({report['images_per_second']:.1f} images/s) -> " +
           ', '.join(paths.values()))
     return 1 if report['errors'] else 0

@@ -25,6 +25,10 @@ class UnreadableFileError(DataFileError, OSError):
     """An image or label file whose bytes cannot be decoded."""
 
 
+class MissingFileError(DataFileError, FileNotFoundError):
+    """A file the dataset lists that is not there (an image's label)."""
+
+
 class LabelMapError(DataFileError, ValueError):
     """A decodable label map that is not one of the config's: colour
     channels, a size other than its image's, values that are no class."""

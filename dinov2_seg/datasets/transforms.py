@@ -26,7 +26,7 @@ import numpy as np
 from mmseg.datasets.transforms import LoadAnnotations
 from mmseg.registry import TRANSFORMS
 
-from .errors import LabelMapError, UnreadableFileError
+from .errors import LabelMapError, MissingFileError, UnreadableFileError
 from .label_checks import label_problems
 
 # What decoding broken bytes raises: PIL UnidentifiedImageError / OSError
@@ -45,8 +45,8 @@ class DinoLoadAnnotations(LoadAnnotations):
     """mmseg's ``LoadAnnotations`` that checks what it reads.
 
     A label file that cannot be decoded is an ``UnreadableFileError`` (an
-    OSError) naming it (a missing one stays mmengine's FileNotFoundError,
-    which names it already); a label map with colour channels, of another
+    OSError) naming it, a missing one a ``MissingFileError`` (a
+    FileNotFoundError) naming it and its image; a label map with colour channels, of another
     size than its image, or (with ``num_classes``) with values outside
     ``[0, num_classes)`` other than 255 is a ``LabelMapError``.
 
@@ -96,7 +96,13 @@ class DinoLoadAnnotations(LoadAnnotations):
 
     def _load_seg_map(self, results: dict) -> None:
         path = results['seg_map_path']
-        raw = self._decode(path)
+        try:
+            raw = self._decode(path)
+        except FileNotFoundError as error:
+            raise MissingFileError(
+                f'Label map {path} does not exist: the image '
+                f"{results.get('img_path')} has no label (check "
+                'seg_map_suffix and the label folder)') from error
         # mmseg's semantics from here on: the dataset's reduce_zero_label
         # (0 becomes 255, the rest shift down) and its label_map.
         if self.reduce_zero_label is None:
