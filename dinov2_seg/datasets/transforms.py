@@ -46,9 +46,10 @@ class DinoLoadAnnotations(LoadAnnotations):
 
     A label file that cannot be decoded is an ``UnreadableFileError`` (an
     OSError) naming it, a missing one a ``MissingFileError`` (a
-    FileNotFoundError) naming it and its image; a label map with colour channels, of another
-    size than its image, or (with ``num_classes``) with values outside
-    ``[0, num_classes)`` other than 255 is a ``LabelMapError``.
+    FileNotFoundError) naming it and its image; a label map with colour
+    channels, of another size than its image, or (with ``num_classes``)
+    with values outside ``[0, num_classes)`` other than 255 is a
+    ``LabelMapError``.
 
     Args:
         num_classes: The dataset's number of classes (``None``: values
