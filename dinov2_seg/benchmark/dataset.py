@@ -147,12 +147,12 @@ def evaluation_run(model: nn.Module, loader, evaluator_cfg,
     return run
 
 
-def time_label_checks(dataset, repeat: int, loads: int = 200) -> dict:
+def time_label_checks(dataset, repeat: int, loads: int = 100) -> dict:
     """Seconds the label loader of ``dataset``'s pipeline takes for one
     pass over all its labels without its checks and with them, in this
     process: each timing covers at least ``loads`` label loads (passes
     repeated: the few labels of a run take milliseconds), the best of
-    ``repeat`` (at least 5) alternations. Empty if the pipeline has no
+    ``repeat`` (at least 3) alternations. Empty if the pipeline has no
     DinoLoadAnnotations at its top level."""
     found = [
         t for t in getattr(dataset.pipeline, 'transforms', [])
@@ -171,7 +171,7 @@ def time_label_checks(dataset, repeat: int, loads: int = 200) -> dict:
         infos.append(info)
     passes = -(-loads // len(infos))
     best = dict(unchecked=float('inf'), checked=float('inf'))
-    for _ in range(max(repeat, 5)):
+    for _ in range(max(repeat, 3)):
         for name, transform in (('unchecked', unchecked), ('checked',
                                                            checked)):
             start = time.perf_counter()
