@@ -175,13 +175,13 @@ def test_truncated_image_stops_the_test_with_one_line(tmp_path, tiny, bad_data,
 def test_training_stopped_by_a_bad_file_keeps_its_checkpoint(
         tmp_path, bad_data, capsys):
     from dinov2_seg.cli import train as train_tool
-    data, val, train = bad_data
+    data, _, train = bad_data
     config = write_config(
         tmp_path / 'bad.py', data, """
 train_dataloader = dict(loader, batch_size=2, sampler=dict(shuffle=False))
 default_hooks = dict(logger=dict(interval=1),
                      checkpoint=dict(interval=1, max_keep_ckpts=3))
-train_cfg = dict(max_iters=4, val_interval=100)
+train_cfg = dict(max_iters=3, val_interval=100, val_begin=100)
 """)
     work_dir = tmp_path / 'work'
     argv = [str(config), '--work-dir', str(work_dir)]
@@ -199,11 +199,9 @@ train_cfg = dict(max_iters=4, val_interval=100)
             f'resume with: {command}\n') in err
     saved = torch.load(kept, map_location='cpu', weights_only=False)
     assert saved['meta']['iter'] == 2
-    # Fixed, the printed command resumes from iteration 2 to the end (and
-    # validates there).
+    # Fixed, the printed command resumes from iteration 2 to the end.
     shutil.copy(data / 'images' / 'training' / 't0005.jpg', train)
-    shutil.copy(data / 'images' / 'validation' / 'v0000.jpg', val)
     runner = train_tool.main(command.split()[2:])
     assert f'Auto resumed from the latest checkpoint {kept}' in \
         capsys.readouterr().out
-    assert runner.iter == 4
+    assert runner.iter == 3
