@@ -197,6 +197,12 @@ def test_dataset_mode_times_the_test_loop_batched_and_one_by_one(
         record['seconds'] / record['backbone_seconds'])
     assert record['batch_speedup'] == pytest.approx(
         record['baseline_seconds'] / record['seconds'])
+    # The label checks' cost: the same labels loaded without and with them.
+    checked, unchecked = (record['label_load_checked_seconds'],
+                          record['label_load_seconds'])
+    assert record['label_check_ratio'] == pytest.approx(checked / unchecked)
+    assert record['label_check_share'] == pytest.approx(
+        (checked - unchecked) / record['seconds'])
 
 
 def test_generated_folder_is_a_dataset_of_mixed_sizes(tmp_path):

@@ -7,6 +7,7 @@ import inspect
 import os
 import os.path as osp
 import tempfile
+import time
 from typing import Callable, Dict, List, Tuple
 
 import mmcv
@@ -18,7 +19,9 @@ from mmengine.runner import Runner
 from mmseg.registry import DATASETS, MODELS
 from torch import nn
 
-from dinov2_seg.datasets.pipelines import select_tta_scales, test_dataset_meta
+from dinov2_seg.datasets import DinoLoadAnnotations
+from dinov2_seg.datasets.pipelines import (select_tta_scales, set_label_checks,
+                                           test_dataset_meta)
 from .inputs import build_for_benchmark, synthetic_image
 from .timing import (backbone_only_run, compare_runs, recording_windows,
                      timing_backbone)
@@ -108,6 +111,8 @@ def eval_loader_cfg(cfg: Config, root: str, images: int, batch: int,
     seg_map_suffix = _dataset_default(dataset, 'seg_map_suffix', '.png')
     write_eval_folder(root, mixed_sizes(images), num_classes,
                       reduce_zero_label, img_suffix, seg_map_suffix)
+    pipeline = copy.deepcopy(pipeline)
+    set_label_checks(pipeline, num_classes)  # as tools/test.py's loader
     dataset.update(
         data_root=root,
         data_prefix=dict(img_path='images', seg_map_path='annotations'),
@@ -140,6 +145,45 @@ def evaluation_run(model: nn.Module, loader, evaluator_cfg,
             metrics=evaluator.evaluate(len(loader.dataset)), labels=labels)
 
     return run
+
+
+def time_label_checks(dataset, repeat: int, loads: int = 100) -> dict:
+    """Seconds the label loader of ``dataset``'s pipeline takes for one
+    pass over all its labels without its checks and with them, in this
+    process: each timing covers at least ``loads`` label loads (passes
+    repeated: the few labels of a run take milliseconds), the best of
+    ``repeat`` (at least 3) alternations. Empty if the pipeline has no
+    DinoLoadAnnotations at its top level."""
+    found = [
+        t for t in getattr(dataset.pipeline, 'transforms', [])
+        if isinstance(t, DinoLoadAnnotations)
+    ]
+    if not found or not len(dataset):
+        return {}
+    checked = copy.deepcopy(found[0])
+    unchecked = copy.deepcopy(checked)
+    unchecked.check_labels = False
+    infos = []
+    for index in range(len(dataset)):
+        info = dataset.get_data_info(index)
+        # The size check compares with the decoded image's (H, W).
+        info['ori_shape'] = mmcv.imread(info['img_path']).shape[:2]
+        infos.append(info)
+    passes = -(-loads // len(infos))
+    best = dict(unchecked=float('inf'), checked=float('inf'))
+    for _ in range(max(repeat, 3)):
+        for name, transform in (('unchecked', unchecked), ('checked',
+                                                           checked)):
+            start = time.perf_counter()
+            for _ in range(passes):
+                for info in infos:
+                    transform(dict(info, seg_fields=[]))
+            best[name] = min(best[name],
+                             (time.perf_counter() - start) / passes)
+    return dict(
+        label_load_seconds=best['unchecked'],
+        label_load_checked_seconds=best['checked'],
+        label_check_ratio=best['checked'] / best['unchecked'])
 
 
 def measure_dataset(cfg: Config, args: argparse.Namespace) -> dict:
@@ -186,6 +230,8 @@ def measure_dataset(cfg: Config, args: argparse.Namespace) -> dict:
             segmentor, windows, args.device, inference_mode=False)
         seconds, outputs = compare_runs(runs, args.device, args.repeat,
                                         args.warmup)
+        label_checks = time_label_checks(loaders['batched'].dataset,
+                                         args.repeat)
     record = dict(
         images=args.images,
         windows=sum(shape[0] for shape in windows),
@@ -198,6 +244,13 @@ def measure_dataset(cfg: Config, args: argparse.Namespace) -> dict:
         backbone_ratio=seconds['batched'] / seconds['backbone'],
         backbone_share=inside[-1] if inside else None,
         miou=_float(outputs['batched']['metrics'].get('mIoU')))
+    if label_checks:
+        # What the label checks add to the evaluation: their seconds over
+        # the same labels, as a share of the timed test loop.
+        label_checks['label_check_share'] = (
+            label_checks['label_load_checked_seconds'] -
+            label_checks['label_load_seconds']) / seconds['batched']
+        record.update(label_checks)
     if args.compare:
         batched, single = outputs['batched'], outputs['one_by_one']
         same = total = 0

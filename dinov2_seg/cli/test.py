@@ -16,6 +16,7 @@ from dinov2_seg.engine.run_config import (configure_test_loader, enable_plots,
                                           enable_test_amp, enable_test_compile,
                                           enable_tta, enable_visualization,
                                           load_config)
+from .data_errors import stop_on_bad_file
 from .runner_args import add_runner_args
 
 
@@ -104,6 +105,7 @@ def main(argv: Optional[List[str]] = None) -> dict:
         # The images arrive in pinned memory: copy them to the GPU without
         # waiting (mmseg's data preprocessor takes no such argument).
         segmentor.data_preprocessor._non_blocking = True
-    metrics = runner.test()
+    with stop_on_bad_file(args.verbose):  # one line naming a bad file
+        metrics = runner.test()
     shutdown_distributed()
     return metrics

@@ -1,5 +1,6 @@
 """``tools/train.py``: train a segmentor from a config, as mmseg 1.x does."""
 import argparse
+import sys
 from typing import List, Optional, Union
 
 from mmengine.runner import FlexibleRunner, Runner
@@ -13,6 +14,7 @@ from dinov2_seg.engine.run_config import enable_amp, load_config
 from dinov2_seg.engine.sharded import (drop_strategy_for_one_process,
                                        flexible_runner_for,
                                        uses_flexible_runner)
+from .data_errors import resume_advice, stop_on_bad_file
 from .runner_args import add_runner_args
 
 
@@ -53,6 +55,11 @@ def main(argv: Optional[List[str]] = None) -> Union[Runner, FlexibleRunner]:
         runner = flexible_runner_for(cfg, args.verbose).from_cfg(cfg)
     else:
         runner = runner_for_console(cfg, args.verbose).from_cfg(cfg)
-    runner.train()
+    # A bad image or label stops the run with one line naming it; the last
+    # checkpoint stays and the resume command is printed.
+    advice = resume_advice(cfg.work_dir, args.config,
+                           sys.argv[1:] if argv is None else list(argv))
+    with stop_on_bad_file(args.verbose, advice):
+        runner.train()
     shutdown_distributed()
     return runner

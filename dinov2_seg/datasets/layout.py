@@ -26,15 +26,14 @@ _GENERIC_HINT = ('the image and label folders named by data_prefix '
                  '(see configs/_base_/datasets/custom.py)')
 
 
-def _iter_datasets(dataset: Mapping,
-                   key: str) -> Iterator[Tuple[str, Mapping]]:
+def iter_datasets(dataset: Mapping, key: str) -> Iterator[Tuple[str, Mapping]]:
     """Yield (config key, dataset cfg) for a dataset and the ones it wraps
     (ConcatDataset's ``datasets``, RepeatDataset's ``dataset``)."""
     if 'datasets' in dataset:
         for index, child in enumerate(dataset['datasets']):
-            yield from _iter_datasets(child, f'{key}.datasets.{index}')
+            yield from iter_datasets(child, f'{key}.datasets.{index}')
     elif 'dataset' in dataset:
-        yield from _iter_datasets(dataset['dataset'], f'{key}.dataset')
+        yield from iter_datasets(dataset['dataset'], f'{key}.dataset')
     else:
         yield key, dataset
 
@@ -85,8 +84,8 @@ def check_dataset_paths(cfg: Mapping, loader_keys: Sequence[str]) -> None:
         loader = cfg.get(loader_key)
         if not loader or 'dataset' not in loader:
             continue
-        for key, dataset in _iter_datasets(loader['dataset'],
-                                           f'{loader_key}.dataset'):
+        for key, dataset in iter_datasets(loader['dataset'],
+                                          f'{loader_key}.dataset'):
             if '://' in str(dataset.get('data_root', '')):
                 continue
             problems = _problems(dataset)

@@ -1,14 +1,20 @@
 """What inference outside mmengine's runner takes from a config: the test
 pipeline without annotations (or the multi-scale flip test's, cut to its
 first scales), one image through it, and the test dataset's classes and
-palette. Used by the Python API, the ONNX segmentor and the benchmark."""
+palette. Used by the Python API, the ONNX segmentor and the benchmark.
+And the label checks of every dataloader's pipelines, which need the number
+of classes of the dataset that reads them."""
 import copy
-from typing import Union
+from typing import Mapping, Union
 
 import numpy as np
 from mmcv.transforms import Compose
 from mmengine.config import Config
 from mmseg.registry import DATASETS
+
+from .errors import UnreadableFileError, one_line_data_error
+from .image_modes import as_bgr_uint8
+from .layout import iter_datasets
 
 ImageType = Union[str, np.ndarray]
 
@@ -53,16 +59,27 @@ def select_tta_scales(cfg: Config, config_path: str) -> list:
 
 
 def inference_inputs(pipeline: list, image: ImageType) -> dict:
-    """One image (a path, or an HxWx3 BGR array as cv2 reads it) through an
-    inference pipeline (``model.pipeline``), ready for ``pseudo_collate``."""
-    if isinstance(image, np.ndarray) and image.ndim == 2:
-        image = np.repeat(image[..., None], 3, axis=2)
+    """One image (a path, or an array as cv2 reads it: BGR, BGRA, grey,
+    8 or 16 bits, converted as :func:`.image_modes.as_bgr_uint8` says)
+    through an inference pipeline (``model.pipeline``), ready for
+    ``pseudo_collate``.
+
+    Raises:
+        UnreadableFileError: naming a file that cannot be decoded.
+        ImageModeError: naming the dtype and shape of an array of another
+            kind.
+    """
     steps = copy.deepcopy(pipeline)
     if not isinstance(image, str):
         steps[0]['type'] = 'LoadImageFromNDArray'
-    inputs = dict(img_path=image) if isinstance(image, str) else dict(
-        img=image)
-    return Compose(steps)(inputs)
+        return Compose(steps)(dict(img=as_bgr_uint8(image, 'image array')))
+    try:
+        return Compose(steps)(dict(img_path=image))
+    except AssertionError as error:  # mmcv's "failed to load image: PATH"
+        message = one_line_data_error(error)
+        if message is None:
+            raise
+        raise UnreadableFileError(message) from error
 
 
 def test_dataset_meta(cfg: Config) -> dict:
@@ -75,3 +92,47 @@ def test_dataset_meta(cfg: Config) -> dict:
     meta = dict(getattr(DATASETS.get(dataset.type), 'METAINFO', {}))
     meta.update(dataset.get('metainfo') or {})
     return meta
+
+
+def dataset_classes(dataset: Mapping) -> tuple:
+    """``classes`` of a dataset config: its class's METAINFO updated with
+    the config's ``metainfo``."""
+    kind = dataset['type']
+    kind = DATASETS.get(kind) if isinstance(kind, str) else kind
+    meta = dict(getattr(kind, 'METAINFO', {}))
+    meta.update(dataset.get('metainfo') or {})
+    return tuple(meta.get('classes') or ())
+
+
+def set_label_checks(pipeline: list, num_classes: int) -> None:
+    """Give each ``DinoLoadAnnotations`` of ``pipeline`` (also inside
+    TestTimeAug's stages) the number of classes its labels are checked
+    against, unless it has one; in place."""
+    for step in pipeline:
+        if step.get('type') == 'TestTimeAug':
+            for stage in step['transforms']:
+                set_label_checks(stage, num_classes)
+        elif str(step.get('type', '')).endswith('DinoLoadAnnotations'):
+            step.setdefault('num_classes', num_classes)
+
+
+def configure_label_checks(cfg: Config) -> None:
+    """The label checks of every dataloader's dataset (each against its
+    own classes) and of ``tta_pipeline`` (the test dataset's): the label
+    loader sees one file, not the dataset that lists it, so the tools tell
+    it the number of classes here, when they read the config."""
+    test_classes = None
+    for key in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        loader = cfg.get(key)
+        if not loader or 'dataset' not in loader:
+            continue
+        for _, dataset in iter_datasets(loader['dataset'], key):
+            if 'type' not in dataset or not dataset.get('pipeline'):
+                continue
+            classes = dataset_classes(dataset)
+            if classes:
+                set_label_checks(dataset['pipeline'], len(classes))
+                if key == 'test_dataloader':
+                    test_classes = test_classes or classes
+    if test_classes and cfg.get('tta_pipeline'):
+        set_label_checks(cfg.tta_pipeline, len(test_classes))

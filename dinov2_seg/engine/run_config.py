@@ -10,7 +10,8 @@ from mmengine.config import Config
 from mmengine.logging import print_log
 from mmseg.registry import MODELS
 
-from dinov2_seg.datasets.pipelines import select_tta_scales
+from dinov2_seg.datasets.pipelines import (configure_label_checks,
+                                           select_tta_scales)
 from dinov2_seg.models.segmentors import BatchedEncoderDecoder
 from .vis_backends import expand_vis_backends
 
@@ -21,13 +22,15 @@ def load_config(path: str,
                 launcher: str = 'none') -> Config:
     """Read a config, apply ``--cfg-options`` and choose the work dir as
     mmseg's tools do (CLI, then the config's ``work_dir``, then
-    ``work_dirs/<config name>``)."""
+    ``work_dirs/<config name>``). The label loaders of its dataloaders
+    check values against their dataset's classes."""
     if not osp.isfile(path):
         raise FileNotFoundError(f'Config file {path} does not exist')
     cfg = Config.fromfile(path)
     cfg.launcher = launcher
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
+    configure_label_checks(cfg)
     expand_vis_backends(cfg)
     if work_dir is not None:
         cfg.work_dir = work_dir

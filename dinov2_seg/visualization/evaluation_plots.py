@@ -166,14 +166,31 @@ def plot_class_shares(confusion: np.ndarray, classes: Sequence[str],
     """Each class's share of the labelled pixels in the ground truth and in
     the prediction, side by side (the largest ``MAX_SHARE_CLASSES``)."""
     scores = per_class_scores(confusion)
-    gt, pred = scores['gt_share'] * 100, scores['pred_share'] * 100
-    shown = np.argsort(
-        -np.maximum(gt, pred), kind='stable')[:MAX_SHARE_CLASSES]
+    plot_share_bars(
+        {
+            'ground truth': scores['gt_share'] * 100,
+            'prediction': scores['pred_share'] * 100
+        }, classes, path)
+
+
+def plot_share_bars(shares: Dict[str, np.ndarray],
+                    classes: Sequence[str],
+                    path: str,
+                    title: str = 'Class distribution') -> None:
+    """The class distribution chart: per class, a bar for each series of
+    ``shares`` (percent of the labelled pixels; e.g. ground truth and
+    prediction, or the train and val splits) side by side, the classes
+    largest in any series first (at most ``MAX_SHARE_CLASSES``)."""
+    series = {name: np.asarray(v, np.float64) for name, v in shares.items()}
+    largest = np.max(np.stack(list(series.values())), axis=0)
+    shown = np.argsort(-largest, kind='stable')[:MAX_SHARE_CLASSES]
     x = np.arange(len(shown))
+    width = 0.8 / len(series)
     fig = new_figure(share_chart_size(len(shown)), DPI)
     ax = fig.add_subplot()
-    ax.bar(x - 0.2, gt[shown], width=0.4, label='ground truth')
-    ax.bar(x + 0.2, pred[shown], width=0.4, label='prediction')
+    for index, (name, values) in enumerate(series.items()):
+        offset = (index - (len(series) - 1) / 2) * width
+        ax.bar(x + offset, values[shown], width=width, label=name)
     ax.set_xticks(x)
     ax.set_xticklabels([classes[i] for i in shown],
                        rotation=60,
@@ -182,9 +199,8 @@ def plot_class_shares(confusion: np.ndarray, classes: Sequence[str],
     ax.set_ylabel('share of labelled pixels (%)')
     ax.legend()
     more = len(classes) - len(shown)
-    ax.set_title('Class distribution' +
-                 (f' (the {len(shown)} largest of {len(classes)} classes)'
-                  if more else ''))
+    ax.set_title(title + (f' (the {len(shown)} largest of {len(classes)} '
+                          'classes)' if more else ''))
     save_figure(fig, path)
 
 
