@@ -18,6 +18,7 @@ crop_size = (126, 126)
 train_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='DinoLoadAnnotations'),
+    dict(type='EoMTColorJitter'),
     dict(
         type='RandomResize',
         scale=(250, 126),
@@ -25,7 +26,6 @@ train_pipeline = [
         keep_ratio=True),
     dict(type='RandomCrop', crop_size=crop_size),
     dict(type='RandomFlip', prob=0.5),
-    dict(type='PhotoMetricDistortion'),
     dict(type='PackSegInputs')
 ]
 test_pipeline = [

@@ -97,15 +97,16 @@ def test_config(name):
 
     # datasets/ade20k_semantic.py: img_size (512, 512), scale_range
     # (0.5, 2.0) of torchvision's ScaleJitter (datasets/transforms.py),
-    # then RandomCrop(img_size), flip, colour jitter.
+    # then RandomCrop(img_size), flip; colour jitter first (EoMT's, on the
+    # whole image).
     pipeline = cfg.train_dataloader.dataset.pipeline
     assert [t.type for t in pipeline] == [
-        'LoadImageFromFile', 'DinoLoadAnnotations', 'RandomResize',
-        'RandomCrop', 'RandomFlip', 'PhotoMetricDistortion', 'PackSegInputs'
+        'LoadImageFromFile', 'DinoLoadAnnotations', 'EoMTColorJitter',
+        'RandomResize', 'RandomCrop', 'RandomFlip', 'PackSegInputs'
     ]
-    assert (pipeline[2].scale, pipeline[2].ratio_range,
-            pipeline[2].keep_ratio) == ((512, 512), (0.5, 2.0), True)
-    assert pipeline[3] == dict(type='RandomCrop', crop_size=(512, 512))
+    assert (pipeline[3].scale, pipeline[3].ratio_range,
+            pipeline[3].keep_ratio) == ((512, 512), (0.5, 2.0), True)
+    assert pipeline[4] == dict(type='RandomCrop', crop_size=(512, 512))
 
     # The whole model on the meta device: Meta's backbone layout (so that
     # the backbone file loads via init_cfg) plus EoMT's head.

@@ -16,6 +16,7 @@ crop_size = (128, 128)
 train_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='DinoLoadAnnotations'),
+    dict(type='EoMTColorJitter'),
     dict(
         type='RandomResize',
         scale=(256, 128),
@@ -23,7 +24,6 @@ train_pipeline = [
         keep_ratio=True),
     dict(type='RandomCrop', crop_size=crop_size),
     dict(type='RandomFlip', prob=0.5),
-    dict(type='PhotoMetricDistortion'),
     dict(type='PackSegInputs')
 ]
 test_pipeline = [

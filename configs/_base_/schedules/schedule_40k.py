@@ -27,8 +27,12 @@ default_hooks = dict(
     timer=dict(type='IterTimerHook'),
     logger=dict(type='LoggerHook', interval=50, log_metric_by_epoch=False),
     param_scheduler=dict(type='ParamSchedulerHook'),
+    # mmengine's CheckpointHook, written so that a run killed at any moment
+    # (even while saving) resumes: dinov2_seg/engine/hooks/checkpoint_hook.py.
     checkpoint=dict(
-        type='CheckpointHook', by_epoch=False, interval=4000,
+        type='DinoCheckpointHook',
+        by_epoch=False,
+        interval=4000,
         max_keep_ckpts=3),
     sampler_seed=dict(type='DistSamplerSeedHook'),
     visualization=dict(type='SegVisualizationHook'))

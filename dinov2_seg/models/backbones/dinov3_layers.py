@@ -121,9 +121,14 @@ class RopePositionEmbedding(nn.Module):
 
         Without augmentation and gradients the last result is cached (the
         slide windows of a test image share one grid); the key holds the
-        buffer's version, so loading another file refreshes it.
+        buffer's version, so loading another file refreshes it. Compiled
+        code (``--compile``) computes the tables inside its graph instead:
+        Dynamo cannot trace the cache (a data pointer in its key, a dict
+        replaced on a miss), which broke the graph in every forward, and the
+        tables cost a few element-wise operations there.
         """
-        if self.training and self.train_augment or torch.is_grad_enabled():
+        if (torch.compiler.is_compiling() or torch.is_grad_enabled()
+                or self.training and self.train_augment):
             return self._tables(grid)
         key = (tuple(grid), self.periods.device, self.periods._version,
                self.periods.data_ptr())
