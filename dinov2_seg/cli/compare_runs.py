@@ -89,8 +89,7 @@ def compare_runs(paths: Sequence[str],
     drawn = plot_curves_bands(variants, curves, files['curves'])
     if classes:
         files['class_deltas'] = osp.join(out, 'per_class_delta.png')
-        plot_class_deltas(labels, classes, deltas, base,
-                          files['class_deltas'])
+        plot_class_deltas(labels, classes, deltas, base, files['class_deltas'])
     echo(text)
     echo('\nFiles: ' + ', '.join(files[k] for k in files))
     return dict(

@@ -11,8 +11,7 @@ from dinov2_seg.sweep.grid import parse_grid, parse_seeds
 from dinov2_seg.sweep.local import launch_local
 from dinov2_seg.sweep.manifest import PENDING, read_json, run_file
 from dinov2_seg.sweep.plan import (SWEEPS_ROOT, build_manifest, open_sweep,
-                                   prepare_runs, refresh, runs_to_launch,
-                                   save)
+                                   prepare_runs, refresh, runs_to_launch, save)
 from dinov2_seg.sweep.progress import progress_line
 from dinov2_seg.sweep.slurm import (SUBMITIT_FOLDER, sbatch_script,
                                     slurm_executor, slurm_parameters,
@@ -33,8 +32,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         'optim_wrapper.optimizer.lr=0.001,0.0003')
     parser.add_argument(
         '--seeds', default='0', help='randomness.seed values (default: 0)')
-    parser.add_argument(
-        '--name', help='sweep name (default: the config name)')
+    parser.add_argument('--name', help='sweep name (default: the config name)')
     parser.add_argument(
         '--root',
         default=SWEEPS_ROOT,
@@ -48,8 +46,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument(
         '--max-parallel',
         type=int,
-        default=1,
-        help='runs at a time (local) or running array tasks (slurm)')
+        help='runs at a time (default: 1 on this machine, all on Slurm: '
+        'array tasks running at once)')
     parser.add_argument(
         '--gpus-per-run',
         type=int,
@@ -79,10 +77,13 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 
 
 def _parameters(args, manifest: dict) -> dict:
-    return slurm_parameters(manifest['name'], 1 if args.gpus_per_run is None
-                            else args.gpus_per_run, args.partition, args.time,
-                            max_parallel=args.max_parallel,
-                            slurm_args=args.slurm_args)
+    return slurm_parameters(
+        manifest['name'],
+        1 if args.gpus_per_run is None else args.gpus_per_run,
+        args.partition,
+        args.time,
+        max_parallel=args.max_parallel or 256,
+        slurm_args=args.slurm_args)
 
 
 def dry_run(args, manifest: dict) -> None:
@@ -108,8 +109,9 @@ def print_overhead(runs: List[dict]) -> None:
     times = []
     for run in runs:
         record = read_json(run_file(run['work_dir'])) or {}
-        if all(k in record for k in ('process_seconds', 'train_seconds',
-                                     'test_seconds')):
+        if all(
+                k in record
+                for k in ('process_seconds', 'train_seconds', 'test_seconds')):
             times.append((record['process_seconds'], record['train_seconds'],
                           record['test_seconds']))
     if times:
@@ -132,8 +134,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 0
     manifest = open_sweep(manifest, args.new)
     plan = runs_to_launch(manifest, args.retry_failed)
-    for key, why in (('skip_done', 'done'), ('skip_running',
-                                             'still running'),
+    for key, why in (('skip_done', 'done'), ('skip_running', 'still running'),
                      ('skip_failed', 'failed twice; --retry-failed runs it')):
         for run in plan[key]:
             print(f"{run['name']}: skipped ({why})")
@@ -147,14 +148,20 @@ def main(argv: Optional[List[str]] = None) -> int:
                                   _parameters(args, manifest))
         multi = (args.gpus_per_run or 1) > 1
         jobs = submit_runs(
-            executor, plan['run'], lambda run: SweepRun(
-                run['work_dir'], 'slurm' if multi else 'none'))
+            executor, plan['run'],
+            lambda run: SweepRun(run['work_dir'], 'slurm'
+                                 if multi else 'none'))
         save(refresh(manifest))
         print(f'Submitted {len(jobs)} runs as Slurm job '
               f"{jobs[0].job_id.split('_')[0]}; run this command again to "
               'see their states, resume or retry')
         return 0
-    launch_local(plan['run'], args.max_parallel, args.gpus_per_run)
+    from .sweep_run import run_in_worker
+    launch_local(
+        plan['run'],
+        args.max_parallel or 1,
+        args.gpus_per_run,
+        worker=run_in_worker)
     save(refresh(manifest))
     states = [run.get('state') for run in manifest['runs']]
     print(f"[sweep] {states.count('done')}/{len(states)} runs done:")

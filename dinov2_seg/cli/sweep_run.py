@@ -5,6 +5,7 @@ launcher) and :class:`SweepRun` (submitit, on Slurm) both end here, so a
 killed, preempted or requeued run resumes the same way: from the last
 checkpoint in its work dir."""
 import argparse
+import os
 import os.path as osp
 import resource
 import sys
@@ -38,9 +39,11 @@ def _peak_memory_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _is_main_process() -> bool:
-    from mmengine.dist import get_rank
-    return get_rank() == 0
+def _is_first_task(launcher: str) -> bool:
+    """Whether this process keeps the run file: the only one, or the first
+    task of a multi-GPU run (known before torch.distributed starts)."""
+    variable = 'SLURM_PROCID' if launcher == 'slurm' else 'RANK'
+    return int(os.environ.get(variable, '0')) == 0
 
 
 def run_one(work_dir: str, launcher: str = 'none') -> dict:
@@ -50,27 +53,37 @@ def run_one(work_dir: str, launcher: str = 'none') -> dict:
     if spec is None:
         raise FileNotFoundError(f'{run_file(work_dir)} does not exist; '
                                 'tools/sweep.py writes it before a run')
-    update_run_file(work_dir, state=RUNNING, phase='train', error=None)
+
+    def note(**fields) -> None:
+        if _is_first_task(launcher):
+            update_run_file(work_dir, **fields)
+
+    note(state=RUNNING, phase='train', error=None)
     common = ['--launcher', launcher]
     try:
         if not spec.get('trained'):
             checkpoint = _last_checkpoint(work_dir)
-            argv = [spec['config'], '--work-dir', work_dir, *common,
-                    '--cfg-options', *spec['cfg_options']]
+            argv = [
+                spec['config'], '--work-dir', work_dir, *common,
+                '--cfg-options', *spec['cfg_options']
+            ]
             if checkpoint:
                 argv.insert(3, '--resume')
             started = time.time()
             runner = train_tool.main(argv)
+            # mmengine names a run's log folder and its loggers by the
+            # second it starts: the test must not share the training's.
+            while time.strftime('%Y%m%d_%H%M%S') == runner.timestamp:
+                time.sleep(0.05)
             trainable = sum(p.numel() for p in runner.model.parameters()
                             if p.requires_grad)
-            update_run_file(
-                work_dir,
+            note(
                 trained=True,
                 resumed_from=checkpoint,
                 train_seconds=spec.get('train_seconds', 0) + time.time() -
                 started,
                 trainable_params=trainable)
-        update_run_file(work_dir, phase='test')
+        note(phase='test')
         test_started = time.time()
         checkpoint = _last_checkpoint(work_dir)
         if checkpoint is None:
@@ -81,28 +94,27 @@ def run_one(work_dir: str, launcher: str = 'none') -> dict:
             spec['config'], checkpoint, '--work-dir', work_dir, *common,
             '--cfg-options', *spec['cfg_options'], *spec['test_args']
         ])
-    except KeyboardInterrupt:
-        update_run_file(work_dir, state=PENDING, error='interrupted')
-        raise
     except BaseException as error:  # noqa: B902 (SystemExit from argparse)
         record = read_json(run_file(work_dir)) or {}
-        last_line = (str(error).strip().splitlines() or [''])[-1]
-        update_run_file(
-            work_dir,
-            state=FAILED,
-            failures=record.get('failures', 0) + 1,
-            error=f'{type(error).__name__}: {last_line}')
+        if isinstance(error, KeyboardInterrupt):
+            note(state=PENDING, error='interrupted')
+        elif record.get('state') != PENDING:  # not requeued (SweepRun)
+            last_line = (str(error).strip().splitlines() or [''])[-1]
+            note(
+                state=FAILED,
+                failures=record.get('failures', 0) + 1,
+                error=f'{type(error).__name__}: {last_line}')
         raise
-    if _is_main_process():
-        update_run_file(
-            work_dir,
-            state=DONE,
-            phase='done',
-            checkpoint=checkpoint,
-            test_seconds=time.time() - test_started,
-            results={k: float(v)
-                     for k, v in metrics.items()},
-            peak_memory_mb=_peak_memory_mb())
+    note(
+        state=DONE,
+        phase='done',
+        checkpoint=checkpoint,
+        test_seconds=time.time() - test_started,
+        results={
+            k: float(v)
+            for k, v in metrics.items()
+        },
+        peak_memory_mb=_peak_memory_mb())
     return metrics
 
 
@@ -125,19 +137,36 @@ class SweepRun(Checkpointable):
     def __call__(self) -> dict:
         return run_one(self.work_dir, self.launcher)
 
+    def checkpoint(self, *args, **kwargs):
+        """Called by submitit on preemption or time-out, before it requeues
+        the job: the run is pending again (not failed); the requeued job
+        resumes from the last checkpoint in the work dir."""
+        update_run_file(
+            self.work_dir,
+            state=PENDING,
+            error='preempted or timed out: requeued, resumes from its last '
+            'checkpoint')
+        return super().checkpoint(*args, **kwargs)
+
+
+def run_in_worker(work_dir: str) -> int:
+    """:func:`run_one` as a worker process runs it: 0 when done, 1 after an
+    error (recorded in sweep_run.json; the trace goes to the console
+    log)."""
+    try:
+        run_one(osp.abspath(work_dir))
+    except Exception:
+        import traceback
+        traceback.print_exc()
+        return 1
+    return 0
+
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(
         description='Run one run of a sweep (tools/sweep.py starts it)')
     parser.add_argument('work_dir', help="the run's work dir")
-    args = parser.parse_args(argv)
-    try:
-        run_one(osp.abspath(args.work_dir))
-    except Exception:  # recorded in sweep_run.json; the trace goes to the log
-        import traceback
-        traceback.print_exc()
-        return 1
-    return 0
+    return run_in_worker(parser.parse_args(argv).work_dir)
 
 
 if __name__ == '__main__':

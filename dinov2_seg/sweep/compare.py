@@ -32,9 +32,8 @@ class Variant:
     runs: List[RunRecord] = field(default_factory=list)
 
     def values_of(self, metric: str, source: str = 'test') -> np.ndarray:
-        return np.array([
-            getattr(r, source).get(metric, math.nan) for r in self.runs
-        ])
+        return np.array(
+            [getattr(r, source).get(metric, math.nan) for r in self.runs])
 
     @property
     def seeds(self) -> List:
@@ -46,8 +45,9 @@ def differing_settings(runs: Sequence[RunRecord]) -> List[str]:
     first run's order."""
     keys = list(dict.fromkeys(k for r in runs for k in r.settings))
     return [
-        k for k in keys if k not in NOT_A_SETTING
-        and len({r.settings.get(k) for r in runs}) > 1
+        k for k in keys
+        if k not in NOT_A_SETTING and len({r.settings.get(k)
+                                           for r in runs}) > 1
     ]
 
 
@@ -64,7 +64,8 @@ def short_names(keys: Sequence[str]) -> Dict[str, str]:
     return names
 
 
-def group_variants(runs: Sequence[RunRecord]) -> Tuple[List[str], List[Variant]]:
+def group_variants(
+        runs: Sequence[RunRecord]) -> Tuple[List[str], List[Variant]]:
     """The differing setting keys and the variants (first-seen order)."""
     keys = differing_settings(runs)
     short = short_names(keys)
@@ -100,8 +101,8 @@ def welch_p(sample: np.ndarray, reference: np.ndarray) -> float:
     on a side. Two constant samples: 0 if they differ, 1 if not (scipy
     has no t for zero variance)."""
     from scipy import stats
-    sample, reference = sample[~np.isnan(sample)], reference[~np.isnan(
-        reference)]
+    sample, reference = sample[~np.isnan(sample)], reference[~np.
+                                                             isnan(reference)]
     if len(sample) < 2 or len(reference) < 2:
         return math.nan
     if np.ptp(sample) == 0 and np.ptp(reference) == 0:
@@ -129,7 +130,8 @@ def _mean_of(values: List[Optional[float]]) -> float:
     return float(np.mean(known)) if known else math.nan
 
 
-def summarise(variants: List[Variant], base: int,
+def summarise(variants: List[Variant],
+              base: int,
               metric: str = 'mIoU') -> List[dict]:
     """One row per variant: the means and stds of the metrics (final =
     the test of the last checkpoint, best = the best validation), the
@@ -139,8 +141,8 @@ def summarise(variants: List[Variant], base: int,
     reference = variants[base].values_of(metric)
     rows = []
     for index, variant in enumerate(variants):
-        row = dict(variant=variant.label, **variant.values,
-                   seeds=len(variant.runs))
+        row = dict(
+            variant=variant.label, **variant.values, seeds=len(variant.runs))
         for name in METRICS:
             row[name], row[f'{name}_std'] = mean_std(variant.values_of(name))
             row[f'best_{name}'], row[f'best_{name}_std'] = mean_std(
@@ -154,8 +156,7 @@ def summarise(variants: List[Variant], base: int,
             row['mark'] = mark(row['p'])
         row['iterations'] = _mean_of([r.iterations for r in variant.runs])
         row['train_s'] = _mean_of([r.train_seconds for r in variant.runs])
-        row['memory_mb'] = _mean_of(
-            [r.peak_memory_mb for r in variant.runs])
+        row['memory_mb'] = _mean_of([r.peak_memory_mb for r in variant.runs])
         row['params'] = _mean_of([r.trainable_params for r in variant.runs])
         rows.append(row)
     return rows
@@ -168,7 +169,7 @@ def per_class_deltas(variants: List[Variant],
     classes = list(
         dict.fromkeys(c for v in variants for r in v.runs
                       for c in r.per_class_iou))
-    means = np.array([[
-        _mean_of([r.per_class_iou.get(c) for r in v.runs]) for c in classes
-    ] for v in variants]).reshape(len(variants), len(classes))
+    means = np.array(
+        [[_mean_of([r.per_class_iou.get(c) for r in v.runs]) for c in classes]
+         for v in variants]).reshape(len(variants), len(classes))
     return classes, means, means - means[base]

@@ -94,8 +94,8 @@ def _name_part(value: Any) -> str:
     return text
 
 
-def run_name(overrides: Dict[str, Any], seed: int,
-             short: Dict[str, str]) -> str:
+def run_name(overrides: Dict[str, Any], seed: int, short: Dict[str,
+                                                               str]) -> str:
     """``lr-0.001_crop_size-224_seed-0``: the last part of each key, its
     value, the seed."""
     parts = [f'{short[k]}-{_name_part(v)}' for k, v in overrides.items()]

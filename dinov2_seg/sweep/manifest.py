@@ -47,8 +47,8 @@ def flatten_config(value: Any, prefix: str = '') -> Dict[str, str]:
     if isinstance(value, dict):
         for key in value:
             flat.update(flatten_config(value[key], f'{prefix}{key}.'))
-    elif isinstance(value, (list, tuple)) and any(
-            isinstance(v, dict) for v in value):
+    elif isinstance(value,
+                    (list, tuple)) and any(isinstance(v, dict) for v in value):
         for index, item in enumerate(value):
             flat.update(flatten_config(item, f'{prefix}{index}.'))
     else:
@@ -64,11 +64,11 @@ def config_fingerprint(path: str) -> Dict[str, Any]:
     cfg = Config.fromfile(path, import_custom_modules=False)
     flat = flatten_config(cfg.to_dict())
     text = json.dumps(flat, sort_keys=True)
-    return dict(
-        hash=hashlib.sha256(text.encode()).hexdigest(), settings=flat)
+    return dict(hash=hashlib.sha256(text.encode()).hexdigest(), settings=flat)
 
 
-def describe_changes(old: Dict[str, str], new: Dict[str, str],
+def describe_changes(old: Dict[str, str],
+                     new: Dict[str, str],
                      limit: int = 5) -> str:
     """``key: old -> new`` for the first ``limit`` settings that differ."""
     keys = sorted(set(old) | set(new))

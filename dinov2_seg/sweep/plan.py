@@ -124,9 +124,8 @@ def _alive_here(record: dict) -> bool:
     this host, or its Slurm job still in the queue."""
     job = record.get('slurm_job_id')
     if job and shutil.which('squeue'):
-        queued = subprocess.run(['squeue', '-h', '-j', str(job)],
-                                capture_output=True,
-                                text=True)
+        queued = subprocess.run(
+            ['squeue', '-h', '-j', str(job)], capture_output=True, text=True)
         return bool(queued.stdout.strip())
     if record.get('host') != socket.gethostname() or not record.get('pid'):
         return False

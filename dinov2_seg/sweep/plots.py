@@ -51,8 +51,8 @@ def seed_band(variant: Variant, key: str):
         values[np.searchsorted(run_steps, steps)]
         for run_steps, values in series
     ])
-    std = values.std(axis=0, ddof=1) if len(series) > 1 else np.zeros(
-        len(steps))
+    std = values.std(
+        axis=0, ddof=1) if len(series) > 1 else np.zeros(len(steps))
     return steps, values.mean(axis=0), std
 
 
@@ -76,7 +76,10 @@ def plot_curves_bands(variants: List[Variant], keys: Sequence[str],
                 marker='o' if len(steps) <= 20 else None,
                 label=variant.label)
             ax.fill_between(
-                steps, mean - std, mean + std, color=line.get_color(),
+                steps,
+                mean - std,
+                mean + std,
+                color=line.get_color(),
                 alpha=0.2)
             drawn[variant.label][key] = band
         ax.set_ylabel(key)
@@ -95,20 +98,21 @@ def plot_class_deltas(labels: Sequence[str], classes: Sequence[str],
     symmetric around 0. Returns the matrix drawn."""
     rows = [i for i in range(len(labels)) if i != base]
     shown = deltas[rows] if rows else np.zeros((0, len(classes)))
-    fig = new_figure((max(5.0, 2.5 + 0.5 * len(classes)),
-                      max(2.5, 1.5 + 0.45 * len(rows))), DPI)
+    fig = new_figure(
+        (max(5.0, 2.5 + 0.5 * len(classes)), max(2.5, 1.5 + 0.45 * len(rows))),
+        DPI)
     ax = fig.add_subplot()
     limit = max(float(np.nanmax(np.abs(shown))) if shown.size else 0.0, 0.5)
-    image = ax.imshow(shown, cmap='RdBu', vmin=-limit, vmax=limit,
-                      aspect='auto')
+    image = ax.imshow(
+        shown, cmap='RdBu', vmin=-limit, vmax=limit, aspect='auto')
     ax.set_xticks(np.arange(len(classes)))
     ax.set_xticklabels(classes, rotation=60, ha='right', fontsize=8)
     ax.set_yticks(np.arange(len(rows)))
     ax.set_yticklabels([labels[i] for i in rows], fontsize=8)
     if shown.size <= 400:
         for (i, j), value in np.ndenumerate(shown):
-            ax.text(j, i, f'{value:+.1f}', ha='center', va='center',
-                    fontsize=7)
+            ax.text(
+                j, i, f'{value:+.1f}', ha='center', va='center', fontsize=7)
     fig.colorbar(image, ax=ax, label='IoU - baseline IoU')
     ax.set_title(f'Per-class IoU change against {labels[base]}')
     save_figure(fig, path)

@@ -38,8 +38,7 @@ def _count(value: float) -> str:
     return f'{value:.0f}'
 
 
-def markdown_table(rows: List[dict], keys: Sequence[str],
-                   metric: str) -> str:
+def markdown_table(rows: List[dict], keys: Sequence[str], metric: str) -> str:
     """The variants' table in markdown (one row per variant)."""
     short = short_names(keys)
     header = [short[k] for k in keys] or ['variant']
@@ -73,18 +72,25 @@ def markdown_table(rows: List[dict], keys: Sequence[str],
     return '\n'.join(lines)
 
 
-def class_changes(labels: Sequence[str], classes: Sequence[str],
-                  deltas: np.ndarray, base: int, top: int = 3) -> List[str]:
+def class_changes(labels: Sequence[str],
+                  classes: Sequence[str],
+                  deltas: np.ndarray,
+                  base: int,
+                  top: int = 3) -> List[str]:
     """Per variant, the ``top`` classes that gain and lose most IoU."""
     lines = []
     for index, label in enumerate(labels):
         if index == base or not len(classes):
             continue
         order = np.argsort(-np.nan_to_num(deltas[index], nan=0.0))
-        gains = [f'{classes[i]} {deltas[index, i]:+.2f}'
-                 for i in order[:top] if deltas[index, i] > 0]
-        losses = [f'{classes[i]} {deltas[index, i]:+.2f}'
-                  for i in order[::-1][:top] if deltas[index, i] < 0]
+        gains = [
+            f'{classes[i]} {deltas[index, i]:+.2f}' for i in order[:top]
+            if deltas[index, i] > 0
+        ]
+        losses = [
+            f'{classes[i]} {deltas[index, i]:+.2f}' for i in order[::-1][:top]
+            if deltas[index, i] < 0
+        ]
         lines.append(f"{label}: gains {', '.join(gains) or 'none'}; "
                      f"losses {', '.join(losses) or 'none'}")
     return lines
@@ -111,7 +117,8 @@ def write_per_class_csv(labels: Sequence[str], classes: Sequence[str],
         for i, label in enumerate(labels):
             for j, name in enumerate(classes):
                 writer.writerow([
-                    label, name, _number(means[i, j], 4),
+                    label, name,
+                    _number(means[i, j], 4),
                     _number(deltas[i, j], 4)
                 ])
 

@@ -41,8 +41,9 @@ class RunRecord:
 
 def _run_folders(work_dir: str) -> List[str]:
     """The timestamped folders of a work dir, oldest first."""
-    return sorted(p for p in glob.glob(osp.join(work_dir, '*'))
-                  if osp.isdir(p) and _TIMESTAMP.match(osp.basename(p)))
+    return sorted(
+        p for p in glob.glob(osp.join(work_dir, '*'))
+        if osp.isdir(p) and _TIMESTAMP.match(osp.basename(p)))
 
 
 def is_run_dir(path: str) -> bool:
@@ -144,8 +145,9 @@ def read_run(work_dir: str) -> RunRecord:
         # mmengine logs the mean time per iteration of each window.
         train_seconds = float(np.mean(scalars['time'][1])) * iterations
     record = read_json(osp.join(work_dir, RUN_FILE)) or {}
-    memory = (float(np.max(scalars['memory'][1]))
-              if 'memory' in scalars else record.get('peak_memory_mb'))
+    memory = (
+        float(np.max(scalars['memory'][1]))
+        if 'memory' in scalars else record.get('peak_memory_mb'))
     return RunRecord(
         work_dir=work_dir,
         settings=settings,

@@ -89,7 +89,10 @@ def submit_runs(executor, runs: List[dict],
         jobs = [executor.submit(job_for(run)) for run in runs]
     for run, job in zip(runs, jobs):
         update_run_file(
-            run['work_dir'], state=PENDING, slurm_job_id=job.job_id, error=None)
+            run['work_dir'],
+            state=PENDING,
+            slurm_job_id=job.job_id,
+            error=None)
     return jobs
 
 

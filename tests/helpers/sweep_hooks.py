@@ -1,8 +1,9 @@
 """A hook that interrupts training as a cluster does, for the sweep tests:
-after iteration ``at``, if ``flag`` exists, it reads a signal name from it,
-deletes it (so that the resumed run goes on) and sends that signal to its
-own process: SIGKILL as the out-of-memory killer or a crash, SIGUSR2 as
-Slurm before a preemption or time-out (submitit requeues on it)."""
+after iteration ``at``, if ``flag`` exists and names this run (``SIGNAL``
+or ``SIGNAL WORK_DIR_NAME``), it deletes the flag (so that the resumed run
+goes on) and sends that signal to its own process: SIGKILL as the
+out-of-memory killer or a crash, SIGUSR2 as Slurm before a preemption or
+time-out (submitit requeues on it)."""
 import os
 import os.path as osp
 import signal
@@ -18,11 +19,16 @@ class SignalAtIterHook(Hook):
         self.at = at
         self.flag = flag
 
-    def after_train_iter(self, runner, batch_idx, data_batch=None,
+    def after_train_iter(self,
+                         runner,
+                         batch_idx,
+                         data_batch=None,
                          outputs=None) -> None:
         if runner.iter + 1 != self.at or not osp.isfile(self.flag):
             return
         with open(self.flag, encoding='utf-8') as file:
-            name = file.read().strip()
+            name, _, run = file.read().strip().partition(' ')
+        if run and run != osp.basename(osp.normpath(runner.work_dir)):
+            return
         os.remove(self.flag)
         os.kill(os.getpid(), getattr(signal, name))
