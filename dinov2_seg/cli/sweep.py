@@ -59,6 +59,12 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         '--slurm-args',
         help='more sbatch options, e.g. "--account=vision --qos=high"')
     parser.add_argument(
+        '--spawn',
+        action='store_true',
+        help='local runs in new interpreters (python -m '
+        'dinov2_seg.cli.sweep_run) instead of forks of this process, which '
+        'has imported torch and mmseg once')
+    parser.add_argument(
         '--dry-run',
         action='store_true',
         help='print the runs and their commands (and the sbatch file) and '
@@ -161,7 +167,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         plan['run'],
         args.max_parallel or 1,
         args.gpus_per_run,
-        worker=run_in_worker)
+        worker=None if args.spawn else run_in_worker)
     save(refresh(manifest))
     states = [run.get('state') for run in manifest['runs']]
     print(f"[sweep] {states.count('done')}/{len(states)} runs done:")
