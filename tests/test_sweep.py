@@ -288,9 +288,7 @@ def test_submitit_local_executor_requeues_preempted_run(env):
     assert record['slurm_job_id'] == job.job_id
     assert record['resumed_from'] == str(work_dir / 'iter_3.pth')
     assert not env['flag'].exists()
-    logs = Path(job.paths.stdout).read_text() + Path(
-        job.paths.stderr).read_text()
-    assert 'this job is preempted' in logs and 'Requeued job' in logs
+    assert record['requeues'] == 1  # counted by SweepRun.checkpoint
     reference = test_metric_files(env['root'] / 'grid' /
                                   'lr-0.01_dropout_ratio-0_seed-0')
     assert metrics == pytest.approx(reference)

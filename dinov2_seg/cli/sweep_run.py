@@ -141,9 +141,11 @@ class SweepRun(Checkpointable):
         """Called by submitit on preemption or time-out, before it requeues
         the job: the run is pending again (not failed); the requeued job
         resumes from the last checkpoint in the work dir."""
+        record = read_json(run_file(self.work_dir)) or {}
         update_run_file(
             self.work_dir,
             state=PENDING,
+            requeues=record.get('requeues', 0) + 1,
             error='preempted or timed out: requeued, resumes from its last '
             'checkpoint')
         return super().checkpoint(*args, **kwargs)
