@@ -22,8 +22,8 @@ def plot_metric_bars(labels: Sequence[str], means: Sequence[float],
     x = np.arange(len(labels))
     errors = np.nan_to_num(np.asarray(stds, dtype=float), nan=0.0)
     bars = ax.bar(x, means, yerr=errors, capsize=4, color='tab:blue')
+    bars[base].set_facecolor('tab:gray')
     bars[base].set_hatch('//')
-    bars[base].set_color('tab:gray')
     ax.set_xticks(x)
     ax.set_xticklabels(labels, rotation=30, ha='right', fontsize=8)
     ax.set_ylabel(f'{metric} (mean ± std over seeds)')
@@ -113,7 +113,7 @@ def plot_class_deltas(labels: Sequence[str], classes: Sequence[str],
         for (i, j), value in np.ndenumerate(shown):
             ax.text(
                 j, i, f'{value:+.1f}', ha='center', va='center', fontsize=7)
-    fig.colorbar(image, ax=ax, label='IoU - baseline IoU')
-    ax.set_title(f'Per-class IoU change against {labels[base]}')
+    fig.colorbar(image, ax=ax, label=f'IoU - IoU of {labels[base]}')
+    ax.set_title('Per-class IoU change against the baseline')
     save_figure(fig, path)
     return shown
