@@ -43,13 +43,19 @@ setup(
         'export': ['onnx', 'onnxscript', 'onnxruntime'],
         # visualizer.vis_backends=[LocalVisBackend,TensorboardVisBackend]
         'tensorboard': ['tensorboard'],
+        # tools/sweep.py --launcher slurm (submitit; its script rendering,
+        # dinov2_seg/sweep/slurm.py, uses SlurmExecutor's private
+        # _make_submission_file_text: hence the bound) and the significance
+        # test of tools/compare_runs.py (scipy).
+        'sweep': ['submitit>=1.5.4,<1.6', 'scipy'],
         # transformers: reference implementation and file layout for the
         # tests of Hugging Face weights (it brings safetensors); the export
         # and TensorBoard tests run with their extras; pytest-xdist runs the
-        # suite on every core (`make test`).
+        # suite on every core (`make test`); the sweep extra's packages.
         'test': [
             'pytest', 'pytest-timeout', 'pytest-xdist', 'transformers', 'onnx',
-            'onnxscript', 'onnxruntime', 'tensorboard'
+            'onnxscript', 'onnxruntime', 'tensorboard', 'submitit>=1.5.4,<1.6',
+            'scipy'
         ],
     },
 )

@@ -101,6 +101,16 @@ ALLOWLIST = {
     '8 GPUs with the 7B file; tests/test_sharded_training.py runs the FSDP '
     'switch with 2 CPU processes on a reduced 7B (EoMT too) and checks '
     'this config',
+    'python tools/sweep.py configs/demo_shapes_vits14_linear.py --set '
+    'optim_wrapper.optimizer.lr=0.001,0.01 --set '
+    'model.decode_head.dropout_ratio=0,0.1 --seeds 0,1 --name shapes_lr '
+    '--max-parallel 2':
+    'eight training runs of minutes each; tests/test_sweep.py runs a 2 x 2 '
+    'grid x 2 seeds sweep on a tiny model (the same command with '
+    '--dry-run is run here)',
+    'python tools/compare_runs.py work_dirs/sweeps/shapes_lr':
+    'needs the sweep above; tests/test_sweep.py compares a real sweep and '
+    'plain work dirs',
     'pre-commit install':
     'writes a git hook; .ci/run runs the same linters',
 }
