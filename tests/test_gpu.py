@@ -16,9 +16,9 @@ Tolerances (random weights, decisive heads: helpers/gpu_families.py):
   largest CPU logit; in bf16 the mean difference at most 5% of the mean
   absolute CPU logit;
 - labels: at least 99.9% (float32) / 99% (bf16) of the pixels whose CPU
-  top-2 margin exceeds that tolerance (at least 80% of the pixels) as on
-  the CPU, and at least 96.9% / 96% of all pixels (random weights leave
-  some pixels within rounding of a tie).
+  top-2 margin exceeds four times that tolerance (at least 60% of them)
+  as on the CPU, and at least 99.9% / 95% of all pixels (random weights
+  leave some pixels within rounding of a tie).
 """
 import copy
 import os
@@ -43,6 +43,7 @@ pytestmark = [
         reason='no CUDA device (GPU_CHECK_DEVICE=cpu rehearses on the CPU)')
 ]
 AGREEMENT = {'fp32': 0.999, 'bf16': 0.99}
+OVERALL = {'fp32': 0.999, 'bf16': 0.95}
 
 
 @pytest.fixture(autouse=True)
@@ -104,19 +105,19 @@ def test_forward_agrees_with_the_cpu(family, precision):
             limit = 0.05 * float(theirs.abs().mean())
             assert float(error.mean()) <= limit, (family, float(error.mean()))
         matches = a.pred_sem_seg.data.cpu()[0] == b.pred_sem_seg.data[0]
-        sure = decided(theirs, limit)
+        sure = decided(theirs, 4 * limit)
         same, total = same + int(matches.sum()), total + matches.numel()
         sure_same += int(matches[sure].sum())
         sure_total += int(sure.sum())
     print(f'{family} {precision} on {DEVICE}: labels {same / total:.5f}, '
           f'{sure_same / sure_total:.5f} of the {sure_total / total:.3f} '
-          'decided beyond the tolerance')
+          'decided (margin over 4x the tolerance)')
     # Random weights put some pixels within rounding of a tie: the
-    # thresholds hold where the CPU's margin exceeds the logits' tolerance,
-    # and most pixels are such; a broken kernel fails both by far.
-    assert sure_total >= 0.8 * total, (family, sure_total / total)
+    # thresholds hold where the CPU's margin exceeds four times the logits'
+    # tolerance, and most pixels are such; a broken kernel fails by far.
+    assert sure_total >= 0.6 * total, (family, sure_total / total)
     assert sure_same >= AGREEMENT[precision] * sure_total, family
-    assert same >= (AGREEMENT[precision] - 0.03) * total, family
+    assert same >= OVERALL[precision] * total, family
     # Not vacuous: the reference labels vary.
     labels = torch.cat([b.pred_sem_seg.data.flatten() for b in want])
     assert len(labels.unique()) >= 2, family
@@ -156,7 +157,14 @@ def test_compiled_backbone_equals_eager(monkeypatch):
         assert counters['stats']['unique_graphs'] > 0
 
 
-@pytest.mark.parametrize('family', ['dinov2_linear', 'eomt_dinov3'])
+@pytest.mark.parametrize('family', [
+    'dinov2_linear',
+    pytest.param(
+        'eomt_dinov3',
+        marks=pytest.mark.skipif(
+            not CUDA, reason='20 s on the CPU; the same batching code as '
+            'the linear model (tests/test_eval_batching.py on the CPU)'))
+])
 def test_step_of_8_images_labels_as_one_by_one(family):
     """Batched evaluation: 8 images of mixed sizes in one test step (their
     windows share backbone calls of 8) label every pixel as 8 steps of
@@ -202,6 +210,8 @@ def test_training_iteration_with_amp(head):
     before = {k: v.clone() for k, v in model.state_dict().items()}
     crop = tuple(model.test_cfg.crop_size)
     classes = model.decode_head.num_classes
+    if hasattr(model.decode_head, 'set_iteration'):  # EoMT's annealing
+        model.decode_head.set_iteration(0)
     losses = model.train_step(training_data(2, crop, classes), wrapper)
     assert losses and all(
         bool(torch.isfinite(v).all()) for v in losses.values()), losses
