@@ -70,7 +70,8 @@ def gpu_rows() -> List[Tuple[str, List[str], float]]:
     return rows
 
 
-# The rehearsal: forks of the same configs with a 4-block, 48-wide ViT.
+# The rehearsal: forks of the same configs with a 4-block, 48-wide ViT,
+# images resized to a short side of 56 (one to three 56-pixel windows).
 TINY_FORK = """_base_ = [{base!r}]
 model = dict(
     backbone=dict(arch=dict(_delete_=True, embed_dim=48, depth=4,
@@ -79,7 +80,14 @@ model = dict(
                             interpolate_antialias=False)),
     decode_head=dict(in_channels=[48]),
     test_cfg=dict(crop_size=(56, 56), stride=(37, 37), window_batch_size=8))
-test_dataloader = dict(num_workers=0, persistent_workers=False)
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='Resize', scale=(99999999, 56), keep_ratio=True),
+    dict(type='DinoLoadAnnotations'),
+    dict(type='PackSegInputs')
+]
+test_dataloader = dict(num_workers=0, persistent_workers=False,
+                       dataset=dict(pipeline=test_pipeline))
 """
 
 
