@@ -162,7 +162,8 @@ def test_compiled_backbone_equals_eager(monkeypatch):
     pytest.param(
         'eomt_dinov3',
         marks=pytest.mark.skipif(
-            not CUDA, reason='20 s on the CPU; the same batching code as '
+            not CUDA,
+            reason='20 s on the CPU; the same batching code as '
             'the linear model (tests/test_eval_batching.py on the CPU)'))
 ])
 def test_step_of_8_images_labels_as_one_by_one(family):

@@ -45,8 +45,10 @@ def test_rehearsal_runs_every_step_and_summarises(tmp_path):
     # batched evaluation (EoMT's is CUDA-only), training of 4 head types.
     suite = ElementTree.parse(tmp_path / 'gpu_tests.xml').getroot()
     suite = suite if suite.tag == 'testsuite' else suite[0]
-    counts = {k: int(suite.get(k)) for k in ('tests', 'failures', 'errors',
-                                             'skipped')}
+    counts = {
+        k: int(suite.get(k))
+        for k in ('tests', 'failures', 'errors', 'skipped')
+    }
     assert counts == dict(tests=27, failures=0, errors=0, skipped=1)
     rows = tsv(tmp_path / 'rows.tsv')
     assert [status for _, status, _ in rows] == ['ok'] * 3
@@ -76,15 +78,11 @@ def test_budget_skips_steps_and_a_failed_test_step_fails_the_run(tmp_path):
     steps = tsv(tmp_path / 'steps.tsv')
     assert steps[3][0] == 'gpu-tests'
     assert steps[3][1].startswith('skipped: needs 400 s, ')
-    assert steps[-1][0] == 'benchmarks' and steps[-1][1].startswith(
-        'skipped')
+    assert steps[-1][0] == 'benchmarks' and steps[-1][1].startswith('skipped')
     assert (tmp_path / 'summary.md').is_file()
     result = rehearse(
-        tmp_path,
-        '--skip',
-        'benchmarks',
-        PYTEST_ADDOPTS='-k no_such_test')
+        tmp_path, '--skip', 'benchmarks', PYTEST_ADDOPTS='-k no_such_test')
     assert result.returncode == 1, result.stdout[-3000:]
-    assert [s[:2] for s in tsv(tmp_path / 'steps.tsv')[3:]] == [
-        ['gpu-tests', 'failed (exit 5)'], ['benchmarks', 'skipped: --skip']
-    ]
+    assert [s[:2] for s in tsv(tmp_path / 'steps.tsv')[3:]
+            ] == [['gpu-tests', 'failed (exit 5)'],
+                  ['benchmarks', 'skipped: --skip']]

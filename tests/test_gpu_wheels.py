@@ -38,8 +38,7 @@ def complete_folder(tmp_path):
         '0.10.7',
         requires=[
             'addict', 'numpy', 'opencv-python>=3',
-            'tomli; python_version < "3.11"',
-            'coverage; extra == "tests"'
+            'tomli; python_version < "3.11"', 'coverage; extra == "tests"'
         ])
     make_wheel(folder, 'addict', '2.4.0')
     make_wheel(
@@ -114,8 +113,8 @@ def test_markers_and_extras_follow_the_target(tmp_path):
     errors = check_folder(str(folder), ROOTS, PRESENT, '3.10')
     assert any('requires tomli' in e for e in errors), errors
     # A requirement with an extra brings that extra's dependencies.
-    errors = check_folder(str(folder), ROOTS + ['mmengine[tests]'], PRESENT,
-                          '3.12')
+    errors = check_folder(
+        str(folder), ROOTS + ['mmengine[tests]'], PRESENT, '3.12')
     assert errors == [
         'mmengine[tests] requires coverage; extra == "tests": not in the '
         'folder or the machine'
@@ -171,8 +170,8 @@ def test_requirements_of_this_repository():
     assert not names & {'torch', 'mmcv'}
     # The pins fall in setup.py's ranges.
     pins = {}
-    for line in (REPO / 'tools' / 'gpu_constraints.txt').read_text().split(
-            '\n'):
+    for line in (REPO / 'tools' /
+                 'gpu_constraints.txt').read_text().split('\n'):
         if line and not line.startswith('#'):
             requirement = Requirement(line)
             pins[requirement.name] = next(iter(requirement.specifier)).version

@@ -64,9 +64,9 @@ def gpu_rows() -> List[Tuple[str, List[str], float]]:
         '--warmup', '3'
     ], 60))
     for name, config in EOMT.items():
-        rows.append((f'EoMT-L ({name}) bf16 compiled', [
-            config, *SLIDE, '--warmup', '2', '--amp', '--compile'
-        ], 70))
+        rows.append((f'EoMT-L ({name}) bf16 compiled',
+                     [config, *SLIDE, '--warmup', '2', '--amp',
+                      '--compile'], 70))
     return rows
 
 
@@ -94,7 +94,8 @@ test_dataloader = dict(num_workers=0, persistent_workers=False,
 def rehearsal_rows(folder: str) -> List[Tuple[str, List[str], float]]:
     config = osp.join(folder, 'tiny_linear.py')
     with open(config, 'w') as file:
-        file.write(TINY_FORK.format(base=osp.abspath(LINEAR['DINOv2 ViT-S/14'])))
+        file.write(
+            TINY_FORK.format(base=osp.abspath(LINEAR['DINOv2 ViT-S/14'])))
     small = ['--device', 'cpu', '--repeat', '1', '--warmup', '0']
     return [
         ('tiny linear, batch 1, fp32',
@@ -119,7 +120,8 @@ def run_rows(rows, out: str, status: str, budget_s: float) -> int:
         left = deadline - time.monotonic()
         start = time.monotonic()
         if estimate > left:
-            outcome = f'skipped: needs about {estimate:.0f} s, {left:.0f} s left'
+            outcome = (f'skipped: needs about {estimate:.0f} s, '
+                       f'{left:.0f} s left')
         else:
             try:
                 main([*args, '--out', out])
@@ -128,8 +130,8 @@ def run_rows(rows, out: str, status: str, budget_s: float) -> int:
                 failures += 1
                 outcome = f'error: {type(error).__name__}: {error}'[:300]
         seconds = time.monotonic() - start
-        print(f'[gpu-check] row {name}: {outcome} ({seconds:.1f} s)',
-              flush=True)
+        print(
+            f'[gpu-check] row {name}: {outcome} ({seconds:.1f} s)', flush=True)
         with open(status, 'a') as file:
             file.write(f'{name}\t{outcome}\t{seconds:.1f}\n')
     return 1 if failures else 0
@@ -148,8 +150,8 @@ def row_figures(record: dict) -> str:
     for key in keys:
         if record.get(key) is not None:
             value = record[key]
-            figures.append(f'{key} {value:.4g}' if isinstance(value, float)
-                           else f'{key} {value}')
+            figures.append(f'{key} {value:.4g}'
+                           if isinstance(value, float) else f'{key} {value}')
     return ', '.join(figures)
 
 
@@ -180,8 +182,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     results = osp.join(args.out_dir, 'benchmarks.jsonl')
     status = osp.join(args.out_dir, 'rows.tsv')
     if args.command == 'summary':
-        text = summary(
-            osp.join(args.out_dir, 'steps.tsv'), status, results)
+        text = summary(osp.join(args.out_dir, 'steps.tsv'), status, results)
         with open(osp.join(args.out_dir, 'summary.md'), 'w') as file:
             file.write(text)
         print(text, end='')

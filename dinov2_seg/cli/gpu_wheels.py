@@ -44,15 +44,16 @@ MMCV_RUNTIME = ('addict', 'mmengine>=0.3.0', 'numpy', 'packaging', 'Pillow',
 # setuptools<70), and ninja compiles the ops in parallel. These must come
 # from the folder: the machine's setuptools is newer.
 MMCV_BUILD = ('setuptools<70', 'wheel', 'ninja')
-FROM_FOLDER = ('setuptools',)
+FROM_FOLDER = ('setuptools', )
 # The machine's CUDA torch and what it came with.
 TORCH_PROVIDES = ('torch', 'triton', 'sympy', 'mpmath', 'networkx', 'jinja2',
                   'markupsafe', 'filelock', 'fsspec', 'typing-extensions')
 # One module (cv2), four distributions: any of them meets a requirement of
 # opencv-python (the headless one lacks only the GUI windows).
 ALIASES = {
-    'opencv-python': ('opencv-python', 'opencv-python-headless',
-                      'opencv-contrib-python', 'opencv-contrib-python-headless')
+    'opencv-python':
+    ('opencv-python', 'opencv-python-headless', 'opencv-contrib-python',
+     'opencv-contrib-python-headless')
 }
 
 
@@ -115,8 +116,7 @@ def target_tags(python: str, glibc: str = '2.35') -> Set[Tag]:
     platforms.append('linux_x86_64')
     version = (major, minor)
     return {
-        *cpython_tags(version, platforms=platforms),
-        *compatible_tags(
+        *cpython_tags(version, platforms=platforms), *compatible_tags(
             version, interpreter=f'cp{major}{minor}', platforms=platforms)
     }
 
@@ -224,8 +224,9 @@ def check_folder(folder: str,
                     extras = requirement.extras
                     for text in wheel.requires:
                         needed = Requirement(text)
-                        if extras and _applies(needed, env, extras) and (
-                                not _applies(needed, env, ())):
+                        if extras and _applies(
+                                needed, env,
+                                extras) and (not _applies(needed, env, ())):
                             meet(needed, f'{wheel.name}[{",".join(extras)}]')
                 return
         for candidate in _candidates(name):
@@ -252,7 +253,8 @@ def check_folder(folder: str,
     return errors
 
 
-def select_pins(report: dict, requirements: Sequence[str],
+def select_pins(report: dict,
+                requirements: Sequence[str],
                 present: Dict[str, Optional[Version]],
                 python: str = '3.12') -> List[str]:
     """``name==version`` of every package of pip's ``report`` that the
@@ -285,10 +287,13 @@ def select_pins(report: dict, requirements: Sequence[str],
                 queue.append((Requirement(text), name))
         for text in metadata.get('requires_dist', []):
             needed = Requirement(text)
-            if requirement.extras and not _applies(needed, env, ()) and (
-                    _applies(needed, env, requirement.extras)):
+            if requirement.extras and not _applies(needed, env,
+                                                   ()) and (_applies(
+                                                       needed, env,
+                                                       requirement.extras)):
                 needed.marker = None  # met: it applies with these extras
-                queue.append((needed, f'{name}[{",".join(requirement.extras)}]'))
+                queue.append(
+                    (needed, f'{name}[{",".join(requirement.extras)}]'))
     return sorted(pins.values(), key=str.lower)
 
 
@@ -321,8 +326,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.command == 'select':
         with open(args.path, encoding='utf-8') as file:
             report = json.load(file)
-        print('\n'.join(select_pins(report, requirements, present,
-                                    args.python)))
+        print('\n'.join(
+            select_pins(report, requirements, present, args.python)))
         return 0
     if args.installed:
         present.update(installed_distributions())

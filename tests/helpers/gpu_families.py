@@ -50,7 +50,8 @@ def decisive_mask_head(model: torch.nn.Module) -> torch.nn.Module:
     head = model.decode_head
     with torch.no_grad():
         classes = head.cls_embed
-        torch.nn.init.normal_(classes.weight, std=4.0 / classes.in_features**0.5)
+        torch.nn.init.normal_(
+            classes.weight, std=4.0 / classes.in_features**0.5)
         head.mask_embed[-1].weight.mul_(10)
         head.mask_embed[-1].bias.zero_()
     if hasattr(head, 'pixel_decoder'):
@@ -59,8 +60,8 @@ def decisive_mask_head(model: torch.nn.Module) -> torch.nn.Module:
         # what varies over the image.
         seen = []
         hook = head.pixel_decoder.register_forward_hook(
-            lambda module, args, out: seen.append(out[0].transpose(
-                0, 1).flatten(1)))
+            lambda module, args, out: seen.append(out[0].transpose(0, 1).
+                                                  flatten(1)))
         with torch.no_grad():
             model.test_step(step_data([(64, 64)], seed=11))
             hook.remove()
@@ -126,9 +127,8 @@ TTA_PIPELINE = [
         ],
                     [
                         dict(
-                            type='RandomFlip',
-                            prob=p,
-                            direction='horizontal') for p in (0., 1.)
+                            type='RandomFlip', prob=p, direction='horizontal')
+                        for p in (0., 1.)
                     ], [dict(type='PackSegInputs')]])
 ]
 
@@ -185,9 +185,8 @@ SIZES = [(64, 90)]
 FAMILIES: Dict[str, Tuple[Callable[[], torch.nn.Module], List[tuple]]] = {
     'dinov2_linear': (linear, SIZES),
     'dinov2_ms_tta': (ms_tta, [(40, 50)]),
-    'dinov3_vit_linear':
-    (lambda: linear('dinov3/ade20k_vits16_linear', arch=TINY_V3,
-                    window=WINDOW_64), SIZES),
+    'dinov3_vit_linear': (lambda: linear(
+        'dinov3/ade20k_vits16_linear', arch=TINY_V3, window=WINDOW_64), SIZES),
     'dinov3_convnext_linear': (lambda: linear(
         'dinov3/ade20k_convnext_tiny_linear',
         arch=dict(depths=[1, 1, 2, 1], dims=[8, 16, 24, 32]),
