@@ -22,7 +22,7 @@ Tolerances (random weights, decisive heads: helpers/gpu_families.py):
 """
 import copy
 import os
-from functools import lru_cache, partial
+from functools import lru_cache
 
 import pytest
 import torch
@@ -128,17 +128,16 @@ def decided(logits: torch.Tensor, margin: float) -> torch.Tensor:
     return (top2[0] - top2[1]) > margin
 
 
-def test_compiled_backbone_equals_eager(monkeypatch):
+def test_compiled_backbone_equals_eager():
     """``--compile`` (inductor on CUDA). The rehearsal traces the same
     graphs with Dynamo but runs them eagerly (backend='eager'): inductor on
     the CPU is tests/test_compile.py's, and too slow for the rehearsal."""
-    if not CUDA:
-        monkeypatch.setattr(torch, 'compile',
-                            partial(torch.compile, backend='eager'))
+    from torch._dynamo.utils import counters
     torch._dynamo.reset()
+    counters.clear()
     eager = on_device(linear(), DEVICE)
     compiled = on_device(eager, DEVICE)
-    compiled.test_cfg.compile = True
+    compiled.test_cfg.compile = True if CUDA else dict(backend='eager')
     for seed, sizes in enumerate([[(56, 100), (80, 56)], [(90, 60)]]):
         data = step_data(sizes, seed=seed)
         with torch.no_grad():
@@ -152,9 +151,7 @@ def test_compiled_backbone_equals_eager(monkeypatch):
             assert float(sure.float().mean()) > 0.98
             assert torch.equal(a.pred_sem_seg.data[0][sure],
                                b.pred_sem_seg.data[0][sure])
-    if CUDA:
-        from torch._dynamo.utils import counters
-        assert counters['stats']['unique_graphs'] > 0
+    assert counters['stats']['unique_graphs'] > 0  # it did compile
 
 
 @pytest.mark.parametrize('family', [

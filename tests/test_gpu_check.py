@@ -86,3 +86,20 @@ def test_budget_skips_steps_and_a_failed_test_step_fails_the_run(tmp_path):
     assert [s[:2] for s in tsv(tmp_path / 'steps.tsv')[3:]
             ] == [['gpu-tests', 'failed (exit 5)'],
                   ['benchmarks', 'skipped: --skip']]
+
+
+def test_suite_deselects_the_gpu_tests_unless_m_names_them():
+    """``make test`` (and ``-m "not slow"``) neither runs nor skips them;
+    ``-m gpu`` selects all."""
+
+    def collect(*args):
+        result = subprocess.run(
+            [sys.executable, '-m', 'pytest', 'tests/test_gpu.py', '--co',
+             '-q', '-p', 'no:cacheprovider', *args],
+            cwd=REPO, capture_output=True, text=True, timeout=300)
+        return result.stdout.strip().splitlines()[-1]
+
+    assert collect().startswith('no tests collected (27 deselected)')
+    assert collect('-m', 'not slow').startswith(
+        'no tests collected (27 deselected)')
+    assert collect('-m', 'gpu').startswith('27 tests collected')
