@@ -93,13 +93,17 @@ def test_suite_deselects_the_gpu_tests_unless_m_names_them():
     ``-m gpu`` selects all."""
 
     def collect(*args):
-        result = subprocess.run(
-            [sys.executable, '-m', 'pytest', 'tests/test_gpu.py', '--co',
-             '-q', '-p', 'no:cacheprovider', *args],
-            cwd=REPO, capture_output=True, text=True, timeout=300)
+        result = subprocess.run([
+            sys.executable, '-m', 'pytest', 'tests/test_gpu.py', '--co', '-q',
+            '-p', 'no:cacheprovider', *args
+        ],
+                                cwd=REPO,
+                                capture_output=True,
+                                text=True,
+                                timeout=300)
         return result.stdout.strip().splitlines()[-1]
 
     assert collect().startswith('no tests collected (27 deselected)')
-    assert collect('-m', 'not slow').startswith(
-        'no tests collected (27 deselected)')
+    assert collect('-m',
+                   'not slow').startswith('no tests collected (27 deselected)')
     assert collect('-m', 'gpu').startswith('27 tests collected')
