@@ -3,7 +3,7 @@ PY := .venv/bin/python
 DEMO_CFG := configs/demo_shapes_vits14_linear.py
 DEMO_DIR := work_dirs/demo
 
-.PHONY: env timm-env demo test lint
+.PHONY: env timm-env demo test lint gpu-check
 
 env:
 	bash tools/setup_env.sh
@@ -41,3 +41,10 @@ test: env timm-env
 # rewrites files instead of reporting).
 lint: env
 	bash tools/lint.sh
+
+# On a lent GPU machine (CUDA torch, no network), with .whl/ made here by
+# tools/gpu_wheels.sh: installs the wheels, builds mmcv, runs the gpu tests
+# and the pending GPU benchmark rows within a 9-minute budget
+# (docs/benchmarks.md). GPU_CHECK_ARGS: e.g. --out DIR, --mmcv-cuda.
+gpu-check:
+	bash tools/gpu_check.sh $(GPU_CHECK_ARGS)

@@ -22,6 +22,17 @@ else:
     torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 
+def pytest_collection_modifyitems(config, items):
+    """The ``gpu`` tests (tools/gpu_check.sh) run only when ``-m`` names
+    them: the suite (also ``-m "not slow"``) neither runs nor skips them."""
+    if 'gpu' in (config.getoption('markexpr') or ''):
+        return
+    deselected = [item for item in items if item.get_closest_marker('gpu')]
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = [item for item in items if item not in deselected]
+
+
 @pytest.fixture(scope='session')
 def shapes_root(tmp_path_factory) -> Path:
     """A small procedural dataset in the ADE20K layout."""
