@@ -1,5 +1,5 @@
 """The packages of dinov2_seg import only downwards: from the command-line
-programs (cli) through the Python API, deployment and benchmark, the
+programs (cli) through the Python API and sweeps, deployment and benchmark, the
 training engine and the models, down to checkpoints, datasets, evaluation,
 visualization and the architecture table. Read from the source with ast,
 imports inside functions included."""
@@ -17,7 +17,7 @@ LAYERS = (
     ('models', ),
     ('engine', ),
     ('deployment', 'benchmark'),
-    ('apis', ),
+    ('apis', 'sweep'),
     ('cli', ),
 )
 LEVEL = {name: level for level, names in enumerate(LAYERS) for name in names}
