@@ -12,9 +12,8 @@ trace:
 - DINOv3's RoPE sine/cosine tables of the patch grid (a cache keyed on the
   buffer's storage, which the exporter's fake tensors have none of);
 - the level shapes of multi-scale deformable attention (ViT-Adapter,
-  Meta's DINOv3 adapter, Mask2Former's pixel decoder): mmcv's PyTorch
-  kernel splits its values by iterating a (levels, 2) shape tensor, whose
-  values the exporter does not know (a data-dependent split).
+  Meta's DINOv3 adapter, Mask2Former's pixel decoder), carried as tensors
+  whose values the exporter does not know (:mod:`.static_levels`).
 
 :func:`window_constants` runs the network once in eager mode on an example
 batch of windows, records those values, and while the export traces the
@@ -22,14 +21,17 @@ network hands the recorded ones back, so that they enter the graph as
 constants: the numbers PyTorch computes for that window size.
 """
 import contextlib
-from typing import Callable, Dict, Iterator, List, Tuple
+from typing import Callable, Dict, Iterator, List
 
 import torch
+from mmcv.ops import MultiScaleDeformableAttention
 from mmcv.ops import multi_scale_deform_attn as mmcv_msda
 from torch import Tensor, nn
 
 from dinov2_seg.models.backbones.dinov2 import DinoViTBase
 from dinov2_seg.models.backbones.dinov3_layers import RopePositionEmbedding
+from dinov2_seg.models.deformable_attention import pytorch_kernel
+from .static_levels import static_level_shapes
 
 
 @contextlib.contextmanager
@@ -86,49 +88,17 @@ def window_constants(network: nn.Module,
                         _recording(module._tables, {},
                                    lambda grid: tuple(grid))))
                 frozen.append(f'{name}: RoPE tables')
-        levels: Dict[Tuple[int, int], List[Tuple[int, int]]] = {}
-        kernel = mmcv_msda.multi_scale_deformable_attn_pytorch
+        # Float32 already: the kernel without deformable_attention.py's
+        # autocast guard (a context the exporter would have to trace).
         stack.enter_context(
             _replaced(mmcv_msda, 'multi_scale_deformable_attn_pytorch',
-                      _static_level_kernel(kernel, levels)))
-        stack.enter_context(
-            _replaced(mmcv_msda, 'MultiScaleDeformableAttnFunction',
-                      _NoCompiledKernel))
+                      pytorch_kernel))
+        stack.enter_context(static_level_shapes())
         with torch.no_grad():
             network(example)  # records the constants
-        if levels:
-            frozen.append('deformable attention: level shapes '
-                          f'{sorted(set(map(tuple, levels.values())))}')
+        if any(
+                isinstance(m, MultiScaleDeformableAttention)
+                for m in network.modules()):
+            frozen.append('deformable attention: level shapes')
         yield frozen
 
-
-class _NoCompiledKernel:
-    """mmcv's compiled deformable attention has no ONNX form: exports run
-    its PyTorch version (grid_sample), also for CUDA tensors."""
-
-    @staticmethod
-    def apply(value, spatial_shapes, level_start_index, sampling_locations,
-              attention_weights, im2col_step):
-        return mmcv_msda.multi_scale_deformable_attn_pytorch(
-            value, spatial_shapes, sampling_locations, attention_weights)
-
-
-def _static_level_kernel(kernel: Callable, levels: Dict) -> Callable:
-    """mmcv's PyTorch kernel given its level shapes as Python integers:
-    recorded in the eager run, looked up in the traced one by the value
-    and query lengths (fixed for a fixed window)."""
-
-    def static_kernel(value: Tensor, spatial_shapes, sampling_locations,
-                      attention_weights) -> Tensor:
-        key = (int(value.shape[1]), int(sampling_locations.shape[1]))
-        if isinstance(spatial_shapes, Tensor) and not _is_traced(value):
-            levels[key] = [tuple(map(int, hw)) for hw in spatial_shapes]
-        return kernel(value, levels[key], sampling_locations,
-                      attention_weights)
-
-    return static_kernel
-
-
-def _is_traced(tensor: Tensor) -> bool:
-    from torch._subclasses.fake_tensor import is_fake
-    return is_fake(tensor) or isinstance(tensor.shape[0], torch.SymInt)
