@@ -15,7 +15,10 @@ probabilities in [0, 1] for Mask2Former and EoMT). Labels then agree except
 where two classes' scores are closer than that: >= 99.9% of the pixels is
 required (all of them agreed when measured).
 """
-import copy
+
+import contextlib
+import io
+import re
 
 import numpy as np
 import pytest
@@ -88,7 +91,8 @@ def dinov3_convnext(tmp):
                 windows_of(cfg),
                 backbone=dict(
                     arch=dict(
-                        _delete_=True, depths=[1, 1, 2, 1],
+                        _delete_=True,
+                        depths=[1, 1, 2, 1],
                         dims=[8, 16, 24, 32]),
                     init_cfg=None),
                 decode_head=dict(in_channels=[32], num_classes=7))))
@@ -109,8 +113,8 @@ def eomt_dinov2_release(tmp):
                     num_queries=6,
                     num_blocks=2,
                     mask_annealing=dict(
-                        _delete_=True, start_iters=[1, 2], end_iters=[2,
-                                                                      3])))))
+                        _delete_=True, start_iters=[1, 2], end_iters=[2, 3
+                                                                      ])))))
     checkpoint = tmp / 'ade20k_semantic_eomt_large_512.bin'
     torch.save(fabricate_eomt_state(**TINY_FILE), checkpoint)
     return short_side(cfg, 64), checkpoint, None
@@ -156,20 +160,34 @@ def meta_adapter_release(tmp):
 
 
 FAMILIES = {
-    'dinov3_linear': dinov3_linear,
-    'dinov3_convnext_linear': dinov3_convnext,
-    'eomt_dinov2_release': eomt_dinov2_release,
-    'eomt_dinov3_release': eomt_dinov3_release,
-    'm2f_dinov2_pyramid': m2f_pyramid('ade20k_vits14_m2f', TINY_ARCH,
-                                      [0, 1, 2, 3]),
-    'm2f_dinov3_pyramid': m2f_pyramid('dinov3/ade20k_vits16_m2f',
-                                      dict(embed_dim=48, depth=4,
-                                           num_heads=3), [0, 1, 2, 3]),
-    'm2f_dinov3_meta_adapter': meta_adapter_release,
+    'dinov3_linear':
+    dinov3_linear,
+    'dinov3_convnext_linear':
+    dinov3_convnext,
+    'eomt_dinov2_release':
+    eomt_dinov2_release,
+    'eomt_dinov3_release':
+    eomt_dinov3_release,
+    'm2f_dinov2_pyramid':
+    m2f_pyramid('ade20k_vits14_m2f', TINY_ARCH, [0, 1, 2, 3]),
+    'm2f_dinov3_pyramid':
+    m2f_pyramid('dinov3/ade20k_vits16_m2f',
+                dict(embed_dim=48, depth=4, num_heads=3), [0, 1, 2, 3]),
+    'm2f_dinov3_meta_adapter':
+    meta_adapter_release,
 }
 
+# Mask2Former graphs take 20-60 s each to export (torch.export of the
+# pixel decoder and the 9-layer decoder): run with `-m slow` / make test.
+SLOW = ('m2f_dinov2_pyramid', 'm2f_dinov3_pyramid', 'm2f_dinov3_meta_adapter')
 
-@pytest.fixture(scope='module', params=sorted(FAMILIES))
+
+@pytest.fixture(
+    scope='module',
+    params=[
+        pytest.param(name, marks=pytest.mark.slow) if name in SLOW else name
+        for name in sorted(FAMILIES)
+    ])
 def exported(request, tmp_path_factory):
     """(PyTorch model, exported file, family) of each family, exported
     once for the module."""
@@ -184,19 +202,29 @@ def exported(request, tmp_path_factory):
         str(config), checkpoint and str(checkpoint), backbone
         and str(backbone))
     out = tmp / 'model.onnx'
-    export_onnx(model, str(out), (WINDOW, WINDOW))
-    return model, out, request.param
+    if checkpoint is None:  # random weights: this model's
+        export_onnx(model, str(out), (WINDOW, WINDOW))
+        log = None
+    else:  # released files: through the tool, as a user exports them
+        from dinov2_seg.cli.export_onnx import main
+        args = [str(config), str(checkpoint), '--out', str(out)]
+        if backbone is not None:
+            args += ['--backbone', str(backbone)]
+        stdout = io.StringIO()
+        with contextlib.redirect_stdout(stdout):
+            assert main(args) == 0
+        log = stdout.getvalue()
+    return model, out, request.param, log
 
 
 def test_window_scores_match_pytorch_for_any_batch(exported):
     import onnx
 
     from dinov2_seg.deployment import compare_with_onnxruntime
-    model, out, _ = exported
+    model, out, _, _ = exported
     shape = onnx.load(str(out)).graph.input[0].type.tensor_type.shape.dim
-    assert shape[0].dim_param and [d.dim_value for d in shape[1:]] == [
-        3, WINDOW, WINDOW
-    ]
+    assert shape[0].dim_param and [d.dim_value
+                                   for d in shape[1:]] == [3, WINDOW, WINDOW]
     for count in (1, 3):
         windows = np.random.default_rng(count).standard_normal(
             (count, 3, WINDOW, WINDOW)).astype(np.float32)
@@ -208,7 +236,7 @@ def test_whole_image_labels_equal_inference_segmentor(exported):
     given) against the PyTorch model's slide inference."""
     from dinov2_seg.apis.inference import inference_segmentor
     from dinov2_seg.deployment import OnnxSegmentor
-    model, out, family = exported
+    model, out, family, _ = exported
     image = np.random.default_rng(5).integers(
         0, 255, (45, 77, 3), dtype=np.uint8)
     expected = inference_segmentor(model, image)
@@ -223,3 +251,73 @@ def test_whole_image_labels_equal_inference_segmentor(exported):
         'window_rule', 'stride')
     assert summary['classes'] == list(model.dataset_meta['classes'])
     assert summary['family'] in family
+
+
+@pytest.mark.parametrize('exported', ['dinov3_linear'], indirect=True)
+def test_tta_labels_equal_inference_segmentors(exported):
+    """The config's multi-scale flip test (2 scales, each flipped) around
+    the ONNX session, against the PyTorch TTA model."""
+    from dinov2_seg.apis.inference import inference_segmentor, init_segmentor
+    from dinov2_seg.deployment import OnnxSegmentor
+    model, out, _, _ = exported
+    image = np.random.default_rng(6).integers(
+        0, 255, (50, 41, 3), dtype=np.uint8)
+    tta = init_segmentor(model.cfg, scales=2)
+    tta.module.load_state_dict(model.state_dict())
+    expected = inference_segmentor(tta, image)
+    labels = OnnxSegmentor(str(out), scales=2)(image)
+    assert len(np.unique(expected)) > 1
+    assert (labels == expected).mean() >= 0.999
+
+
+@pytest.mark.parametrize(
+    'exported, backbone, head',
+    [('eomt_dinov2_release', r'DinoVisionTransformer\(custom\)', 'EoMTHead'),
+     ('eomt_dinov3_release', r'DinoV3VisionTransformer\(custom\)', 'EoMTHead'),
+     pytest.param(
+         'm2f_dinov3_meta_adapter',
+         r'DinoV3Adapter\(custom\)',
+         'DinoMask2FormerHead',
+         marks=pytest.mark.slow)],
+    indirect=['exported'])
+def test_tool_exports_released_files_and_prints_the_size(
+        exported, backbone, head):
+    """tools/export_onnx.py CONFIG CHECKPOINT [--backbone FILE] on EoMT's
+    DINOv2 .bin, its DINOv3 delta + Meta's base file, and Meta's DINOv3
+    Mask2Former head + backbone file."""
+    _, out, _, log = exported
+    size = re.search(
+        rf'{backbone} \+ {head} \(\d+ classes\), 64x64 windows -> '
+        r'.*model\.onnx \((\d+\.\d) MiB\)', log)
+    assert size, log
+    assert float(size.group(1)) == round(out.stat().st_size / 2**20, 1)
+    assert re.search(
+        r'Constants of the window size: .*(RoPE tables|'
+        'positional embedding)', log)
+    found = re.search(
+        r'max \|difference\| of the logits (\S+) \(tolerance 1e-03\): OK', log)
+    assert found and float(found.group(1)) <= ATOL
+
+
+@pytest.mark.slow
+def test_untraceable_part_is_refused_naming_the_op_and_place(
+        tmp_path, monkeypatch):
+    """Without the static level shapes (:mod:`.static_levels`), mmdet's
+    pixel decoder does not trace: the refusal names the op and the line,
+    as the exporter measured it, and writes no file."""
+    import dinov2_seg.deployment.window_constants as constants
+    from dinov2_seg.apis.inference import init_segmentor
+    from dinov2_seg.deployment import NotExportableError, export_onnx
+    monkeypatch.setattr(constants, 'static_level_shapes',
+                        contextlib.nullcontext)
+    cfg, _, _ = FAMILIES['m2f_dinov2_pyramid'](tmp_path)
+    cfg.dump(str(tmp_path / 'm2f.py'))
+    model = init_segmentor(str(tmp_path / 'm2f.py'))
+    with pytest.raises(
+            NotExportableError,
+            match=r'DinoVisionTransformer \+ DinoMask2FormerHead: torch\.onnx '
+            r'could not export the window network: .*\(in forward, '
+            r'mmdet/models/layers/msdeformattn_pixel_decoder\.py:\d+: '
+            r'feat_hw = torch\._shape_as_tensor\(feat\)'):
+        export_onnx(model, str(tmp_path / 'm2f.onnx'), (WINDOW, WINDOW))
+    assert not (tmp_path / 'm2f.onnx').exists()

@@ -45,8 +45,7 @@ def measure_onnx(cfg: Config, args: argparse.Namespace) -> dict:
     if args.device != 'cpu':
         raise ValueError('--mode onnx times ONNX Runtime on the CPU: add '
                          '--device cpu')
-    segmentor = build_for_benchmark(copy.deepcopy(cfg), 'cpu',
-                                    args.checkpoint)
+    segmentor = build_for_benchmark(copy.deepcopy(cfg), 'cpu', args.checkpoint)
     segmentor.cfg = cfg
     size = tuple(args.size) if args.size else window_size(cfg)
     threads = torch.get_num_threads()
@@ -82,8 +81,7 @@ def measure_onnx(cfg: Config, args: argparse.Namespace) -> dict:
         if args.quantize:
             from onnxruntime.quantization import QuantType, quantize_dynamic
             int8_file = osp.join(tmp, 'model.int8.onnx')
-            quantize_dynamic(
-                onnx_file, int8_file, weight_type=QuantType.QInt8)
+            quantize_dynamic(onnx_file, int8_file, weight_type=QuantType.QInt8)
             int8 = _session(int8_file, threads)
             runs['int8'] = lambda: int8.run(None, feed)[0]
             record['int8_megabytes'] = osp.getsize(int8_file) / 2**20

@@ -43,8 +43,9 @@ class NotExportableError(ValueError):
 def model_family(model: Union[nn.Module, dict]) -> str:
     """'linear' (linear and ms heads), 'mask2former' or 'eomt', from the
     decode head's type."""
-    head = (type(model.decode_head).__name__ if isinstance(
-        model, nn.Module) else model['decode_head']['type'])
+    head = (
+        type(model.decode_head).__name__
+        if isinstance(model, nn.Module) else model['decode_head']['type'])
     if 'EoMT' in head:
         return 'eomt'
     if 'Mask2Former' in head:
@@ -130,8 +131,8 @@ def export_failure(error: BaseException) -> str:
     where = None
     for frame in traceback.extract_tb(root.__traceback__):
         parts = frame.filename.replace('\\', '/').split('/')
-        if any(p in ('dinov2_seg', 'mmcv', 'mmdet', 'mmseg') for p in parts
-               ) and 'deployment' not in parts:
+        if any(p in ('dinov2_seg', 'mmcv', 'mmdet', 'mmseg')
+               for p in parts) and 'deployment' not in parts:
             where = frame
     message = (str(root).strip().splitlines() or [''])[0]
     reason = f'{type(root).__name__}: {message}'
@@ -226,8 +227,8 @@ def compare_with_onnxruntime(
     with torch.no_grad():
         size = windows.shape[-2:]
         with _plain_float32(segmentor):
-            expected = WindowLogits(segmentor.eval(), size)(
-                torch.from_numpy(windows)).numpy()
+            expected = WindowLogits(segmentor.eval(),
+                                    size)(torch.from_numpy(windows)).numpy()
     if found.shape != expected.shape:
         raise ValueError(f'{onnx_file} gives logits of shape {found.shape}, '
                          f'PyTorch {expected.shape}')

@@ -1,15 +1,16 @@
-"""Whole-image inference with an exported window network: the config's test
-resize, normalisation, slide windows and (optionally) the multi-scale flip
-test around an onnxruntime session, giving the labels of
+"""Whole-image inference with an exported window network (any family): the
+config's test resize, normalisation, slide windows and (optionally) the
+multi-scale flip test around an onnxruntime session, giving the labels of
 :func:`dinov2_seg.apis.inference_segmentor`.
 
     segmentor = OnnxSegmentor('model.onnx', scales=3)  # config: the file's
     labels = segmentor(cv2.imread('image.jpg'))  # (H, W) class indices
 
 The steps around the network are the PyTorch model's (the config's
-pipeline, recorded in the file by the exporter, the data preprocessor's normalisation, the slide windows and their
-merging at the original size), so the labels agree with it up to the
-network's float differences. They need torch and mmcv, not the model.
+pipeline, recorded in the file by the exporter, the data preprocessor's
+normalisation, the slide windows by the config's rule and their merging at
+the original size), so the labels agree with it up to the network's float
+differences. They need torch and mmcv, not the model.
 """
 import copy
 from typing import Optional, Sequence, Union
@@ -145,8 +146,10 @@ class OnnxSegmentor:
         crop_h, crop_w = self.crop
         rows, cols = slide_window_grid(height, width, self.crop, self.stride,
                                        self.window_rule)
-        if {b - a for a, b in rows} != {crop_h} or {b - a
-                                               for a, b in cols} != {crop_w}:
+        if {b - a
+                for a, b in rows} != {crop_h} or {b - a
+                                                  for a, b in cols
+                                                  } != {crop_w}:
             raise ValueError(
                 f'The resized image is {height}x{width}, smaller than the '
                 f'{crop_h}x{crop_w} window: slide inference would run the '

@@ -35,8 +35,7 @@ def export_summary(cfg: Config, size: Tuple[int, int], head_output: str,
         window=list(size),
         stride=list(test_cfg.stride),
         window_rule=test_cfg.get('window_rule', 'stride'),
-        align_corners=bool(cfg.model.decode_head.get('align_corners',
-                                                     False)),
+        align_corners=bool(cfg.model.decode_head.get('align_corners', False)),
         output=head_output,
         tta='tta_pipeline' in cfg and 'tta_model' in cfg)
 
@@ -46,8 +45,8 @@ def write_metadata(onnx_file: str, cfg: Config, summary: dict) -> None:
     import onnx
     model = onnx.load(onnx_file)
     del model.metadata_props[:]
-    for key, value in ((SUMMARY_KEY, json.dumps(summary)),
-                       (CONFIG_KEY, cfg.pretty_text)):
+    for key, value in ((SUMMARY_KEY, json.dumps(summary)), (CONFIG_KEY,
+                                                            cfg.pretty_text)):
         entry = model.metadata_props.add()
         entry.key, entry.value = key, value
     onnx.save(model, onnx_file)

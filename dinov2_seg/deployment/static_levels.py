@@ -55,8 +55,8 @@ def _attention_forward(original, recorded: Dict):
         if not _is_traced(query):
             recorded[key_] = [tuple(map(int, hw)) for hw in spatial_shapes]
             return original(self, query, key, value, identity, query_pos,
-                            key_padding_mask, reference_points,
-                            spatial_shapes, level_start_index, **kwargs)
+                            key_padding_mask, reference_points, spatial_shapes,
+                            level_start_index, **kwargs)
         shapes = recorded[key_]
         value = query if value is None else value
         identity = query if identity is None else identity
@@ -81,8 +81,9 @@ def _attention_forward(original, recorded: Dict):
         if reference_points.shape[-1] == 2:
             # (x, y) offsets in units of each level's (w, h)
             normalizer = offsets.new_tensor([[w, h] for h, w in shapes])
-            locations = (reference_points[:, :, None, :, None, :] +
-                         offsets / normalizer[None, None, None, :, None, :])
+            locations = (
+                reference_points[:, :, None, :, None, :] +
+                offsets / normalizer[None, None, None, :, None, :])
         else:  # boxes (cx, cy, w, h)
             locations = (
                 reference_points[:, :, None, :, None, :2] +
@@ -113,14 +114,14 @@ def _pixel_decoder_forward(original):
             height, width = (int(side) for side in feat.shape[-2:])
             no_padding = feat.new_zeros((batch, height, width),
                                         dtype=torch.bool)
-            position = (self.level_encoding.weight[i].view(1, -1, 1, 1) +
-                        self.postional_encoding(no_padding))
+            position = (
+                self.level_encoding.weight[i].view(1, -1, 1, 1) +
+                self.postional_encoding(no_padding))
             grid = self.point_generator.single_level_grid_priors(
                 (height, width), level, device=feat.device)
             stride = self.strides[level]
             grid = grid / grid.new_tensor([width * stride, height * stride])
-            inputs.append(self.input_convs[i](feat).flatten(2).transpose(
-                1, 2))
+            inputs.append(self.input_convs[i](feat).flatten(2).transpose(1, 2))
             positions.append(position.flatten(2).transpose(1, 2))
             masks.append(no_padding.flatten(1))
             shapes.append((height, width))
@@ -129,8 +130,9 @@ def _pixel_decoder_forward(original):
         spatial = torch.tensor(shapes, device=feats[0].device)
         starts = torch.tensor([sum(sizes[:i]) for i in range(len(sizes))],
                               device=feats[0].device)
-        reference = torch.cat(points)[None, :, None].repeat(
-            batch, 1, self.num_encoder_levels, 1)
+        reference = torch.cat(points)[None, :,
+                                      None].repeat(batch, 1,
+                                                   self.num_encoder_levels, 1)
         memory = self.encoder(
             query=torch.cat(inputs, 1),
             query_pos=torch.cat(positions, 1),
@@ -141,11 +143,12 @@ def _pixel_decoder_forward(original):
             valid_ratios=reference.new_ones(
                 (batch, self.num_encoder_levels, 2)))
         outs = [
-            part.reshape(batch, -1, h, w) for part, (h, w) in zip(
-                memory.transpose(1, 2).split(sizes, dim=-1), shapes)
+            part.reshape(batch, -1, h, w) for part, (
+                h,
+                w) in zip(memory.transpose(1, 2).split(sizes, dim=-1), shapes)
         ]
-        for i in range(self.num_input_levels - self.num_encoder_levels - 1,
-                       -1, -1):
+        for i in range(self.num_input_levels - self.num_encoder_levels - 1, -1,
+                       -1):
             lateral = self.lateral_convs[i](feats[i])
             outs.append(self.output_convs[i](lateral + F.interpolate(
                 outs[-1],

@@ -101,4 +101,3 @@ def window_constants(network: nn.Module,
                 for m in network.modules()):
             frozen.append('deformable attention: level shapes')
         yield frozen
-
