@@ -351,3 +351,36 @@ def test_untraceable_part_is_refused_naming_the_op_and_place(
             r'feat_hw = torch\._shape_as_tensor\(feat\)'):
         export_onnx(model, str(tmp_path / 'm2f.onnx'), (WINDOW, WINDOW))
     assert not (tmp_path / 'm2f.onnx').exists()
+
+
+def test_benchmark_onnx_mode_times_both_runtimes_on_the_same_windows(tmp_path):
+    """tools/benchmark.py --mode onnx (in-process): ONNX Runtime against
+    PyTorch eager on the same windows, with the int8 file's figures."""
+    import json
+
+    from dinov2_seg.cli.benchmark import main
+    config = tmp_path / 'tiny_linear.py'
+    config.write_text(f"""
+_base_ = [{str(REPO / 'configs' / 'ade20k_vits14_linear.py')!r}]
+model = dict(backbone=dict(arch=dict(_delete_=True, **{TINY_ARCH!r})),
+             decode_head=dict(in_channels=[{TINY_ARCH['embed_dim']}]))
+""")
+    out = tmp_path / 'results.jsonl'
+    assert main([
+        str(config), '--mode', 'onnx', '--device', 'cpu', '--size', '56', '70',
+        '--batch', '2', '--repeat', '1', '--warmup', '0', '--quantize',
+        '--out',
+        str(out)
+    ]) == 0
+    record = json.loads(out.read_text().splitlines()[-1])
+    assert (record['mode'], record['windows'], record['size']) == ('onnx', 2,
+                                                                   [56, 70])
+    # The same windows: equal labels, float32 rounding apart.
+    assert record['label_agreement'] == 1.0
+    assert record['max_abs_difference'] <= ATOL
+    assert record['speedup_vs_eager'] == pytest.approx(
+        record['eager_seconds'] / record['seconds'])
+    assert record['int8_speedup_vs_float32'] == pytest.approx(
+        record['seconds'] / record['int8_seconds'])
+    assert 0 < record['int8_label_agreement'] <= 1
+    assert record['int8_megabytes'] < record['onnx_megabytes']
