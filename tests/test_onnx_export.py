@@ -155,12 +155,13 @@ def test_images_smaller_than_the_window_are_refused(exported, meta_files):
         segmentor.view_logits(view, dict(ori_shape=(50, 90)))
 
 
-def test_mask2former_is_refused_with_the_reason(tmp_path, meta_files):
-    _, _, backbone = meta_files
-    result = run('tools/export_onnx.py', 'configs/voc2012_vits14_m2f.py',
-                 backbone, '--out', tmp_path / 'm2f.onnx')
+def test_whole_image_inference_is_refused_with_the_reason(
+        tmp_path, meta_files):
+    config, head, backbone = meta_files
+    result = run('tools/export_onnx.py', config, head, '--backbone', backbone,
+                 '--out', tmp_path / 'whole.onnx', '--cfg-options',
+                 'model.test_cfg.mode=whole')
     assert result.returncode != 0
-    assert ('DinoVisionTransformer + DinoMask2FormerHead: Mask2Former and '
-            'ViT-Adapter models cannot be exported to ONNX') in result.stderr
-    assert 'torch._shape_as_tensor' in result.stderr
-    assert not (tmp_path / 'm2f.onnx').exists()
+    assert ("model.test_cfg.mode='whole': exports hold one slide window's "
+            "network; set test_cfg.mode='slide'") in result.stderr
+    assert not (tmp_path / 'whole.onnx').exists()

@@ -11,6 +11,9 @@ command line returning the record's measurements (``tools/benchmark.py``):
   dataloader with its workers, ``test_step``, the test evaluator) over
   ``--images`` generated images of mixed sizes, ``--batch`` per step; with
   ``--compare`` also one image per step (:mod:`.dataset`).
+- ``onnx``: the window network exported to ONNX, ONNX Runtime (CPU)
+  against PyTorch eager and ``--compile`` on the same ``--batch`` windows;
+  ``--quantize`` adds dynamic int8 (:mod:`.onnx_runtime`).
 - ``train``: one training step of ``--batch`` crops with the backbone
   frozen, against the same step with ``frozen=False``.
 
@@ -50,6 +53,7 @@ from .dataset import measure_dataset
 from .flops import backbone_flops, gpu_peak_tflops
 from .inputs import build_for_benchmark, test_batch, window_size
 from .memory import peak_bytes, tensor_bytes
+from .onnx_runtime import measure_onnx
 from .timing import (backbone_only_run, compare_runs, recording_windows,
                      timing_backbone)
 
@@ -261,4 +265,5 @@ MEASURES = dict(
     slide=measure_inference,
     tta=measure_inference,
     dataset=measure_dataset,
+    onnx=measure_onnx,
     train=measure_train)

@@ -62,7 +62,13 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
         '--compile',
         action='store_true',
         help='torch.compile the backbone as tools/test.py --compile does '
-        '(the warm-up compiles; slide, tta, dataset: the fast path)')
+        '(the warm-up compiles; slide, tta, dataset: the fast path; onnx: '
+        'also times the compiled network)')
+    parser.add_argument(
+        '--quantize',
+        action='store_true',
+        help='onnx: also time ONNX Runtime dynamic int8 quantisation and '
+        'its label agreement with float32')
     parser.add_argument(
         '--compare',
         action='store_true',

@@ -17,15 +17,18 @@ from dinov2_seg.engine.run_config import load_config
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description='Export a DINOv2 segmentor (backbone + linear/ms head, '
-        'one slide window) to ONNX and check it with onnxruntime')
+        description='Export the network of one slide window of a segmentor '
+        '(DINOv2 / DINOv3 with a linear or ms head, Mask2Former or EoMT) to '
+        'ONNX and check it with onnxruntime')
     parser.add_argument('config', help='config file')
     parser.add_argument(
         'checkpoint',
-        help="a training checkpoint or one of Meta's *_head.pth files")
+        help="a training checkpoint, one of Meta's *_head.pth files or an "
+        "EoMT release (the DINOv2 .bin, or the DINOv3 delta file)")
     parser.add_argument(
         '--backbone',
-        help="DINOv2 backbone file (default: the config's, for head files)")
+        help="backbone file (default: the config's; for head files and "
+        "EoMT's DINOv3 deltas: the base file they add to)")
     parser.add_argument(
         '--size',
         type=int,
@@ -67,12 +70,15 @@ def main(argv: Optional[List[str]] = None) -> int:
         args.size or model.cfg.model.test_cfg.get(
             'crop_size', model.cfg.model.data_preprocessor.size))
     os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
-    export_onnx(model, args.out, size, args.opset)
+    frozen = export_onnx(model, args.out, size, args.opset)
     print(f'Exported {type(model.backbone).__name__}('
-          f'{model.backbone.arch}) + {type(model.decode_head).__name__} '
-          f'({model.decode_head.out_channels} classes), '
+          f'{getattr(model.backbone, "arch", "")}) + '
+          f'{type(model.decode_head).__name__} '
+          f'({model.decode_head.num_classes} classes), '
           f'{size[0]}x{size[1]} windows -> {args.out} '
           f'({osp.getsize(args.out) / 2**20:.1f} MiB)')
+    if frozen:
+        print('Constants of the window size: ' + '; '.join(frozen))
     difference = compare_with_onnxruntime(model, args.out,
                                           random_windows(size))
     verdict = 'OK' if difference <= args.tolerance else 'FAILED'

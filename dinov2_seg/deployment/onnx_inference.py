@@ -1,16 +1,16 @@
-"""Whole-image inference with an exported window network: the config's test
-resize, normalisation, slide windows and (optionally) the multi-scale flip
-test around an onnxruntime session, giving the labels of
+"""Whole-image inference with an exported window network (any family): the
+config's test resize, normalisation, slide windows and (optionally) the
+multi-scale flip test around an onnxruntime session, giving the labels of
 :func:`dinov2_seg.apis.inference_segmentor`.
 
-    segmentor = OnnxSegmentor('model.onnx', 'configs/voc2012_vits14_ms.py',
-                              scales=3)
+    segmentor = OnnxSegmentor('model.onnx', scales=3)  # config: the file's
     labels = segmentor(cv2.imread('image.jpg'))  # (H, W) class indices
 
 The steps around the network are the PyTorch model's (the config's
-pipeline, the data preprocessor's normalisation, the slide windows and their
-merging at the original size), so the labels agree with it up to the
-network's float differences. They need torch and mmcv, not the model.
+pipeline, recorded in the file by the exporter, the data preprocessor's
+normalisation, the slide windows by the config's rule and their merging at
+the original size), so the labels agree with it up to the network's float
+differences. They need torch and mmcv, not the model.
 """
 import copy
 from typing import Optional, Sequence, Union
@@ -26,7 +26,9 @@ from dinov2_seg.datasets.pipelines import (ImageType, inference_inputs,
                                            test_dataset_meta,
                                            without_annotations)
 from dinov2_seg.models.segmentors.window_merge import (axis_band_cache,
-                                                       merge_slide_windows)
+                                                       merge_slide_windows,
+                                                       slide_window_grid)
+from .onnx_metadata import read_metadata
 
 
 class OnnxSegmentor:
@@ -34,11 +36,11 @@ class OnnxSegmentor:
     ``tools/export_onnx.py``.
 
     Args:
-        onnx_file: The exported network (its input size must be the
-            config's slide crop size).
-        config: The config it was exported from (path or object).
+        onnx_file: The exported network.
+        config: The config it was exported from (path or object); default:
+            the one the file records (files from this version's exporter).
         scales: ``None`` for single-scale inference; N for the multi-scale
-            flip test with the first N scales of an ms config, as
+            flip test with the first N scales of the config's TTA, as
             ``init_segmentor(..., scales=N)``.
         providers: onnxruntime execution providers (default: CPU).
         cfg_options: Config overrides, as ``--cfg-options``.
@@ -47,23 +49,30 @@ class OnnxSegmentor:
 
     Attributes:
         dataset_meta (dict): ``classes`` and ``palette`` of the config.
+        summary (dict): What the file records (config name, family, window
+            rule, normalisation...; empty for files without a record).
     """
 
     def __init__(self,
                  onnx_file: str,
-                 config: Union[str, Config],
+                 config: Union[str, Config, None] = None,
                  scales: Optional[int] = None,
                  providers: Optional[Sequence[str]] = None,
                  cfg_options: Optional[dict] = None,
                  max_windows: int = 8):
         import onnxruntime
-        cfg = Config.fromfile(config) if isinstance(
-            config, str) else copy.deepcopy(config)
+        self.session = onnxruntime.InferenceSession(
+            onnx_file, providers=list(providers or ['CPUExecutionProvider']))
+        if config is None:
+            self.summary, cfg = read_metadata(self.session, onnx_file)
+            name = self.summary['config'] or onnx_file
+        else:
+            cfg = Config.fromfile(config) if isinstance(
+                config, str) else copy.deepcopy(config)
+            self.summary, name = {}, cfg.filename or 'the config'
         if cfg_options:
             cfg.merge_from_dict(cfg_options)
         init_default_scope(cfg.get('default_scope', 'mmseg'))
-        self.session = onnxruntime.InferenceSession(
-            onnx_file, providers=list(providers or ['CPUExecutionProvider']))
         self.input_name = self.session.get_inputs()[0].name
         window = tuple(self.session.get_inputs()[0].shape[2:])
 
@@ -72,7 +81,7 @@ class OnnxSegmentor:
             raise ValueError(
                 f'model.test_cfg.mode={test_cfg.get("mode")!r}: '
                 "OnnxSegmentor runs the slide inference ('slide') of the "
-                'linear and ms configs')
+                'configs')
         self.crop = tuple(test_cfg.crop_size)
         self.stride = tuple(test_cfg.stride)
         self.window_rule = test_cfg.get('window_rule', 'stride')
@@ -97,7 +106,7 @@ class OnnxSegmentor:
             pipeline = copy.deepcopy(cfg.test_pipeline)
         else:
             cfg.tta_scale_count = scales
-            pipeline = select_tta_scales(cfg, cfg.filename or 'the config')
+            pipeline = select_tta_scales(cfg, name)
         self.pipeline = without_annotations(pipeline)
         self.multi_view = scales is not None
         self.dataset_meta = test_dataset_meta(cfg)
@@ -135,7 +144,12 @@ class OnnxSegmentor:
         image = (image - self.mean) / self.std
         height, width = image.shape[1:]
         crop_h, crop_w = self.crop
-        if height < crop_h or width < crop_w:
+        rows, cols = slide_window_grid(height, width, self.crop, self.stride,
+                                       self.window_rule)
+        if {b - a
+                for a, b in rows} != {crop_h} or {b - a
+                                                  for a, b in cols
+                                                  } != {crop_w}:
             raise ValueError(
                 f'The resized image is {height}x{width}, smaller than the '
                 f'{crop_h}x{crop_w} window: slide inference would run the '

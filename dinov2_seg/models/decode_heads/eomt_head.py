@@ -291,7 +291,7 @@ class EoMTHead(BaseModule):
     def add_queries(self, tokens: Tensor) -> Tensor:
         """Put the learned queries in front of the ViT tokens."""
         queries = self.query_embed.weight.to(tokens.dtype)
-        return torch.cat([queries.expand(len(tokens), -1, -1), tokens], 1)
+        return torch.cat([queries.expand(tokens.shape[0], -1, -1), tokens], 1)
 
     def predict_masks(self, tokens: Tensor, grid: Tuple[int, int],
                       num_prefix_tokens: int) -> Prediction:
@@ -304,7 +304,7 @@ class EoMTHead(BaseModule):
                 'call build_upscale first')
         queries = tokens[:, :self.num_queries]
         patches = tokens[:, self.num_queries + num_prefix_tokens:]
-        patches = patches.transpose(1, 2).reshape(len(tokens), -1,
+        patches = patches.transpose(1, 2).reshape(tokens.shape[0], -1,
                                                   *grid).contiguous()
         mask_logits = torch.einsum('bqc,bchw->bqhw', self.mask_embed(queries),
                                    self.upscale(patches))
