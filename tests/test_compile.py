@@ -27,23 +27,32 @@ ARCH = dict(
 
 
 def tiny_linear(**test_cfg) -> torch.nn.Module:
-    cfg = Config.fromfile(str(REPO / 'configs' / 'ade20k_vits14_linear.py'))
+    return linear_model('ade20k_vits14_linear.py', ARCH, (56, 56), (37, 37), {
+        'model.backbone.out_indices': [0, 1],
+        'model.decode_head.in_index': [1]
+    }, **test_cfg)
+
+
+def linear_model(config: str, arch: dict, crop_size: tuple, stride: tuple,
+                 options: dict, **test_cfg) -> torch.nn.Module:
+    """``configs/CONFIG`` with a random ``arch`` backbone and a head whose
+    labels vary (small BN variances, wide class weights)."""
+    cfg = Config.fromfile(str(REPO / 'configs' / config))
     cfg.merge_from_dict({
         'model.backbone.arch':
-        dict(ARCH, _delete_=True),
-        'model.backbone.out_indices': [0, 1],
+        dict(arch, _delete_=True),
         'model.backbone.init_cfg':
         None,
-        'model.decode_head.in_channels': [ARCH['embed_dim']],
-        'model.decode_head.in_index': [1],
+        'model.decode_head.in_channels': [arch['embed_dim']],
         'model.decode_head.norm_cfg':
         dict(type='BN'),
         'model.test_cfg':
         dict(
-            crop_size=(56, 56),
-            stride=(37, 37),
+            crop_size=crop_size,
+            stride=stride,
             window_batch_size=2,
             **test_cfg),
+        **options
     })
     torch.manual_seed(0)
     model = MODELS.build(cfg.model).eval()
@@ -130,29 +139,8 @@ V3_ARCH = dict(embed_dim=32, depth=2, num_heads=2)
 
 
 def tiny_dinov3_linear(**test_cfg) -> torch.nn.Module:
-    cfg = Config.fromfile(
-        str(REPO / 'configs' / 'dinov3' / 'ade20k_vits16_linear.py'))
-    cfg.merge_from_dict({
-        'model.backbone.arch':
-        dict(V3_ARCH, _delete_=True),
-        'model.backbone.init_cfg':
-        None,
-        'model.decode_head.in_channels': [V3_ARCH['embed_dim']],
-        'model.decode_head.norm_cfg':
-        dict(type='BN'),
-        'model.test_cfg':
-        dict(
-            crop_size=(64, 64),
-            stride=(48, 48),
-            window_batch_size=2,
-            **test_cfg),
-    })
-    torch.manual_seed(0)
-    model = MODELS.build(cfg.model).eval()
-    head = model.decode_head
-    head.bn.running_var.uniform_(1e-3, 1e-2)  # varied labels
-    torch.nn.init.normal_(head.conv_seg.weight, std=1.0)
-    return model
+    return linear_model('dinov3/ade20k_vits16_linear.py', V3_ARCH, (64, 64),
+                        (48, 48), {}, **test_cfg)
 
 
 def test_dinov3_forward_has_no_graph_break():
