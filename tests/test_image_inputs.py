@@ -141,6 +141,30 @@ def test_errors_of_loader_workers_keep_their_one_line():
     assert one_line_data_error(KeyError('failed to load image: x')) is None
 
 
+def test_missing_image_is_named_only_where_the_loader_reads_it(tmp_path):
+    """A FileNotFoundError raised by mmcv's image loader is one line naming
+    the image, in process and from a DataLoader worker; one raised
+    elsewhere (a missing checkpoint) is not a dataset error."""
+    from mmcv.transforms import LoadImageFromFile
+    missing = str(tmp_path / 'images' / 'gone.jpg')
+    expected = (f'The image {missing} does not exist: the dataset lists it '
+                '(check data_root, data_prefix and img_suffix)')
+    with pytest.raises(FileNotFoundError) as err:
+        LoadImageFromFile()(dict(img_path=missing))
+    assert one_line_data_error(err.value) == expected
+    try:
+        LoadImageFromFile()(dict(img_path=missing))
+    except FileNotFoundError:
+        wrapped = ExceptionWrapper(where='in DataLoader worker process 0')
+    with pytest.raises(FileNotFoundError) as err:
+        wrapped.reraise()
+    assert 'Traceback' in str(err.value)
+    assert one_line_data_error(err.value) == expected
+    with pytest.raises(FileNotFoundError) as err:
+        open(tmp_path / 'iter_4.pth', 'rb')
+    assert one_line_data_error(err.value) is None
+
+
 @pytest.fixture
 def bad_data(tmp_path, shapes_root):
     """The shapes data with a truncated val and a truncated train image

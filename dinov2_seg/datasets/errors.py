@@ -7,6 +7,7 @@ are raised where the files are read (the label loader, the inference
 inputs); mmcv's image loader, which the configs keep, names the file in an
 AssertionError of its own, recognised here by its text.
 """
+import os.path as osp
 import re
 from typing import Optional
 
@@ -14,6 +15,12 @@ from typing import Optional
 # (cv2 returns None for bytes it cannot decode: a truncated PNG, a text
 # file named .jpg).
 _MMCV_IMAGE_FAILURE = re.compile(r'^failed to load image: (.+)$')
+# A missing file is a FileNotFoundError of the file backend; it is the
+# dataset's only when raised inside mmcv's image loader (a missing
+# checkpoint or config is not), seen in the traceback's frames or, for an
+# error a DataLoader worker re-raised, in its traceback's text.
+_MMCV_IMAGE_LOADER = osp.join('mmcv', 'transforms', 'loading.py')
+_MISSING_PATH = re.compile(r"No such file or directory: '(.+)'$")
 
 
 class DataFileError(Exception):
@@ -63,4 +70,18 @@ def one_line_data_error(error: BaseException) -> Optional[str]:
         found = _MMCV_IMAGE_FAILURE.match(_last_line(error))
         if found:
             return unreadable_image_message(found.group(1))
+    if isinstance(error, FileNotFoundError) and _raised_in_image_loader(error):
+        found = _MISSING_PATH.search(_last_line(error))
+        path = error.filename or (found.group(1) if found else '?')
+        return (f'The image {path} does not exist: the dataset lists it '
+                '(check data_root, data_prefix and img_suffix)')
     return None
+
+
+def _raised_in_image_loader(error: BaseException) -> bool:
+    frame = error.__traceback__
+    while frame is not None:
+        if frame.tb_frame.f_code.co_filename.endswith(_MMCV_IMAGE_LOADER):
+            return True
+        frame = frame.tb_next
+    return _MMCV_IMAGE_LOADER in str(error)
