@@ -56,3 +56,23 @@ def voc_root(tmp_path_factory) -> Path:
 @pytest.fixture
 def python() -> str:
     return sys.executable
+
+
+@pytest.fixture(autouse=True)
+def _log_files_closed_after_each_test():
+    """mmengine keeps every MMLogger of the process (the last one is
+    'current', which mmengine's own print_log writes to) with its
+    FileHandler, and a handler reopens its file on the next record. Once a
+    passing test's tmp dir is deleted (tmp_path_retention_policy), a later
+    test in the same worker that logs (e.g. FileClient's deprecation
+    notice) failed with FileNotFoundError on the earlier test's log file.
+    Each test's log files are therefore closed and detached after it."""
+    yield
+    import logging
+
+    from mmengine.logging import MMLogger
+    for logger in list(MMLogger._instance_dict.values()):
+        for handler in list(logger.handlers):
+            if isinstance(handler, logging.FileHandler):
+                handler.close()
+                logger.removeHandler(handler)

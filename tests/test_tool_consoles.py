@@ -28,7 +28,11 @@ model = dict(
             '--out', tmp_path / 'model.onnx')
     console = check(run(*args))
     lines = console.strip().splitlines()
-    assert len(lines) == 2, console
+    assert len(lines) == 3, console
     assert lines[0].startswith('Exported DinoVisionTransformer(custom) + '
                                'DinoBNHead (21 classes), 56x56 windows -> ')
-    assert lines[1].startswith('onnxruntime vs PyTorch on 2 random windows')
+    assert lines[0].endswith(' MiB)')  # its size on disk
+    # What the fixed window size froze into the file.
+    assert lines[1].strip() == ('Constants of the window size: '
+                                'segmentor.backbone: positional embedding')
+    assert lines[2].startswith('onnxruntime vs PyTorch on 2 random windows')
